@@ -1,0 +1,66 @@
+"""Uniform API responses: every error carries a stable ``code`` and a human ``message``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import PanelError, UnlockRefused
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    errors: list[str] | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+        super().__init__(message)
+
+
+# Refusal codes that mean "the request was fine but the panel's state forbids it".
+_CONFLICT = {"tamper_blocked", "tamper_active", "already_answered", "no_call", "call_over"}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(ErrorBody(code=exc.code, message=exc.message).model_dump(exclude_none=True),
+                            status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse(ErrorBody(code="invalid_request", message="; ".join(errors), errors=errors).model_dump(),
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(ErrorBody(code=code, message=str(exc.detail)).model_dump(exclude_none=True),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(UnlockRefused)
+    async def _refused(request: Request, exc: UnlockRefused) -> JSONResponse:
+        status = 409 if exc.code in _CONFLICT else 422
+        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
+                            status_code=status)
+
+    @app.exception_handler(PanelError)
+    async def _panel(request: Request, exc: PanelError) -> JSONResponse:
+        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
+                            status_code=500)

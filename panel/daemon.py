@@ -1,0 +1,228 @@
+"""The daemon: builds every component from config, supervises them and stops them in order.
+
+Start order: store -> GPIO (relays driven off first) -> journal -> door -> inputs -> API -> watchdog.
+Stop order is the reverse, except that the relays are switched off first of all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from . import __version__
+from .api.app import ApiServer, create_app
+from .clock import Clock, LoopClock
+from .config import Config
+from .door import Door
+from .events import ButtonPressed, InputRecovered, InputStuck, PanelStarted, PanelStopped
+from .gpio import Hardware, make_pin_factory
+from .inputs import DebouncedInput
+from .journal import Journal
+from .lights import Lights
+from .relay import Relay
+from .sdnotify import Notifier, feed_watchdog
+from .secrets import Secrets
+from .store import Store
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+STOP_BUDGET_S = 2.0
+
+
+class Panel:
+    def __init__(self, cfg: Config, secrets: Secrets, *, simulate: bool, clock: Clock | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.secrets = secrets
+        self.simulated = simulate
+        self.clock = clock or LoopClock()
+        self.notifier = notifier or Notifier()
+        self.supervisor = Supervisor()
+        self.started_mono = time.monotonic()
+        self.stop_requested = asyncio.Event()
+        self.stop_reason = "stopped"
+        self.inputs: dict[str, DebouncedInput] = {}
+        self.store: Store
+        self.hw: Hardware
+        self.journal: Journal
+        self.door: Door
+        self.api: ApiServer | None = None
+        self._stopped = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.store = Store(self.cfg.storage.dir / "panel.db")
+        factory = make_pin_factory("mock" if self.simulated else self.cfg.gpio.pin_factory)
+        try:
+            self.hw = Hardware.build(self.cfg, factory)
+        except BaseException:
+            self.store.close()
+            raise
+        if self.simulated:
+            self._rest_simulated_inputs()
+        self.journal = Journal(self.store, self.clock, self.cfg.panel)
+        relays = {rid: Relay(self.cfg.relay(rid), dev, self.clock, lambda *a: None) for rid, dev in self.hw.relays.items()}
+        self.door = Door(self.cfg, relays, self.journal, self.clock)
+        self.lights = Lights(self.cfg.lights, self.hw.lights, self.door.main_relay)
+        self.journal.subscribe(self.lights.on_event)
+        self._wire_inputs(loop)
+        await self.journal.record(PanelStarted(version=__version__, boot=self.journal.boot_id,
+                                               simulated=self.simulated))
+        host, port = self.cfg.api.host, self.cfg.api.port
+        self.api = ApiServer(create_app(self, simulated=self.simulated), host, port)
+        await self.api.start()
+        self.supervisor.start("api", self.api.serve)
+        self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy))
+        self.lights.running(True)
+        self.notifier.notify(f"READY=1\nSTATUS=panel {self.cfg.panel.id} running\nMAINPID={os.getpid()}")
+        log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
+                                         "api": f"http://{host}:{self.api.bound_port}"})
+
+    def _rest_simulated_inputs(self) -> None:
+        """Mock pins start at their pull level; a simulated panel starts with every input at rest."""
+        cfgs = [*self.cfg.buttons, self.cfg.door.contact, self.cfg.door.exit_button, self.cfg.tamper]
+        for cfg in cfgs:
+            if cfg is not None:
+                pin = self.hw.factory.pin(f"GPIO{cfg.pin}")
+                pin.drive_low() if cfg.active == "high" else pin.drive_high()
+
+    def _wire_inputs(self, loop: asyncio.AbstractEventLoop) -> None:
+        def stuck(name: str) -> Any:
+            def report(is_stuck: bool, active_s: float) -> None:
+                self.journal.record(InputStuck(input=name, active_s=round(active_s, 3)) if is_stuck
+                                    else InputRecovered(input=name))
+            return report
+
+        for b in self.cfg.buttons:
+            def pressed(active: bool, b: Any = b) -> None:
+                if active:
+                    self.on_button(b.id)
+            self.inputs[f"button:{b.id}"] = DebouncedInput(f"button:{b.id}", self.hw.buttons[b.id], b, self.clock,
+                                                           loop, pressed, stuck(f"button:{b.id}"))
+        if self.hw.contact is not None and self.cfg.door.contact is not None:
+            contact = DebouncedInput("door_contact", self.hw.contact, self.cfg.door.contact, self.clock, loop,
+                                     self.door.contact_changed, stuck("door_contact"))
+            self.inputs["door_contact"] = contact
+            self.door.is_open = contact.active  # the door's state at boot is no event
+        if self.hw.exit_button is not None and self.cfg.door.exit_button is not None:
+            def exit_changed(active: bool) -> None:
+                if active:
+                    asyncio.ensure_future(self.door.exit_pressed())
+            self.inputs["exit_button"] = DebouncedInput("exit_button", self.hw.exit_button, self.cfg.door.exit_button,
+                                                        self.clock, loop, exit_changed, stuck("exit_button"))
+        if self.hw.tamper is not None and self.cfg.tamper is not None:
+            tamper = DebouncedInput("tamper", self.hw.tamper, self.cfg.tamper, self.clock, loop,
+                                    self.door.tamper_changed, stuck("tamper"))
+            self.inputs["tamper"] = tamper
+            if tamper.active:  # tampered while we were down: that is news
+                self.door.tamper_changed(True)
+
+    def on_button(self, button_id: str) -> None:
+        b = self.cfg.button(button_id)
+        self.journal.record(ButtonPressed(button=b.id, unit_id=b.unit.id, unit_label=b.unit.label))
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.stop_requested.set()
+
+    async def run(self) -> int:
+        """Run until a stop is requested or a component fails; returns the process exit code."""
+        failed = asyncio.create_task(self.supervisor.failed.wait())
+        stop = asyncio.create_task(self.stop_requested.wait())
+        await asyncio.wait({failed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
+        stop.cancel()
+        code = 1 if self.supervisor.failure else 0
+        await self.stop(self.supervisor.failure or self.stop_reason)
+        return code
+
+    async def stop(self, reason: str) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        # Safety first: nothing below may delay de-energising the relays.
+        self.door.all_off("shutdown")
+        self.notifier.notify("STOPPING=1")
+        self.lights.running(False)
+        for inp in self.inputs.values():
+            inp.close()
+        if self.api is not None:
+            await self.api.stop()
+        await self.supervisor.stop(timeout_s=0.5)
+        try:
+            self.journal.record(PanelStopped(reason=reason))
+            await asyncio.wait_for(self.journal.flush(), max(0.1, STOP_BUDGET_S - 0.3 - (time.monotonic() - started)))
+        except asyncio.TimeoutError:
+            log.error("journal writes still pending at shutdown")
+        for relay in self.door.relays.values():
+            relay.close()
+        self.hw.close()
+        self.store.close()
+        self.notifier.close()
+        log.info("panel stopped", extra={"reason": reason, "stop_s": round(time.monotonic() - started, 3)})
+
+    # -- introspection ------------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        return self.door.healthy()
+
+    async def backlog(self) -> int:
+        return await self.store.read(lambda c: c.execute("SELECT count(*) FROM events WHERE delivered IS NULL").fetchone()[0])
+
+    async def health(self) -> dict[str, Any]:
+        t0 = time.monotonic()
+        await asyncio.sleep(0)
+        lag_ms = (time.monotonic() - t0) * 1000
+        relays_ok = self.door.healthy()
+        components = self.supervisor.status()
+        ok = relays_ok and all(c["state"] in ("running", "finished") for c in components.values())
+        return {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started_mono, 3),
+            "simulated": self.simulated,
+            "checks": {"relays": relays_ok, "loop_lag_ms": round(lag_ms, 3), "backlog": await self.backlog(),
+                       "tamper_blocked": self.door.tamper_blocked},
+            "components": components,
+        }
+
+    async def state(self) -> dict[str, Any]:
+        return {
+            "panel": {"id": self.cfg.panel.id, "name": self.cfg.panel.name},
+            "simulated": self.simulated,
+            "door": self.door.state(),
+            "inputs": {name: {"active": i.active, "stuck": i.stuck} for name, i in self.inputs.items()},
+            "backlog": await self.backlog(),
+        }
+
+    def pin_levels(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for rid, dev in self.hw.relays.items():
+            out[f"relay:{rid}"] = {"pin": f"GPIO{self.cfg.relay(rid).pin}", "level": int(dev.pin.state),
+                                   "energised": bool(dev.value)}
+        for name, inp in self.inputs.items():
+            out[name] = {"pin": f"GPIO{inp.cfg.pin}", "level": int(inp.device.pin.state), "active": inp.active}
+        return out
+
+
+async def serve(cfg: Config, secrets: Secrets, simulate: bool) -> int:
+    panel = Panel(cfg, secrets, simulate=simulate)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, panel.request_stop, signal.Signals(sig).name)
+    try:
+        await panel.start()
+    except BaseException:
+        if hasattr(panel, "door"):
+            await panel.stop("start failed")
+        raise
+    try:
+        return await panel.run()
+    finally:
+        panel.hw.all_off()
