@@ -47,24 +47,32 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="drive a running simulated panel")
     _target_args(sim)
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    # --url/--config work before or after the verb: `panel sim press b303 --url ...` too.
     for verb in ("press", "release"):
         s = sim_sub.add_parser(verb, help=f"{verb} a call button")
         s.add_argument("button")
+        _target_args(s, nested=True)
     hold = sim_sub.add_parser("hold", help="hold a call button")
     hold.add_argument("button")
     hold.add_argument("--seconds", type=float, default=2.0)
+    _target_args(hold, nested=True)
     door = sim_sub.add_parser("door", help="open or close the door contact")
     door.add_argument("action", choices=["open", "close"])
-    sim_sub.add_parser("exit", help="press the exit button")
+    _target_args(door, nested=True)
+    _target_args(sim_sub.add_parser("exit", help="press the exit button"), nested=True)
     tam = sim_sub.add_parser("tamper", help="trip (on) or rest (off) the tamper switch")
     tam.add_argument("state", nargs="?", choices=["on", "off"], default="on")
-    sim_sub.add_parser("state", help="print the panel's state and pin levels")
+    _target_args(tam, nested=True)
+    _target_args(sim_sub.add_parser("state", help="print the panel's state"), nested=True)
     return p
 
 
-def _target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None, help="read the API address (and token) from this config")
-    p.add_argument("--url", default=os.environ.get("PANEL_URL"), help="the panel's API, e.g. http://127.0.0.1:8080")
+def _target_args(p: argparse.ArgumentParser, nested: bool = False) -> None:
+    # Nested copies default to SUPPRESS so they do not overwrite a value given before the verb.
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS if nested else None,
+                   help="read the API address (and token) from this config")
+    p.add_argument("--url", default=argparse.SUPPRESS if nested else os.environ.get("PANEL_URL"),
+                   help="the panel's API, e.g. http://127.0.0.1:8080")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,19 +144,63 @@ def _selftest(args: argparse.Namespace) -> int:
 
 
 def _safe_state(args: argparse.Namespace) -> int:
+    """Drive every relay off. Runs after every stop (ExecStopPost), so it must work whatever state the
+    config is in: an installer may have broken the file while the panel was running."""
     from gpiozero import OutputDevice
 
-    from .config import load_config
     from .gpio import make_pin_factory
 
-    cfg = load_config(args.config)
-    factory = make_pin_factory(cfg.gpio.pin_factory)
-    for r in cfg.door.relays:
-        dev = OutputDevice(f"GPIO{r.pin}", active_high=r.active == "high", initial_value=False, pin_factory=factory)
-        dev.off()
-        dev.close()
-        print(f"relay {r.id} (GPIO{r.pin}) off")
-    return 0
+    relays, factory_name, problems = _relays_for_safe_state(args.config)
+    for line in problems:
+        print(f"panel safe-state: {line}", file=sys.stderr)
+    if not relays:
+        print("panel safe-state: no relay pin could be read from the config; nothing was switched off", file=sys.stderr)
+        return EXIT_CONFIG
+    factory = make_pin_factory(factory_name)
+    failed = 0
+    for rid, pin, active in relays:
+        try:
+            dev = OutputDevice(f"GPIO{pin}", active_high=active == "high", initial_value=False, pin_factory=factory)
+            dev.off()
+            dev.close()
+        except Exception as e:  # one stuck line must not keep the others on
+            failed += 1
+            print(f"panel safe-state: relay {rid} (GPIO{pin}) could not be switched off: {e}", file=sys.stderr)
+            continue
+        print(f"relay {rid} (GPIO{pin}) off")
+    return 1 if failed else 0
+
+
+def _relays_for_safe_state(path: Path) -> tuple[list[tuple[str, int, str]], str, list[str]]:
+    """(id, BCM pin, active level) of each relay and the pin factory; from the raw TOML if it is invalid."""
+    import tomllib
+
+    from .config import load_config, parse_pin
+
+    try:
+        cfg = load_config(path)
+        return [(r.id, r.pin, r.active) for r in cfg.door.relays], cfg.gpio.pin_factory, []
+    except ConfigError as e:
+        problems = [f"the config is invalid ({'; '.join(e.problems)}); using the relay pins it names anyway"]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        return [], "lgpio", problems + [f"cannot read {path}: {e}"]
+    door = data.get("door") if isinstance(data.get("door"), dict) else {}
+    gpio = data.get("gpio") if isinstance(data.get("gpio"), dict) else {}
+    factory = gpio.get("pin_factory") if gpio.get("pin_factory") in ("lgpio", "rpigpio", "native", "mock") else "lgpio"
+    relays: list[tuple[str, int, str]] = []
+    for i, r in enumerate(door.get("relays") or []):
+        if not isinstance(r, dict):
+            continue
+        try:
+            pin = parse_pin(r.get("pin"))
+        except Exception:
+            problems.append(f"door.relays[{i}].pin: {r.get('pin')!r} is not a usable pin; that relay was not touched")
+            continue
+        active = r.get("active") if r.get("active") in ("high", "low") else "high"
+        relays.append((str(r.get("id", f"relays[{i}]")), pin, active))
+    return relays, str(factory), problems
 
 
 def _base_url(args: argparse.Namespace) -> str:
@@ -197,8 +249,8 @@ def _sim(args: argparse.Namespace) -> int:
         return _call(args, "POST", "/api/v1/sim/exit")
     if c == "tamper":
         return _call(args, "POST", "/api/v1/sim/tamper", {"active": args.state == "on"})
-    if c == "state":
-        return _call(args, "GET", "/api/v1/state")
+    if c == "state":  # /api/v1/state needs a credential; the simulation's copy does not
+        return _call(args, "GET", "/api/v1/sim/state")
     return EXIT_USAGE
 
 

@@ -11,23 +11,33 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .api.app import ApiServer, create_app
+from .calls import CallManager
 from .clock import Clock, LoopClock
 from .config import Config
+from .control import Control
 from .door import Door
-from .events import ButtonPressed, InputRecovered, InputStuck, PanelStarted, PanelStopped
+from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
+from .freshness import ClockSync, KernelClockSync, Nonces
 from .gpio import Hardware, make_pin_factory
 from .inputs import DebouncedInput
 from .journal import Journal
 from .lights import Lights
+from .mqtt_link import MqttLink
+from .outbox import Outbox, heartbeat
 from .relay import Relay
+from .replay import SeenCommands
 from .sdnotify import Notifier, feed_watchdog
 from .secrets import Secrets
-from .store import Store
+from .store import EventRow, Store
 from .supervisor import Supervisor
+from .webhooks import Sender
+
+if TYPE_CHECKING:
+    from .media.service import MediaService
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +45,9 @@ STOP_BUDGET_S = 2.0
 
 
 class Panel:
+    store_class: type[Store] = Store
     def __init__(self, cfg: Config, secrets: Secrets, *, simulate: bool, clock: Clock | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, clock_sync: ClockSync | None = None) -> None:
         self.cfg = cfg
         self.secrets = secrets
         self.simulated = simulate
@@ -51,13 +62,24 @@ class Panel:
         self.hw: Hardware
         self.journal: Journal
         self.door: Door
+        self.calls: CallManager
         self.api: ApiServer | None = None
+        self.outbox: Outbox | None = None
+        self.clock_sync: ClockSync = clock_sync or KernelClockSync()
+        self.mqtt: MqttLink | None = None
+        self.media: MediaService | None = None
+        self.visitor: Any = None  # snapshots, MJPEG and feedback tones (panel.media.visitor)
         self._stopped = False
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.build_core()
+        await self.start_services()
+
+    def build_core(self) -> None:
+        """Store, GPIO, journal, door and inputs: everything but the network. Needs a running loop."""
         loop = asyncio.get_running_loop()
-        self.store = Store(self.cfg.storage.dir / "panel.db")
+        self.store = self.store_class(self.cfg.storage.dir / "panel.db")
         factory = make_pin_factory("mock" if self.simulated else self.cfg.gpio.pin_factory)
         try:
             self.hw = Hardware.build(self.cfg, factory)
@@ -71,18 +93,72 @@ class Panel:
         self.door = Door(self.cfg, relays, self.journal, self.clock)
         self.lights = Lights(self.cfg.lights, self.hw.lights, self.door.main_relay)
         self.journal.subscribe(self.lights.on_event)
+        self.calls = CallManager(self.cfg, self.journal, self.clock)
+        self.calls.recover()  # before the buttons are wired: a zombie call is closed before a new one
         self._wire_inputs(loop)
+
+    async def start_services(self) -> None:
+        sender = self._webhook_sender()  # first: a webhook URL without a secret must stop the start
+        mqtt = await self._mqtt_link()  # likewise bad MQTT credentials or TLS files
         await self.journal.record(PanelStarted(version=__version__, boot=self.journal.boot_id,
                                                simulated=self.simulated))
+        self.media = self._start_media()  # never fails the start: the door works without media
+        if self.media is not None:
+            from .media.visitor import start_visitor_media
+
+            self.visitor = await start_visitor_media(self)  # never fails the start either
         host, port = self.cfg.api.host, self.cfg.api.port
         self.api = ApiServer(create_app(self, simulated=self.simulated), host, port)
         await self.api.start()
         self.supervisor.start("api", self.api.serve)
         self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy))
+        if sender is not None:
+            self._start_webhooks(sender)
+        if mqtt is not None:
+            self.mqtt = mqtt
+            self.supervisor.start("mqtt", mqtt.run)
         self.lights.running(True)
         self.notifier.notify(f"READY=1\nSTATUS=panel {self.cfg.panel.id} running\nMAINPID={os.getpid()}")
         log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
                                          "api": f"http://{host}:{self.api.bound_port}"})
+
+    def _start_media(self) -> MediaService | None:
+        if self.cfg.media is None:
+            return None
+        from .media.service import start_media  # the media packages are an optional extra
+
+        return start_media(self)
+
+    def _webhook_sender(self) -> Sender | None:
+        wh = self.cfg.webhooks
+        if wh.url is None:
+            log.info("webhooks.url is not set: events are kept on the panel, nothing is sent to a backend")
+            return None
+        return Sender(wh.url, self.secrets.webhook_secrets, timeout_s=wh.timeout_s, panel_id=self.cfg.panel.id)
+
+    async def _mqtt_link(self) -> MqttLink | None:
+        if self.cfg.mqtt.host is None:
+            log.info("mqtt.host is not set: no backend commands over MQTT")
+            return None
+        seen = SeenCommands(self.store, self.clock, self.journal.boot_id)
+        nonces = Nonces(self.clock, self.cfg.mqtt.command_max_age_s)
+        control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
+                          clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces)
+        link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync)
+        await link.prepare()
+        return link
+
+    def _start_webhooks(self, sender: Sender) -> None:
+        wh = self.cfg.webhooks
+        outbox = self.outbox = Outbox(self.store, self.journal, sender, max_events=self.cfg.storage.outbox_max_events,
+                                      max_backoff_s=wh.max_backoff_s, max_in_flight=wh.max_in_flight,
+                                      on_delivered=self._webhook_delivered)
+        self.supervisor.start("webhooks", outbox.run)
+        self.supervisor.start("heartbeat", lambda: heartbeat(self.journal, outbox, wh.heartbeat_s, self.started_mono))
+
+    def _webhook_delivered(self, row: EventRow) -> None:
+        if row.type == "call.created" and hasattr(self, "calls"):
+            self.calls.backend_acknowledged(str(row.data.get("guid") or row.key))
 
     def _rest_simulated_inputs(self) -> None:
         """Mock pins start at their pull level; a simulated panel starts with every input at rest."""
@@ -124,8 +200,8 @@ class Panel:
                 self.door.tamper_changed(True)
 
     def on_button(self, button_id: str) -> None:
-        b = self.cfg.button(button_id)
-        self.journal.record(ButtonPressed(button=b.id, unit_id=b.unit.id, unit_label=b.unit.label))
+        # Tamper does not matter here: visitors can always ring; only remote unlocks are blocked.
+        self.calls.on_button(button_id)
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
@@ -153,9 +229,23 @@ class Panel:
         self.lights.running(False)
         for inp in self.inputs.values():
             inp.close()
+        if hasattr(self, "calls"):
+            self.calls.close("shutdown")  # written with the flush below
         if self.api is not None:
             await self.api.stop()
-        await self.supervisor.stop(timeout_s=0.5)
+        await self.supervisor.stop(timeout_s=0.5, total_s=0.8)
+        if self.visitor is not None:
+            try:
+                await asyncio.wait_for(self.visitor.stop(), 0.5)
+            except Exception:
+                log.exception("snapshots, MJPEG and tones did not stop cleanly")
+        if self.media is not None:
+            try:
+                await asyncio.wait_for(self.media.stop(), 1.0)
+            except Exception:
+                log.exception("media did not stop cleanly")
+        if self.outbox is not None:
+            await self.outbox.aclose()
         try:
             self.journal.record(PanelStopped(reason=reason))
             await asyncio.wait_for(self.journal.flush(), max(0.1, STOP_BUDGET_S - 0.3 - (time.monotonic() - started)))
@@ -173,6 +263,9 @@ class Panel:
         return self.door.healthy()
 
     async def backlog(self) -> int:
+        """Events not yet delivered to the backend (the outbox's count; no disk read once it runs)."""
+        if self.outbox is not None and self.outbox.ready:
+            return self.outbox.backlog
         return await self.store.read(lambda c: c.execute("SELECT count(*) FROM events WHERE delivered IS NULL").fetchone()[0])
 
     async def health(self) -> dict[str, Any]:
@@ -182,13 +275,18 @@ class Panel:
         relays_ok = self.door.healthy()
         components = self.supervisor.status()
         ok = relays_ok and all(c["state"] in ("running", "finished") for c in components.values())
+        webhooks: dict[str, Any] = {"configured": False}
+        if self.outbox is not None:
+            webhooks = {"configured": True, **self.outbox.status()}
+            ok = ok and self.outbox.healthy()
         return {
             "status": "ok" if ok else "degraded",
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started_mono, 3),
             "simulated": self.simulated,
             "checks": {"relays": relays_ok, "loop_lag_ms": round(lag_ms, 3), "backlog": await self.backlog(),
-                       "tamper_blocked": self.door.tamper_blocked},
+                       "tamper_blocked": self.door.tamper_blocked, "webhooks": webhooks,
+                       "mqtt": self.mqtt.status() if self.mqtt is not None else {"configured": False}},
             "components": components,
         }
 
@@ -197,6 +295,7 @@ class Panel:
             "panel": {"id": self.cfg.panel.id, "name": self.cfg.panel.name},
             "simulated": self.simulated,
             "door": self.door.state(),
+            "call": self.calls.state(),
             "inputs": {name: {"active": i.active, "stuck": i.stuck} for name, i in self.inputs.items()},
             "backlog": await self.backlog(),
         }

@@ -24,7 +24,7 @@ from .events import (
     Cause, DoorClosed, DoorForcedOpen, DoorHeldOpen, DoorLocked, DoorOpened, DoorUnlocked,
     DoorUnlockRefused, GrantInfo, LockReason, Method, PanelTamper, PanelTamperCleared,
 )
-from .journal import Journal
+from .journal import Extra, Journal
 from .relay import Relay
 from .store import AccessRow, Tx
 
@@ -68,8 +68,12 @@ class Door:
 
     # -- releases ---------------------------------------------------------------------------------
     async def unlock(self, *, cause: Cause, actor: str, method: Method, relay: str | None = None,
-                     call_guid: str | None = None, duration_s: float | None = None) -> Grant:
-        """Release the lock. Raises ``UnlockRefused`` (and journals why) if it may not."""
+                     call_guid: str | None = None, duration_s: float | None = None,
+                     extra: Extra | None = None) -> Grant:
+        """Release the lock. Raises ``UnlockRefused`` (and journals why) if it may not.
+
+        ``extra`` writes more rows in the release's own transaction (e.g. the MQTT command id that
+        asked for it, so replay protection costs no second disk commit on the unlock path)."""
         async with self._unlock_lock:
             rcfg = self._refuse_if_not_allowed(cause, actor, method, relay, call_guid, duration_s)
             seconds = self._duration(rcfg, duration_s)
@@ -81,6 +85,8 @@ class Door:
             def access(tx: Tx, event_id: str) -> None:
                 tx.insert_access(AccessRow(info.access_id, wall, rcfg.id, cause, actor, method, call_guid,
                                            seconds, event_id))
+                if extra is not None:
+                    extra(tx, event_id)
 
             await self.journal.record(event, key=call_guid or "door", extra=access)
             # The world may have changed while the record was being written.

@@ -41,6 +41,15 @@ class UnlockRefused(PanelError):
         super().__init__(message)
 
 
+class CallError(PanelError):
+    """A call command could not be carried out; nothing changed. ``code`` says why, stably:
+    no_call, already_answered, call_over, unknown_call, busy, not_answered, invalid_actor."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
 class StoreError(PanelError):
     """The durable store failed (disk full, corrupt database, read-only file system)."""
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Cause = Literal["call", "remote", "exit_button", "installer"]
 Method = Literal["mqtt", "api", "exit_button", "data_channel", "sim"]
 LockReason = Literal["timeout", "relock_on_open", "released", "max_on", "tamper", "shutdown", "error"]
+PressOutcome = Literal["ignored", "busy"]
 
 
 class EventData(BaseModel):
@@ -65,6 +66,8 @@ class DoorOpened(EventData):
 
 
 class DoorClosed(EventData):
+    """The door contact reports closed again."""
+
     open_s: float
 
 
@@ -89,6 +92,8 @@ class PanelTamper(EventData):
 
 
 class PanelTamperCleared(EventData):
+    """An installer cleared the tamper block; remote unlocks are allowed again."""
+
     actor: str
 
 
@@ -100,23 +105,181 @@ class InputStuck(EventData):
 
 
 class InputRecovered(EventData):
+    """A stuck input went inactive again and counts again."""
+
     input: str
 
 
 class ButtonPressed(EventData):
+    """A call button press that did not start a call (a press that does is ``call.created``)."""
+
     button: str
     unit_id: str
     unit_label: str
+    outcome: PressOutcome | None = Field(None, description="what the press did; see docs/calls.md")
+    call_guid: str | None = Field(None, description="the call in progress that the press met")
+
+
+CallState = Literal["calling", "ringing", "connecting", "connected", "ended", "declined", "canceled", "missed",
+                    "failed"]
+CallType = Literal["audio", "video"]
+
+
+class UnitRef(EventData):
+    id: str
+    label: str
+
+
+class CallTimes(EventData):
+    """Wall-clock times (ISO 8601, UTC) for the record; the panel decides nothing by them."""
+
+    created_at: str
+    answered_at: str | None = None
+    connected_at: str | None = None
+    ended_at: str | None = None
+
+
+class CallCreated(EventData):
+    """A visitor pressed a button: a new call exists, in ``calling`` until the backend acknowledges it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "guid": "7e342936-f47c-4814-ac4a-c56a0ef749a6", "unit": {"id": "158", "label": "303"}, "button": "b303",
+        "call_type": "video", "status": "calling", "created_at": "2025-03-14T09:26:53.589Z"}]})
+
+    guid: str
+    unit: UnitRef
+    button: str
+    call_type: CallType
+    status: CallState
+    created_at: str = Field(description="ISO 8601 UTC wall-clock time of the press")
+
+
+class CallStatusUpdated(EventData):
+    """A call changed state. ``who`` is whoever caused this change (absent for timeouts)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "guid": "7e342936-f47c-4814-ac4a-c56a0ef749a6", "unit": {"id": "158", "label": "303"}, "button": "b303",
+        "call_type": "video", "status": "connecting", "previous_status": "ringing", "who": "resident-17",
+        "answered_by": "resident-17", "declined_by": None, "ended_by": None, "reason": "answered",
+        "times": {"created_at": "2025-03-14T09:26:53.589Z", "answered_at": "2025-03-14T09:27:01.204Z",
+                  "connected_at": None, "ended_at": None},
+        "duration_s": 7.615}]})
+
+    guid: str
+    unit: UnitRef
+    button: str
+    call_type: CallType
+    status: CallState
+    previous_status: CallState
+    who: str | None = Field(None, description="a resident id, 'backend', 'visitor' or 'panel'")
+    answered_by: str | None = Field(None, description="who answered (once answered, on every later update)")
+    declined_by: str | None = None
+    ended_by: str | None = Field(None, description="who ended it (ended, canceled, failed)")
+    reason: str = Field(description="why, stably: answered, ring_timeout, max_call_s, shutdown, restart, ...")
+    times: CallTimes
+    duration_s: float | None = Field(None, description="seconds since the press (monotonic); None after a restart")
+
+
+class CallSnapshot(EventData):
+    """The picture of the visitor taken at the press is stored with the call (docs/media.md, Snapshots).
+
+    Recorded after ``call.created`` (never delaying it) once the JPEG is on disk; the call log's
+    ``snapshot`` column names the same file. ``url`` works without any other credential until
+    ``expires_at``; installers and call credentials can fetch it at any time while it is kept.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "guid": "7e342936-f47c-4814-ac4a-c56a0ef749a6",
+        "url": "/api/v1/calls/7e342936-f47c-4814-ac4a-c56a0ef749a6/snapshot.jpg?exp=1741944413&sig=9c1f...",
+        "expires_at": "2025-03-15T09:26:53.000Z", "taken_at": "2025-03-14T09:26:53.601Z", "offset_ms": 12.0,
+        "width": 640, "height": 480, "bytes": 31877, "pre_press": 10}]})
+
+    guid: str
+    url: str = Field(description="the JPEG on the panel's local API, signed; absolute when "
+                                 "media.snapshots.base_url is set, else a path")
+    expires_at: str = Field(description="ISO 8601 UTC time after which the signature in url is refused")
+    taken_at: str = Field(description="ISO 8601 UTC capture time of the picture")
+    offset_ms: float = Field(description="capture time minus press time: negative is before the press")
+    width: int
+    height: int
+    bytes: int
+    pre_press: int = Field(0, description="pictures from before the press stored with it "
+                                          "(GET /api/v1/calls/{guid}/snapshots lists them)")
 
 
 class PanelStarted(EventData):
+    """The daemon started, with every relay driven off and the inputs read."""
+
     version: str
     boot: str
     simulated: bool
 
 
 class PanelStopped(EventData):
+    """The daemon is stopping in order; the relays are already off."""
+
     reason: str
+
+
+class PanelOnline(EventData):
+    """The panel's link to the backend started (once per start of the daemon): firmware and uptime."""
+
+    version: str = Field(description="firmware version")
+    boot: str = Field(description="the kernel's boot id: changes on every reboot, not on a daemon restart")
+    uptime_s: float = Field(description="seconds since the daemon started")
+    system_uptime_s: float | None = Field(None, description="seconds since the Pi booted")
+    backlog: int = Field(description="events not yet delivered when this one was recorded")
+
+
+class PanelHeartbeat(EventData):
+    """Sent every ``webhooks.heartbeat_s``; the first events shed when the outbox is full."""
+
+    version: str = Field(description="firmware version")
+    boot: str = Field(description="the kernel's boot id")
+    uptime_s: float = Field(description="seconds since the daemon started")
+    system_uptime_s: float | None = Field(None, description="seconds since the Pi booted")
+    backlog: int = Field(description="events not yet delivered when this one was recorded")
+
+
+class OutboxOverflow(EventData):
+    """The outbox reached ``storage.outbox_max_events``: what was shed, and what is refused until it drains.
+
+    Only ``panel.heartbeat`` events are ever shed (oldest first); door, call, tamper and every other
+    event is kept whatever the bound.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "limit": 100000, "backlog": 100000, "shed": {"panel.heartbeat": 120},
+        "shed_from": "2025-03-14T09:26:53.589Z", "shed_to": "2025-03-14T19:21:53.589Z",
+        "refusing": ["panel.heartbeat"]}]})
+
+    limit: int = Field(description="storage.outbox_max_events")
+    backlog: int = Field(description="undelivered events after shedding")
+    shed: dict[str, int] = Field(description="event type -> how many undelivered events of it were deleted")
+    shed_from: str | None = Field(None, description="ISO 8601 UTC time of the oldest shed event")
+    shed_to: str | None = Field(None, description="ISO 8601 UTC time of the newest shed event")
+    refusing: list[str] = Field(description="event types not recorded until the backlog is below the limit again")
+
+
+MediaDevice = Literal["camera", "microphone", "speaker"]
+
+
+class MediaDeviceLost(EventData):
+    """A camera, microphone or speaker failed (unplugged, busy, gone); the panel retries it with backoff.
+    Door and calls keep working; calls go on without that device."""
+
+    device: MediaDevice
+    name: str = Field(description="what the config names: a device node, a device name, a command")
+    error: str = Field(description="what failed, for the installer")
+    retry_s: float = Field(description="seconds until the next attempt")
+
+
+class MediaDeviceRecovered(EventData):
+    """A device reported lost works again."""
+
+    device: MediaDevice
+    name: str
+    down_s: float = Field(description="how long it was unavailable")
 
 
 EVENT_MODELS: dict[str, type[EventData]] = {
@@ -131,8 +294,16 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "panel.tamper_cleared": PanelTamperCleared,
     "panel.started": PanelStarted,
     "panel.stopped": PanelStopped,
+    "panel.online": PanelOnline,
+    "panel.heartbeat": PanelHeartbeat,
+    "outbox.overflow": OutboxOverflow,
     "input.stuck": InputStuck,
     "input.recovered": InputRecovered,
     "button.pressed": ButtonPressed,
+    "call.created": CallCreated,
+    "call.status_updated": CallStatusUpdated,
+    "call.snapshot": CallSnapshot,
+    "media.device_lost": MediaDeviceLost,
+    "media.device_recovered": MediaDeviceRecovered,
 }
 EVENT_TYPES: dict[type[EventData], str] = {m: t for t, m in EVENT_MODELS.items()}

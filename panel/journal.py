@@ -40,6 +40,8 @@ class Journal:
         self.boot_id = boot_id or read_boot_id()
         self._subscribers: list[Subscriber] = []
         self._pending: set[asyncio.Future[EventRow]] = set()
+        # Records may be made from plain callbacks; their futures belong to the daemon's loop.
+        self.loop = asyncio.get_running_loop()
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         self._subscribers.append(fn)
@@ -59,7 +61,7 @@ class Journal:
                 extra(tx, event_id)
             return EventRow(seq, event_id, type_, key, time, boot, mono, payload, None)
 
-        fut = asyncio.wrap_future(self.store.submit_write(write))
+        fut = asyncio.wrap_future(self.store.submit_write(write), loop=self.loop)
         self._pending.add(fut)
         fut.add_done_callback(self._written)
         return fut

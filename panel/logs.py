@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# uvicorn adds an ANSI-coloured copy of every message; it is noise in a JSON log.
+_DROP = {"color_message"}
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
@@ -21,12 +25,30 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key not in _DROP and not key.startswith("_"):
                 out[key] = value
+        if record.threadName and record.threadName != "MainThread":
+            out["thread"] = record.threadName
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         # "<N>" lets journald set the priority from a plain stderr stream (SyslogLevelPrefix=yes).
-        return f"<{_PRIORITY.get(record.levelno, 6)}>" + json.dumps(out, default=str)
+        return f"<{priority(record.levelno)}>" + json.dumps(out, default=str)
+
+
+def priority(levelno: int) -> int:
+    """The syslog priority of a logging level (custom levels round down to the next standard one)."""
+    for level in sorted(_PRIORITY, reverse=True):
+        if levelno >= level:
+            return _PRIORITY[level]
+    return 7
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    logging.getLogger("panel.thread").critical(
+        "uncaught exception in thread %s", args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
 
 
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
@@ -40,3 +62,10 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "aioice", "aiortc", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Python warnings and crashes in helper threads go through the same structured stream...
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
+    # ...and when the systemd watchdog aborts a hung daemon (SIGABRT), every thread's stack lands
+    # in the journal, showing where the event loop was stuck.
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr, all_threads=True)

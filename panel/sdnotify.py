@@ -49,15 +49,23 @@ class Notifier:
 
 
 async def feed_watchdog(notifier: Notifier, healthy: Callable[[], bool]) -> None:
+    """Ping the watchdog every half interval while ``healthy()``; a failing check stops the pings."""
     if notifier.watchdog_s is None:
         return
     interval = notifier.watchdog_s / 2
     was_healthy = True
     while True:
-        ok = healthy()
+        try:
+            ok = healthy()
+        except Exception:
+            log.exception("health check raised; counting it as unhealthy")
+            ok = False
         if ok:
             notifier.notify("WATCHDOG=1")
+            if not was_healthy:
+                log.warning("health check passes again; feeding the systemd watchdog")
         elif was_healthy:
-            log.critical("health check failed; no longer feeding the systemd watchdog")
+            log.critical("health check failed; no longer feeding the systemd watchdog, which will restart "
+                         "the panel unless the check passes again within %g s", notifier.watchdog_s)
         was_healthy = ok
         await asyncio.sleep(interval)

@@ -11,20 +11,34 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .config import SecretsConfig, format_validation_errors
 from .errors import SecretsError
+from .webhooks import WebhookSecretError, decode_secret
 
 ENV_PREFIX = "PANEL_SECRET_"
+
+
+def _webhook_secret(value: str) -> str:
+    value = value.strip()
+    try:
+        decode_secret(value)
+    except WebhookSecretError as e:
+        raise PydanticCustomError("whsec", str(e)) from None
+    return value
 
 
 class Secrets(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     installer_token: str | None = Field(None, min_length=16, description="bearer token for installer routes")
-    webhook_secrets: list[str] = Field([], description="whsec_... secrets; the first signs, all verify")
+    webhook_secrets: list[Annotated[str, AfterValidator(_webhook_secret)]] = Field(
+        [], description="whsec_<base64> secrets (Standard Webhooks); every delivery is signed with each, so "
+        "the backend can rotate: add the new secret, switch the backend, then remove the old one")
     mqtt_password: str | None = None
     command_key: str | None = Field(None, min_length=16, description="key that signs backend commands")
 
@@ -59,5 +73,4 @@ def load_secrets(cfg: SecretsConfig, env: Mapping[str, str] = os.environ) -> Sec
         return Secrets.model_validate(data)
     except ValidationError as e:
         # Never echo a secret's value back: name the key and the rule only.
-        lines = [line.split(":")[0] + ": " + line.split("; ", 1)[-1] for line in format_validation_errors(e, Secrets)]
-        raise SecretsError("; ".join(lines)) from None
+        raise SecretsError("; ".join(format_validation_errors(e, Secrets, redact=True))) from None

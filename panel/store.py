@@ -81,6 +81,53 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # call log: the times of each phase, who ended a call, and the event each transition became
+    """
+    ALTER TABLE calls ADD COLUMN answered_at REAL;
+    ALTER TABLE calls ADD COLUMN connected_at REAL;
+    ALTER TABLE calls ADD COLUMN ended_at REAL;
+    ALTER TABLE calls ADD COLUMN ended_by TEXT;
+    ALTER TABLE call_transitions ADD COLUMN event_id TEXT;
+    CREATE INDEX call_transitions_guid ON call_transitions(guid, seq);
+    CREATE INDEX calls_live ON calls(state) WHERE state IN ('calling', 'ringing', 'connecting', 'connected');
+    """,
+    # outbox: one key's undelivered events in order, and the oldest undelivered of a type (shedding)
+    """
+    CREATE INDEX events_undelivered_key ON events(key, seq) WHERE delivered IS NULL;
+    CREATE INDEX events_undelivered_type ON events(type, seq) WHERE delivered IS NULL;
+    """,
+    # MQTT replay protection: every command id that passed authentication, kept past its expiry
+    """
+    CREATE TABLE seen_commands (
+        id        TEXT PRIMARY KEY,
+        cmd       TEXT NOT NULL,
+        seen_at   REAL NOT NULL,
+        boot      TEXT NOT NULL,
+        exp       REAL,
+        event_id  TEXT
+    );
+    CREATE INDEX seen_commands_exp ON seen_commands(exp);
+    """,
+    # local API credentials: login sessions and issued tokens (only a SHA-256 of each secret)
+    """
+    CREATE TABLE api_tokens (
+        id         TEXT PRIMARY KEY,
+        digest     TEXT NOT NULL UNIQUE,
+        kind       TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        name       TEXT,
+        unit_id    TEXT,
+        call_guid  TEXT,
+        issued_by  TEXT NOT NULL,
+        created    REAL NOT NULL,
+        expires    REAL NOT NULL,
+        revoked    REAL,
+        generation INTEGER
+    );
+    CREATE INDEX api_tokens_subject ON api_tokens(subject);
+    CREATE INDEX access_log_time ON access_log(time);
+    """,
 ]
 
 

@@ -13,8 +13,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 log = logging.getLogger(__name__)
+
+State = Literal["starting", "running", "restarting", "finished", "stopped", "failed"]
 
 
 @dataclass
@@ -23,10 +26,13 @@ class Component:
     factory: Callable[[], Awaitable[None]]
     max_restarts: int
     window_s: float
+    backoff_s: float
+    max_backoff_s: float
     task: asyncio.Task[None] | None = None
-    restarts: list[float] = field(default_factory=list)
-    state: str = "starting"
+    crashes: list[float] = field(default_factory=list)  # monotonic times of crashes within the window
+    state: State = "starting"
     last_error: str | None = None
+    starts: int = 0
 
 
 class Supervisor:
@@ -36,16 +42,21 @@ class Supervisor:
         self.failure: str | None = None
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]], *, max_restarts: int = 5,
-              window_s: float = 60.0) -> Component:
-        comp = Component(name, factory, max_restarts, window_s)
+              window_s: float = 60.0, backoff_s: float = 0.1, max_backoff_s: float = 10.0) -> Component:
+        """Run ``factory()`` as a task; restart it when it raises, up to ``max_restarts`` per ``window_s``."""
+        if any(c.name == name for c in self.components):
+            raise ValueError(f"a component named {name!r} is already supervised")
+        comp = Component(name, factory, max_restarts, window_s, backoff_s, max_backoff_s)
         comp.task = asyncio.create_task(self._run(comp), name=f"component:{name}")
         self.components.append(comp)
         return comp
 
     async def _run(self, comp: Component) -> None:
-        backoff = 0.1
+        backoff = comp.backoff_s
         while True:
             comp.state = "running"
+            comp.starts += 1
+            started = time.monotonic()
             try:
                 await comp.factory()
                 comp.state = "finished"
@@ -56,33 +67,44 @@ class Supervisor:
             except Exception as e:
                 comp.last_error = f"{type(e).__name__}: {e}"
                 now = time.monotonic()
-                comp.restarts = [t for t in comp.restarts if now - t < comp.window_s] + [now]
-                if len(comp.restarts) > comp.max_restarts:
+                if now - started >= comp.window_s:
+                    # It ran well for a whole window: this crash is news, not a crash loop.
+                    backoff = comp.backoff_s
+                comp.crashes = [t for t in comp.crashes if now - t < comp.window_s] + [now]
+                if len(comp.crashes) > comp.max_restarts:
                     comp.state = "failed"
-                    self.failure = (f"component {comp.name} failed {len(comp.restarts)} times in "
+                    self.failure = (f"component {comp.name} failed {len(comp.crashes)} times in "
                                     f"{comp.window_s:g} s; last error: {comp.last_error}")
-                    log.critical(self.failure, exc_info=True)
+                    log.critical(self.failure, exc_info=True, extra={"component": comp.name})
                     self.failed.set()
                     return
                 comp.state = "restarting"
-                log.error("component %s crashed, restarting", comp.name, exc_info=True,
-                          extra={"component": comp.name, "error": comp.last_error})
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 10.0)
+                delay = backoff * (0.5 + random.random())
+                log.error("component %s crashed, restarting in %.2f s", comp.name, delay, exc_info=True,
+                          extra={"component": comp.name, "error": comp.last_error,
+                                 "crashes": len(comp.crashes)})
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, comp.max_backoff_s)
 
     def status(self) -> dict[str, dict[str, object]]:
-        return {c.name: {"state": c.state, "restarts": len(c.restarts), "last_error": c.last_error}
+        return {c.name: {"state": c.state, "restarts": max(0, c.starts - 1), "crashes": len(c.crashes),
+                         "last_error": c.last_error}
                 for c in self.components}
 
-    async def stop(self, timeout_s: float = 1.0) -> None:
-        """Cancel components in reverse start order, each given a bounded time to finish."""
+    async def stop(self, timeout_s: float = 1.0, total_s: float | None = None) -> None:
+        """Cancel components in reverse start order, each given ``timeout_s`` to finish and all of
+        them together at most ``total_s``: a stubborn component must not eat the stop budget."""
+        deadline = None if total_s is None else time.monotonic() + total_s
         for comp in reversed(self.components):
-            if comp.task is None or comp.task.done():
+            task = comp.task
+            if task is None or task.done():
                 continue
-            comp.task.cancel()
-            try:
-                await asyncio.wait_for(asyncio.shield(comp.task), timeout_s)
-            except (asyncio.CancelledError, asyncio.TimeoutError):
-                pass
-            except Exception:
-                log.exception("component %s failed while stopping", comp.name)
+            task.cancel()
+            wait_s = timeout_s if deadline is None else max(0.0, min(timeout_s, deadline - time.monotonic()))
+            done, _ = await asyncio.wait({task}, timeout=wait_s)
+            if not done:
+                log.error("component %s did not stop within %.2f s", comp.name, wait_s,
+                          extra={"component": comp.name})
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("component %s failed while stopping", comp.name, exc_info=task.exception(),
+                          extra={"component": comp.name})

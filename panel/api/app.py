@@ -11,9 +11,18 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from fastapi import FastAPI
 
+from fastapi import Depends
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from starlette.responses import JSONResponse
+
 from .. import __version__
-from . import sim, system
+from . import auth, calls, config, door, logs, media_routes, selftest, sim, system
 from .errors import ErrorBody, install_error_handlers
+from .limits import BodyLimit
+from .principals import ApiAuth
+from .roles import MUTATING, SIM_PREFIX, authorize, openapi_security, rule_for
+from ..media import whep
 
 if TYPE_CHECKING:
     from ..daemon import Panel
@@ -21,16 +30,107 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def create_app(panel: "Panel | None", *, simulated: bool) -> FastAPI:
-    app = FastAPI(title="Door-station panel API", version=__version__,
-                  description="The panel's local HTTP API. Every error body is {code, message}.",
-                  responses={422: {"model": ErrorBody, "description": "invalid request"}})
+DESCRIPTION = """The panel's local HTTP API (docs/api.md).
+
+Every response, success or error, carries a stable `code` and a human `message`; validation errors
+name the field. Credentials are bearer tokens (`Authorization: Bearer <token>`), never URLs: the
+installer logs in with the password (`POST /api/v1/auth/login`), the installer or the backend issue
+tokens for viewers, residents and backends. `x-roles` on each operation lists who may call it
+(panel/api/roles.py); `x-scoped-roles` are limited to their own calls."""
+
+DEFAULT_MAX_BODY = 65_536
+
+
+def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = None) -> FastAPI:
+    app = FastAPI(title="Door-station panel API", version=__version__, description=DESCRIPTION,
+                  responses={422: {"model": ErrorBody, "description": "invalid request (the message names the field)"}},
+                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(authorize)])
     app.state.panel = panel
+    # Who is calling: one per panel (its token cache), shared by every app made for it.
+    app.state.auth = ApiAuth.for_panel(panel) if panel is not None else None
+    app.state.server_cert = server_cert
     install_error_handlers(app)
+    app.include_router(auth.router)
     app.include_router(system.router)
+    app.include_router(door.router)
+    app.include_router(calls.router)
+    app.include_router(logs.router)
+    app.include_router(config.router)
+    app.include_router(selftest.router)
+    app.include_router(whep.router)  # answers 503 while media is not running
+    app.include_router(media_routes.router)  # snapshots and MJPEG; 503 without a camera
     if simulated:
         app.include_router(sim.router)
+
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    app.add_api_route("/api/v1/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, max_bytes=panel.cfg.api.max_body_bytes if panel is not None else DEFAULT_MAX_BODY)
     return app
+
+
+def routes(app: FastAPI) -> list[tuple[str, str, Any]]:
+    """(method, path, route) of every route the app serves, included routers flattened."""
+    try:  # FastAPI >= 0.13x keeps included routers as lazy entries; flatten them
+        from fastapi.routing import iter_route_contexts
+        items: Any = [(rc.methods, rc.path_format or rc.path, rc.original_route)
+                      for rc in iter_route_contexts(app.routes)]
+    except ImportError:
+        items = [(getattr(r, "methods", None), getattr(r, "path_format", None) or getattr(r, "path", "?"), r)
+                 for r in app.routes]
+    out: list[tuple[str, str, Any]] = []
+    for methods, path, route in items:
+        for method in sorted(methods or {"GET"}):
+            if method != "HEAD":
+                out.append((method, path, route))
+    return out
+
+
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_STANDARD = {401: "no credential, or an unknown, expired or revoked one",
+             403: "the credential's role (or scope) does not allow this",
+             413: "the request body is larger than api.max_body_bytes",
+             429: "too many requests from this address; wait Retry-After seconds"}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus what the role table and the middleware add to every operation:
+    who may call it, and every error status it can answer with (each an ErrorBody)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "a session token (POST /api/v1/auth/login), an issued "
+        "token (POST /api/v1/auth/tokens) or the secrets file's installer_token"}
+    components.setdefault("schemas", {}).setdefault("ErrorBody", ErrorBody.model_json_schema())
+    for method, path, route in routes(app):
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        op = schema["paths"].get(path, {}).get(method.lower())
+        rule = rule_for(method, path)
+        if op is None or rule is None:
+            continue
+        op.update(openapi_security(rule))
+        responses = op.setdefault("responses", {})
+        wanted: set[int] = set()
+        if not rule.public or rule.own_auth:
+            wanted |= {401, 403}
+        if method in MUTATING and rule.rate_limited and not path.startswith(SIM_PREFIX):
+            wanted.add(429)
+        if "requestBody" in op or method in MUTATING:
+            wanted.add(413)
+        for status in sorted(wanted):
+            responses.setdefault(str(status), {"description": _STANDARD[status]})
+        for status, response in responses.items():
+            if status.startswith(("4", "5")):
+                content = response.setdefault("content", {})
+                if not any(c.get("schema", {}).get("$ref") for c in content.values()):
+                    response["content"] = dict(_ERROR)
+    app.openapi_schema = schema
+    return schema
 
 
 class _Server(uvicorn.Server):
@@ -41,9 +141,13 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, *, ssl_certfile: str | None = None,
+                 ssl_keyfile: str | None = None) -> None:
+        # access_log stays off: request lines are not needed, and no URL of ours carries a secret anyway.
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=1)
+                                lifespan="off", timeout_graceful_shutdown=1, ssl_certfile=ssl_certfile,
+                                ssl_keyfile=ssl_keyfile)
+        self.scheme = "https" if ssl_certfile else "http"
         self.server = _Server(config)
         self.host = host
         self.port = port

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import PanelError, UnlockRefused
+from ..credentials import CredentialError
+from ..errors import CallError, PanelError, UnlockRefused
 
 
 class ErrorBody(BaseModel):
@@ -20,16 +21,22 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 errors: list[str] | None = None) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.errors = errors
         super().__init__(message)
 
 
 # Refusal codes that mean "the request was fine but the panel's state forbids it".
 _CONFLICT = {"tamper_blocked", "tamper_active", "already_answered", "no_call", "call_over"}
+
+
+# Call errors that are not "the call's state forbids it" (409).
+_CALL_STATUS = {"unknown_call": 404, "unknown_button": 404, "invalid_actor": 422, "invalid_query": 422}
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -39,8 +46,8 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(ErrorBody(code=exc.code, message=exc.message).model_dump(exclude_none=True),
-                            status_code=exc.status, headers=exc.headers)
+        return JSONResponse(ErrorBody(code=exc.code, message=exc.message, errors=exc.errors).model_dump(
+            exclude_none=True), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -50,7 +57,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                413: "body_too_large"}.get(exc.status_code, "http_error")
         return JSONResponse(ErrorBody(code=code, message=str(exc.detail)).model_dump(exclude_none=True),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
@@ -59,6 +67,24 @@ def install_error_handlers(app: FastAPI) -> None:
         status = 409 if exc.code in _CONFLICT else 422
         return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
                             status_code=status)
+
+    @app.exception_handler(CallError)
+    async def _call(request: Request, exc: CallError) -> JSONResponse:
+        status = _CALL_STATUS.get(exc.code, 409)
+        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
+                            status_code=status)
+
+    @app.exception_handler(CredentialError)
+    async def _credential(request: Request, exc: CredentialError) -> JSONResponse:
+        status = 422 if exc.code == "weak_password" else 500
+        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
+                            status_code=status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Still logged with its traceback by the server; the client gets the uniform shape, no details.
+        return JSONResponse(ErrorBody(code="internal_error", message="the panel failed to handle the request; "
+                                      "see its log").model_dump(exclude_none=True), status_code=500)
 
     @app.exception_handler(PanelError)
     async def _panel(request: Request, exc: PanelError) -> JSONResponse:

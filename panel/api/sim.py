@@ -7,7 +7,9 @@ path (mock pin -> gpiozero -> debounce -> door/call logic), so what works here w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -20,7 +22,8 @@ router = APIRouter(prefix="/api/v1/sim", tags=["simulation"])
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "yes" is not a boolean and "2" is not a number; a malformed request changes nothing.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class HoldBody(Strict):
@@ -35,10 +38,40 @@ class StallBody(Strict):
     seconds: float = Field(gt=0, le=30, description="how long to block the event loop")
 
 
+class FaultBody(Strict):
+    component: str = Field("sim-fault", pattern=r"^sim-[a-z0-9-]{1,32}$",
+                           description="name of the supervised component that will crash (sim-...)")
+    max_restarts: int = Field(0, ge=0, le=10, description="restarts the supervisor allows before the failure "
+                              "is fatal and the panel stops")
+
+
+class SimulatedFault(RuntimeError):
+    """Raised by a component started through the fault route."""
+
+
+class RecordedEvent(BaseModel):
+    seq: int
+    id: str
+    type: str
+
+
 class SimResult(BaseModel):
     code: str = "ok"
     message: str
     pins: dict[str, Any]
+    events: list[RecordedEvent] = Field(
+        [], description="events committed to the store while this request ran (each is durable)")
+
+
+@contextlib.contextmanager
+def _recording(panel: Any) -> Iterator[list[RecordedEvent]]:
+    """Collect what the journal commits during a request (other concurrent requests' events included)."""
+    got: list[RecordedEvent] = []
+    unsubscribe = panel.journal.subscribe(lambda row: got.append(RecordedEvent(seq=row.seq, id=row.id, type=row.type)))
+    try:
+        yield got
+    finally:
+        unsubscribe()
 
 
 def _drive(panel: Any, where: str, cfg: Any, active: bool) -> None:
@@ -68,46 +101,64 @@ async def _settled(panel: Any) -> dict[str, Any]:
 
 @router.post("/buttons/{button_id}/press", response_model=SimResult)
 async def press(button_id: str, panel: PanelDep) -> SimResult:
-    _drive(panel, f"button {button_id}", _button(panel, button_id), True)
-    return SimResult(message=f"button {button_id} pressed", pins=await _settled(panel))
+    cfg = _button(panel, button_id)
+    with _recording(panel) as events:
+        _drive(panel, f"button {button_id}", cfg, True)
+        pins = await _settled(panel)
+    return SimResult(message=f"button {button_id} pressed", pins=pins, events=events)
 
 
 @router.post("/buttons/{button_id}/release", response_model=SimResult)
 async def release(button_id: str, panel: PanelDep) -> SimResult:
-    _drive(panel, f"button {button_id}", _button(panel, button_id), False)
-    return SimResult(message=f"button {button_id} released", pins=await _settled(panel))
+    cfg = _button(panel, button_id)
+    with _recording(panel) as events:
+        _drive(panel, f"button {button_id}", cfg, False)
+        pins = await _settled(panel)
+    return SimResult(message=f"button {button_id} released", pins=pins, events=events)
 
 
 @router.post("/buttons/{button_id}/hold", response_model=SimResult)
 async def hold(button_id: str, panel: PanelDep, body: HoldBody | None = None) -> SimResult:
     cfg = _button(panel, button_id)
     seconds = (body or HoldBody()).seconds
-    _drive(panel, f"button {button_id}", cfg, True)
-    await asyncio.sleep(seconds)
-    _drive(panel, f"button {button_id}", cfg, False)
-    return SimResult(message=f"button {button_id} held for {seconds:g} s", pins=await _settled(panel))
+    with _recording(panel) as events:
+        _drive(panel, f"button {button_id}", cfg, True)
+        try:
+            await asyncio.sleep(seconds)
+        finally:  # a client that hangs up must not leave the button pressed
+            _drive(panel, f"button {button_id}", cfg, False)
+        pins = await _settled(panel)
+    return SimResult(message=f"button {button_id} held for {seconds:g} s", pins=pins, events=events)
 
 
 @router.post("/door/{action}", response_model=SimResult)
 async def door(action: Literal["open", "close"], panel: PanelDep) -> SimResult:
-    _drive(panel, "door contact", panel.cfg.door.contact, action == "open")
-    return SimResult(message=f"door contact {action}", pins=await _settled(panel))
+    with _recording(panel) as events:
+        _drive(panel, "door contact", panel.cfg.door.contact, action == "open")
+        pins = await _settled(panel)
+    return SimResult(message=f"door contact {action}", pins=pins, events=events)
 
 
 @router.post("/exit", response_model=SimResult)
 async def exit_button(panel: PanelDep) -> SimResult:
     cfg = panel.cfg.door.exit_button
-    _drive(panel, "exit button", cfg, True)
-    await asyncio.sleep(cfg.debounce_ms / 1000 + 0.05)
-    _drive(panel, "exit button", cfg, False)
-    return SimResult(message="exit button pressed", pins=await _settled(panel))
+    with _recording(panel) as events:
+        _drive(panel, "exit button", cfg, True)
+        try:
+            await asyncio.sleep(cfg.debounce_ms / 1000 + 0.05)
+        finally:
+            _drive(panel, "exit button", cfg, False)
+        pins = await _settled(panel)
+    return SimResult(message="exit button pressed", pins=pins, events=events)
 
 
 @router.post("/tamper", response_model=SimResult)
 async def tamper(panel: PanelDep, body: TamperBody | None = None) -> SimResult:
     active = (body or TamperBody()).active
-    _drive(panel, "tamper switch", panel.cfg.tamper, active)
-    return SimResult(message=f"tamper switch {'tripped' if active else 'at rest'}", pins=await _settled(panel))
+    with _recording(panel) as events:
+        _drive(panel, "tamper switch", panel.cfg.tamper, active)
+        pins = await _settled(panel)
+    return SimResult(message=f"tamper switch {'tripped' if active else 'at rest'}", pins=pins, events=events)
 
 
 @router.get("/pins", response_model=SimResult)
@@ -115,7 +166,30 @@ async def pins(panel: PanelDep) -> SimResult:
     return SimResult(message="pin levels", pins=panel.pin_levels())
 
 
+@router.get("/state", summary="The panel's state, without a credential (simulation only)")
+async def sim_state(panel: PanelDep) -> dict[str, Any]:
+    # /api/v1/state needs a credential; a simulated panel's harness (panel sim state, tests) reads it here.
+    return {"code": "ok", "message": "state", **await panel.state()}
+
+
 @router.post("/stall", response_model=SimResult, summary="Block the event loop (watchdog test)")
 async def stall(body: StallBody, panel: PanelDep) -> SimResult:
     time.sleep(body.seconds)  # deliberately blocking: this route simulates a hung loop
     return SimResult(message=f"event loop blocked for {body.seconds:g} s", pins=panel.pin_levels())
+
+
+@router.post("/fault", response_model=SimResult, status_code=202,
+             summary="Start a component that always crashes (supervisor test)",
+             responses={409: {"description": "a component of that name is already supervised"}})
+async def fault(body: FaultBody, panel: PanelDep) -> SimResult:
+    if body.component in panel.supervisor.status():
+        raise ApiError(409, "component_exists", f"a component named {body.component!r} is already supervised; "
+                       "choose another name")
+
+    async def crash() -> None:
+        raise SimulatedFault(f"simulated fault in {body.component}")
+
+    panel.supervisor.start(body.component, crash, max_restarts=body.max_restarts, backoff_s=0.05,
+                           max_backoff_s=0.2)
+    return SimResult(code="accepted", message=f"component {body.component} started; it crashes every time and "
+                     f"the panel stops after {body.max_restarts} restart(s)", pins=panel.pin_levels())

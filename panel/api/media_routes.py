@@ -1,0 +1,205 @@
+"""Pictures on the local API: the call's snapshots, a snapshot now, and the MJPEG live stream.
+
+Credentials (docs/media.md, Snapshots and MJPEG):
+- ``Authorization: Bearer <token>``, or ``Authorization: Basic`` with the token as the password (any
+  user name) for web views that can only do HTTP authentication. Tokens are the media session
+  credentials: a call's credential (while its call is live), a live-view credential, or the installer
+  token. Basic sends the token in the clear: use it over TLS or on a trusted LAN only.
+- A call's stored pictures also open with the signed ``?exp=&sig=`` query of the ``call.snapshot``
+  event's URL, which is how the backend fetches them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from ..media.errors import MediaError, TokenRefused
+from .deps import PanelDep
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from ..media.visitor import VisitorMedia
+
+router = APIRouter(prefix="/api/v1", tags=["media"])
+
+REALM = "panel camera"
+CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8", Bearer realm="{REALM}"'
+JPEG = "image/jpeg"
+_UNAUTHENTICATED = {401: {"description": "no, wrong, expired or revoked credential"}}
+_JPEG_RESPONSE = {200: {"content": {JPEG: {}}, "description": "a JPEG picture"}}
+
+
+def bearer_or_basic(authorization: str | None) -> str | None:
+    """The token from ``Authorization: Bearer <token>`` or ``Basic base64(user:token)``."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(401, "unauthenticated", "the Basic credential is not base64 of user:password",
+                           headers={"WWW-Authenticate": CHALLENGE}) from None
+        _, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    raise ApiError(401, "unauthenticated", f"unsupported authorization scheme {scheme!r}; use Bearer or Basic",
+                   headers={"WWW-Authenticate": CHALLENGE})
+
+
+def _visitor(panel: Any, what: str) -> VisitorMedia:
+    visitor = getattr(panel, "visitor", None)
+    if visitor is None or visitor.jpegs is None:
+        raise ApiError(503, "no_camera", f"{what} needs a camera; this panel runs without one (see [media.video] "
+                       "in the config and the media.device_lost events)")
+    return visitor  # type: ignore[no-any-return]
+
+
+def _principal(request: Request) -> Any | None:
+    """The API credential the app-wide gate (panel/api/roles.py) authenticated, if any."""
+    return getattr(request.state, "principal", None)
+
+
+def _live_grant(request: Request, panel: Any, visitor: VisitorMedia,
+                authorization: str | None) -> tuple[str, str | None, str]:
+    """Who may see the camera now: (credential id, the call it is tied to or None, who)."""
+    p = _principal(request)
+    if p is not None:
+        if p.role in ("installer", "backend"):
+            return p.token_id, None, p.actor
+        call = panel.calls.current
+        if call is not None and call.live and (p.call_guid == call.guid or (p.call_guid is None
+                                                                            and p.unit_id == call.unit_id)):
+            return p.token_id, call.guid, p.actor
+        raise ApiError(403, "forbidden", f"your {p.role} credential shows the camera only during a call of its "
+                       "own; there is none now")
+    try:
+        grant = visitor.authorize_live(bearer_or_basic(authorization))
+    except TokenRefused as e:
+        raise _refused(e) from None
+    return grant.token_id, grant.call_guid if grant.kind == "call" else None, grant.subject or grant.token_id
+
+
+def _refused(e: TokenRefused) -> ApiError:
+    status = 403 if e.code in ("forbidden", "monitor_disabled", "call_over") else 401
+    return ApiError(status, e.code, str(e), headers={"WWW-Authenticate": CHALLENGE} if status == 401 else None)
+
+
+def _jpeg(data: bytes, cache: str = "no-store") -> Response:
+    return Response(data, media_type=JPEG, headers={"Cache-Control": cache})
+
+
+@router.get("/snapshot.jpg", summary="The camera's picture now (call, live-view or installer credential)",
+            response_class=Response, responses={**_JPEG_RESPONSE, **_UNAUTHENTICATED,
+                                                503: {"description": "no camera, or no picture in time"}})
+async def snapshot_now(request: Request, panel: PanelDep, authorization: str | None = Header(None)) -> Response:
+    visitor = _visitor(panel, "a snapshot")
+    _live_grant(request, panel, visitor, authorization)
+    assert visitor.snapshots is not None
+    try:
+        jpeg = await visitor.snapshots.on_demand()
+    except MediaError as e:
+        raise ApiError(503, e.code, str(e), headers={"Retry-After": "5"}) from None
+    return _jpeg(jpeg.data)
+
+
+@router.get("/video.mjpeg", summary="MJPEG live stream (call, live-view or installer credential; Basic or Bearer)",
+            response_class=Response,
+            responses={200: {"content": {"multipart/x-mixed-replace": {}}, "description": "JPEG pictures until the "
+                             "client leaves, the credential is revoked or its call ends"},
+                       **_UNAUTHENTICATED, 503: {"description": "no camera, MJPEG off, or too many viewers"}})
+async def mjpeg(request: Request, panel: PanelDep, authorization: str | None = Header(None)) -> Any:
+    visitor = _visitor(panel, "the MJPEG stream")
+    if visitor.mjpeg is None:
+        raise ApiError(503, "mjpeg_disabled", "the MJPEG stream is off on this panel (media.mjpeg.enabled)")
+    token_id, call_guid, who = _live_grant(request, panel, visitor, authorization)
+    from ..media.mjpeg import MjpegRefused
+
+    try:
+        viewer = visitor.mjpeg.add_viewer(token_id, call_guid, who)
+    except MjpegRefused as e:
+        raise ApiError(e.status, e.code, str(e), headers={"Retry-After": "10"}) from None
+    return visitor.mjpeg.response(viewer)
+
+
+async def _call_access(request: Request, panel: Any, visitor: VisitorMedia, guid: str, exp: str | None,
+                       sig: str | None, authorization: str | None) -> None:
+    """A call's stored pictures open with its signed URL, an API credential for it, or its media token."""
+    assert visitor.snapshots is not None and visitor.snapshots.signer is not None
+    why = visitor.snapshots.signer.check(guid, exp, sig) if exp is not None or sig is not None else None
+    if (exp is not None or sig is not None) and why is None:
+        return
+    p = _principal(request)
+    if p is not None:
+        if p.role in ("installer", "backend") or p.call_guid == guid:
+            return
+        call = await panel.calls.lookup(guid) if p.call_guid is None and p.unit_id else None
+        if call is not None and call.unit_id == p.unit_id:
+            return
+        raise ApiError(403, "forbidden", f"your {p.role} credential is not for call {guid}")
+    if why is not None and not authorization:
+        hint = {"expired": "the signed URL expired", "invalid": "the signature is not valid for this call",
+                "missing": "the signed URL needs both exp and sig"}[why]
+        raise ApiError(403 if why == "expired" else 401, f"signature_{why}",
+                       f"{hint}; fetch with that call's credential or an installer or backend credential",
+                       headers={"WWW-Authenticate": CHALLENGE})
+    try:
+        visitor.authorize_call(bearer_or_basic(authorization), guid)
+    except TokenRefused as e:
+        raise _refused(e) from None
+
+
+@router.get("/calls/{guid}/snapshot.jpg", summary="The picture taken at the press of a call",
+            response_class=Response, responses={**_JPEG_RESPONSE, **_UNAUTHENTICATED,
+                                                404: {"description": "no picture stored for that call"}})
+async def call_snapshot(guid: str, request: Request, panel: PanelDep, exp: str | None = Query(None, max_length=16),
+                        sig: str | None = Query(None, max_length=64),
+                        authorization: str | None = Header(None)) -> Response:
+    return await _stored(request, panel, guid, "press.jpg", exp, sig, authorization)
+
+
+@router.get("/calls/{guid}/snapshots/{name}", summary="One stored picture of a call (press.jpg, pre-NN.jpg)",
+            response_class=Response, responses={**_JPEG_RESPONSE, **_UNAUTHENTICATED,
+                                                404: {"description": "no such picture"}})
+async def call_picture(guid: str, name: str, request: Request, panel: PanelDep, exp: str | None = Query(None, max_length=16),
+                       sig: str | None = Query(None, max_length=64),
+                       authorization: str | None = Header(None)) -> Response:
+    if name == "meta.json":
+        raise ApiError(404, "no_snapshot", "pictures are press.jpg and pre-NN.jpg; GET .../snapshots lists them")
+    return await _stored(request, panel, guid, name, exp, sig, authorization)
+
+
+async def _stored(request: Request, panel: Any, guid: str, name: str, exp: str | None, sig: str | None,
+                  authorization: str | None) -> Response:
+    visitor = _visitor(panel, "call snapshots")
+    await _call_access(request, panel, visitor, guid, exp, sig, authorization)
+    assert visitor.snapshots is not None
+    data = await visitor.snapshots.read(guid, name)
+    if data is None:
+        raise ApiError(404, "no_snapshot", f"no picture {name} is stored for call {guid} (none was taken, or "
+                       "media.snapshots retention removed it)")
+    return _jpeg(data, "private, max-age=86400, immutable")
+
+
+@router.get("/calls/{guid}/snapshots", summary="The pictures stored with a call: at the press and before it",
+            responses={**_UNAUTHENTICATED, 404: {"description": "no picture stored for that call"}})
+async def call_snapshots(guid: str, request: Request, panel: PanelDep, exp: str | None = Query(None, max_length=16),
+                         sig: str | None = Query(None, max_length=64),
+                         authorization: str | None = Header(None)) -> dict[str, Any]:
+    visitor = _visitor(panel, "call snapshots")
+    await _call_access(request, panel, visitor, guid, exp, sig, authorization)
+    assert visitor.snapshots is not None
+    meta = await visitor.snapshots.listing(guid)
+    if meta is None:
+        raise ApiError(404, "no_snapshot", f"no pictures are stored for call {guid}")
+    query = f"?exp={exp}&sig={sig}" if exp and sig else ""
+    frames = [{**f, "url": f"/api/v1/calls/{guid}/snapshots/{f['name']}{query}"} for f in meta.get("frames", [])]
+    return {"code": "ok", "message": f"{len(frames)} pictures", "guid": guid, "width": meta.get("width"),
+            "height": meta.get("height"), "pictures": frames}

@@ -1,0 +1,223 @@
+"""Who may call which route: the one table, enforced for every request and documented from here.
+
+Every route of the app has an entry in ``ACCESS``; a route without one is refused to everybody
+(and tests/test_api_roles.py fails naming it). A rule lists the roles allowed; ``scoped`` roles
+pass this gate but the handler narrows what they may touch (a resident opens the door only during
+the call they answered; a viewer sees only their own calls). ``public`` routes need no credential.
+docs/api.md shows ``markdown_table()``; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from .errors import ApiError
+from .principals import ROLES, AuthError, Principal, Role
+
+if TYPE_CHECKING:
+    from .principals import ApiAuth
+
+ALL: frozenset[Role] = frozenset(ROLES)
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SIM_PREFIX = "/api/v1/sim/"
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[Role] = frozenset()
+    scoped: frozenset[Role] = frozenset()  # allowed, but the handler limits them to what is theirs
+    public: bool = False
+    note: str = ""
+    simulation_only: bool = False
+    rate_limited: bool = field(default=True)
+    # The route checks its own credential (media session tokens, signed URLs); the gate lets the
+    # request through and sets request.state.principal if an API credential was sent.
+    own_auth: bool = False
+
+
+def allow(*roles: Role, scoped: tuple[Role, ...] = (), note: str = "") -> Rule:
+    return Rule(roles=frozenset(roles) | frozenset(scoped), scoped=frozenset(scoped), note=note)
+
+
+def public(note: str, *, simulation_only: bool = False, rate_limited: bool = True) -> Rule:
+    return Rule(public=True, note=note, simulation_only=simulation_only, rate_limited=rate_limited)
+
+
+def own_auth(note: str) -> Rule:
+    return Rule(public=True, own_auth=True, note=note)
+
+
+_SIM = "simulation only: drives the mock pins; never mounted on a real panel"
+_MEDIA = "media credential checked by the route (call, live-view or installer token; docs/media.md)"
+_OWN_CALLS = "viewer/resident: only calls of the unit (or the one call) their token is scoped to"
+
+ACCESS: dict[tuple[str, str], Rule] = {
+    # -- open to all ---------------------------------------------------------------------------
+    ("GET", "/api/v1/health"): public("liveness and health for monitoring; no personal data"),
+    ("GET", "/api/v1/openapi.json"): public("this API's description"),
+    ("POST", "/api/v1/auth/login"): public("installer password -> session token; failures slow down per address"),
+    # -- credentials ---------------------------------------------------------------------------
+    ("POST", "/api/v1/auth/logout"): allow(*ROLES, note="revokes the credential it is called with"),
+    ("GET", "/api/v1/auth/me"): allow(*ROLES, note="what the credential grants"),
+    ("POST", "/api/v1/auth/password"): allow("installer", note="needs the current password too"),
+    ("POST", "/api/v1/auth/tokens"): allow("installer", "backend",
+                                           note="installer issues viewer/resident/backend; backend issues "
+                                                "viewer/resident"),
+    ("GET", "/api/v1/auth/tokens"): allow("installer", "backend", note="backend sees no installer sessions"),
+    ("DELETE", "/api/v1/auth/tokens/{token_id}"): allow("installer", "backend",
+                                                        note="backend cannot revoke installer sessions"),
+    ("POST", "/api/v1/auth/tokens/revoke"): allow("installer", "backend", note="all credentials of one subject"),
+    # -- the panel -----------------------------------------------------------------------------
+    ("GET", "/api/v1/system"): allow("installer", "backend"),
+    ("GET", "/api/v1/state"): allow(*ROLES),
+    ("POST", "/api/v1/tamper/clear"): allow("installer"),
+    ("GET", "/api/v1/config"): allow("installer", note="secrets are never included"),
+    ("PATCH", "/api/v1/config"): allow("installer"),
+    ("POST", "/api/v1/selftest"): allow("installer"),
+    # -- the door ------------------------------------------------------------------------------
+    ("POST", "/api/v1/door/open"): allow("installer", "backend", scoped=("resident",),
+                                         note="resident: only during the call they answered"),
+    ("POST", "/api/v1/door/relays/{relay_id}/hold"): allow("installer", "backend"),
+    ("POST", "/api/v1/door/relays/{relay_id}/release"): allow("installer", "backend"),
+    # -- calls ---------------------------------------------------------------------------------
+    ("GET", "/api/v1/calls"): allow("installer", "backend", scoped=("viewer", "resident"), note=_OWN_CALLS),
+    ("GET", "/api/v1/calls/{guid}"): allow("installer", "backend", scoped=("viewer", "resident"), note=_OWN_CALLS),
+    ("POST", "/api/v1/calls/answer"): allow("installer", "backend", scoped=("resident",),
+                                            note="resident: calls in their scope"),
+    ("POST", "/api/v1/calls/decline"): allow("installer", "backend", scoped=("resident",),
+                                             note="resident: calls in their scope"),
+    ("POST", "/api/v1/calls/end"): allow("installer", "backend", scoped=("resident",),
+                                         note="resident: the call they answered"),
+    ("POST", "/api/v1/calls/mute"): allow("installer", "backend", scoped=("resident",),
+                                          note="resident: the call they answered"),
+    # -- pictures (panel/api/media_routes.py): the handler checks an API credential (installer,
+    # backend; viewer/resident for their call or unit) or a media credential (call/live-view token as
+    # Bearer or as the Basic password, for web views), or the signed URL of a call.snapshot event
+    ("GET", "/api/v1/snapshot.jpg"): public("credential checked in the handler: API token, media token (Bearer or "
+                                            "Basic password); viewer/resident/media token: their live call only"),
+    ("GET", "/api/v1/video.mjpeg"): public("MJPEG live view; credential checked in the handler like "
+                                           "/api/v1/snapshot.jpg"),
+    ("GET", "/api/v1/calls/{guid}/snapshot.jpg"): public("credential checked in the handler: the signed URL of the "
+                                                         "call.snapshot event, installer/backend, or that call's "
+                                                         "own credential"),
+    ("GET", "/api/v1/calls/{guid}/snapshots"): public("as /api/v1/calls/{guid}/snapshot.jpg"),
+    ("GET", "/api/v1/calls/{guid}/snapshots/{name}"): public("as /api/v1/calls/{guid}/snapshot.jpg"),
+    # -- logs and events -----------------------------------------------------------------------
+    ("GET", "/api/v1/logs/access"): allow("installer", "backend"),
+    ("GET", "/api/v1/events"): allow("installer", "backend", scoped=("viewer", "resident"),
+                                     note="viewer/resident: call events of their scope only"),
+    ("GET", "/api/v1/events/stream"): allow("installer", "backend", scoped=("viewer", "resident"),
+                                            note="viewer/resident: call events of their scope only"),
+    # -- media (panel/media, panel/api/media_routes.py): media session credentials --------------
+    ("POST", "/api/v1/media/whep"): own_auth(_MEDIA),
+    ("DELETE", "/api/v1/media/whep/{session_id}"): own_auth(_MEDIA),
+    ("PATCH", "/api/v1/media/whep/{session_id}"): public("trickle ICE is not supported: always 405"),
+    ("OPTIONS", "/api/v1/media/whep"): public("CORS preflight", rate_limited=False),
+    ("OPTIONS", "/api/v1/media/whep/{session_id}"): public("CORS preflight", rate_limited=False),
+    ("GET", "/api/v1/media/sessions"): allow("installer"),
+    ("GET", "/api/v1/media/player"): public("a static WHEP player page; it asks for a credential"),
+    ("GET", "/api/v1/snapshot.jpg"): own_auth(_MEDIA),
+    ("GET", "/api/v1/video.mjpeg"): own_auth(_MEDIA),
+    ("GET", "/api/v1/calls/{guid}/snapshot.jpg"): own_auth(_MEDIA + "; or the signed URL of call.snapshot"),
+    ("GET", "/api/v1/calls/{guid}/snapshots/{name}"): own_auth(_MEDIA + "; or the signed URL of call.snapshot"),
+    ("GET", "/api/v1/calls/{guid}/snapshots"): own_auth(_MEDIA + "; or the signed URL of call.snapshot"),
+    # -- simulation ----------------------------------------------------------------------------
+    ("POST", "/api/v1/sim/buttons/{button_id}/press"): public(_SIM, simulation_only=True),
+    ("POST", "/api/v1/sim/buttons/{button_id}/release"): public(_SIM, simulation_only=True),
+    ("POST", "/api/v1/sim/buttons/{button_id}/hold"): public(_SIM, simulation_only=True),
+    ("POST", "/api/v1/sim/door/{action}"): public(_SIM, simulation_only=True),
+    ("POST", "/api/v1/sim/exit"): public(_SIM, simulation_only=True),
+    ("POST", "/api/v1/sim/tamper"): public(_SIM, simulation_only=True),
+    ("GET", "/api/v1/sim/pins"): public(_SIM, simulation_only=True),
+    ("GET", "/api/v1/sim/state"): public(_SIM + "; the same body as /api/v1/state", simulation_only=True),
+    ("POST", "/api/v1/sim/stall"): public(_SIM, simulation_only=True),
+    ("POST", "/api/v1/sim/fault"): public(_SIM, simulation_only=True),
+}
+
+
+def rule_for(method: str, path: str) -> Rule | None:
+    return ACCESS.get((method.upper(), path))
+
+
+def _auth(request: Request) -> ApiAuth:
+    auth = getattr(request.app.state, "auth", None)
+    if auth is None:
+        raise ApiError(503, "not_ready", "the panel is not running")
+    return auth  # type: ignore[no-any-return]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def authorize(request: Request) -> None:
+    """The app-wide gate every route passes through (FastAPI app dependency)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", "?")
+    rule = rule_for(request.method, path)
+    if rule is None:
+        raise ApiError(403, "route_not_authorised", f"{request.method} {path} has no entry in panel/api/roles.py "
+                       "ACCESS, so nobody may call it; add one")
+    auth = _auth(request)
+    if request.method in MUTATING and rule.rate_limited and not path.startswith(SIM_PREFIX):
+        auth.mutations.check(client_address(request))
+    try:
+        principal = auth.authenticate(request.headers.get("authorization"))
+    except AuthError:
+        if rule.public:  # a stale credential does not lock anyone out of a public route (login)
+            principal = None
+        else:
+            raise
+    request.state.principal = principal
+    if rule.public:
+        return
+    if principal is None:
+        raise AuthError("unauthenticated", "this route needs a credential: send Authorization: Bearer <token> "
+                        "(installer: POST /api/v1/auth/login)")
+    if principal.role not in rule.roles:
+        allowed = ", ".join(r for r in ROLES if r in rule.roles)
+        raise ApiError(403, "forbidden", f"{request.method} {path} is for {allowed}; your {principal.kind} "
+                       f"{principal.token_id} has role {principal.role}")
+
+
+def caller(request: Request) -> Principal:
+    """The authenticated principal of a non-public route (authorize ran first)."""
+    p = getattr(request.state, "principal", None)
+    if p is None:
+        raise AuthError("unauthenticated", "this route needs a credential")
+    return p  # type: ignore[no-any-return]
+
+
+# -- documentation ---------------------------------------------------------------------------------
+
+def markdown_table() -> str:
+    head = "| Method | Path | public | viewer | resident | installer | backend | Note |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for (method, path), rule in ACCESS.items():
+        cells = ["media" if rule.own_auth else "yes" if rule.public else ""]
+        for role in ROLES:
+            if rule.own_auth:
+                cells.append("")
+            elif rule.public:
+                cells.append("yes")
+            elif role in rule.scoped:
+                cells.append("own")
+            elif role in rule.roles:
+                cells.append("yes")
+            else:
+                cells.append("")
+        lines.append(f"| {method} | `{path}` | " + " | ".join(cells) + f" | {rule.note} |")
+    return "\n".join(lines) + "\n"
+
+
+def openapi_security(rule: Rule) -> dict[str, Any]:
+    """What each operation says about its access rule in the OpenAPI document."""
+    out: dict[str, Any] = {"x-roles": ["media credential"] if rule.own_auth else sorted(rule.roles)
+                           if not rule.public else ["public"]}
+    if rule.scoped:
+        out["x-scoped-roles"] = sorted(rule.scoped)
+    out["security"] = [] if rule.public and not rule.own_auth else [{"bearer": []}]
+    return out

@@ -1,0 +1,123 @@
+"""A whole simulated panel in-process with media on (synthetic camera, tone microphone, recording
+speaker), its API served by uvicorn on a free port, and a resource count for leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from panel.config import parse_config
+from panel.daemon import Panel
+from panel.media.audio import RecordingSink
+from panel.media.service import MediaService
+from panel.secrets import Secrets
+
+from .support import config_dict
+
+INSTALLER = "installer-token-0123456789"
+MEDIA: dict[str, Any] = {
+    "video": {"width": 320, "height": 240, "fps": 15, "bitrate_kbps": 300},
+    "audio": {"tone_hz": 440.0},
+    "linger_s": 0,
+    "peer_timeout_s": 2,
+    "max_sessions": 4,
+}
+
+
+def media_config(**overrides: Any) -> dict[str, Any]:
+    media = copy.deepcopy(MEDIA)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(media.get(key), dict):
+            media[key] = {**media[key], **value}
+        else:
+            media[key] = value
+    return media
+
+
+async def start_panel_inprocess(tmp_path: Path, media: dict[str, Any] | None | str = "default",
+                                simulate: bool = True, **sections: Any) -> Panel:
+    """``media``: the [media] section, "default" for ``media_config()``, None for no media at all;
+    ``sections`` replace (or, given None, remove) other sections of the base test config."""
+    data = config_dict(media=media_config() if media == "default" else media, **sections)
+    data["storage"] = {"dir": str(tmp_path / "state")}
+    data["api"] = {"listen": "127.0.0.1:0"}
+    panel = Panel(parse_config(data), Secrets(installer_token=INSTALLER), simulate=simulate)
+    await panel.start()
+    return panel
+
+
+def media_of(panel: Panel) -> MediaService:
+    assert panel.media is not None, "media did not start; see the log"
+    return panel.media
+
+
+def speaker(panel: Panel) -> RecordingSink:
+    sink = media_of(panel).hub.speaker
+    assert isinstance(sink, RecordingSink)
+    return sink
+
+
+def api(panel: Panel) -> httpx.AsyncClient:
+    assert panel.api is not None
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{panel.api.bound_port}", timeout=20)
+
+
+async def ring(panel: Panel, button: str = "b303") -> str:
+    press = panel.calls.press(button)
+    assert press.call is not None
+    await panel.journal.flush()
+    return press.call.guid
+
+
+async def eventually(check: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@dataclass
+class Resources:
+    tasks: int
+    fds: int
+
+    @classmethod
+    def now(cls) -> Resources:
+        return cls(len(asyncio.all_tasks()), fd_count())
+
+
+async def assert_no_leaks(before: Resources, panel: Panel, timeout: float = 5.0) -> None:
+    """Every task, socket and track a session made is gone again (aiortc finishes some teardown in
+    background tasks, so give it a moment)."""
+    media = media_of(panel)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = Resources.now()
+        live_tracks = media.sessions.live_tracks.live()
+        video = media.hub.video
+        streaming = video is not None and (video.viewers or video.capture.running)
+        if (now.tasks <= before.tasks and now.fds <= before.fds and not live_tracks and not streaming
+                and not media.sessions.sessions and not media.hub.mixer.inputs):
+            return
+        if time.monotonic() > deadline:
+            names = sorted(t.get_name() + ":" + getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks())
+            raise AssertionError(
+                f"leak: tasks {before.tasks} -> {now.tasks}, fds {before.fds} -> {now.fds}, live tracks {live_tracks}, "
+                f"camera streaming {streaming}, sessions {list(media.sessions.sessions)}, mixer inputs "
+                f"{list(media.hub.mixer.inputs)}; tasks now: {names}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,203 @@
+"""The MJPEG live stream over real HTTP: multipart JPEG parts that decode, one encode per picture for
+every viewer, the frame-rate cap, credentials, a slow client skipping pictures instead of queueing
+them, and cleanup when clients leave or their call ends."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from panel.daemon import Panel
+from panel.media.mjpeg import BOUNDARY, MjpegStreamer
+from panel.media.pattern import read_frame_stamp
+
+from .media_rig import INSTALLER, api, eventually, media_config, media_of, ring, start_panel_inprocess
+from .test_snapshots import decode_jpeg, visitor_of
+
+INSTALLER_AUTH = {"Authorization": f"Bearer {INSTALLER}"}
+
+
+class Parts:
+    """Splits a multipart/x-mixed-replace body into its JPEGs as bytes arrive."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.jpegs: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+        while True:
+            start = self.buf.find(f"--{BOUNDARY}\r\n".encode())
+            if start < 0:
+                return
+            head_end = self.buf.find(b"\r\n\r\n", start)
+            if head_end < 0:
+                return
+            headers = dict(line.split(": ", 1) for line in self.buf[start:head_end].decode().split("\r\n")[1:])
+            assert headers["Content-Type"] == "image/jpeg"
+            length = int(headers["Content-Length"])
+            body_start = head_end + 4
+            if len(self.buf) < body_start + length + 2:
+                return
+            self.jpegs.append(self.buf[body_start:body_start + length])
+            assert self.buf[body_start + length:body_start + length + 2] == b"\r\n"
+            self.buf = self.buf[body_start + length + 2:]
+
+
+async def read_parts(client: httpx.AsyncClient, n: int, **kw: object) -> list[bytes]:
+    parts = Parts()
+    async with client.stream("GET", "/api/v1/video.mjpeg", **kw) as r:  # type: ignore[arg-type]
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+        async for chunk in r.aiter_raw():
+            parts.feed(chunk)
+            if len(parts.jpegs) >= n:
+                break
+    return parts.jpegs[:n]
+
+
+def counter(jpeg: bytes) -> int:
+    frame = decode_jpeg(jpeg)
+    assert (frame.width, frame.height) == (320, 240)
+    stamp = read_frame_stamp(frame)
+    assert stamp is not None
+    return stamp.counter
+
+
+def streamer(panel: Panel) -> MjpegStreamer:
+    s = visitor_of(panel).mjpeg
+    assert s is not None
+    return s
+
+
+@pytest.fixture
+async def panel(tmp_path: Path) -> AsyncIterator[Panel]:
+    p = await start_panel_inprocess(tmp_path, media_config(mjpeg={"max_fps": 30, "max_viewers": 3}))
+    yield p
+    await p.stop("test over")
+
+
+async def test_two_viewers_get_the_same_encoded_pictures(panel: Panel) -> None:
+    visitor = visitor_of(panel)
+    assert visitor.jpegs is not None
+    encodes_before = visitor.jpegs.encodes
+    async with api(panel) as client:
+        a, b = await asyncio.gather(read_parts(client, 12, headers=INSTALLER_AUTH),
+                                    read_parts(client, 12, auth=httpx.BasicAuth("installer", INSTALLER)))
+    encodes = visitor.jpegs.encodes - encodes_before
+    by_counter_a = {counter(j): j for j in a}
+    by_counter_b = {counter(j): j for j in b}
+    for pictures in (by_counter_a, by_counter_b):
+        assert len(pictures) == 12 and all(np.diff(sorted(pictures)) > 0)
+    common = set(by_counter_a) & set(by_counter_b)
+    assert len(common) >= 8, "both viewers watch the same stream at the same time"
+    assert all(by_counter_a[c] == by_counter_b[c] for c in common), "one encode, the same bytes for both"
+    assert encodes <= len(set(by_counter_a) | set(by_counter_b)) + 2, \
+        f"{encodes} encodes for {len(a) + len(b)} parts to two viewers: each picture must be encoded once"
+    await eventually(lambda: not streamer(panel).viewers, what="viewers removed after the clients left")
+    await eventually(lambda: not media_of(panel).hub.video.capture.running, what="camera released")  # type: ignore[union-attr]
+
+
+async def test_frame_rate_is_capped(tmp_path: Path) -> None:
+    panel = await start_panel_inprocess(tmp_path, media_config(mjpeg={"max_fps": 5}))
+    try:
+        async with api(panel) as client:
+            jpegs = await read_parts(client, 6, headers=INSTALLER_AUTH)
+        gaps = np.diff([counter(j) for j in jpegs])
+        # a 15 fps camera capped at 5 fps: every third picture
+        assert np.median(gaps) == 3, gaps
+    finally:
+        await panel.stop("test over")
+
+
+async def test_credentials_are_required_and_a_call_credential_ends_with_its_call(panel: Panel) -> None:
+    media = media_of(panel)
+    async with api(panel) as client:
+        r = await client.get("/api/v1/video.mjpeg")
+        assert r.status_code == 401 and 'Basic realm="panel camera"' in r.headers["www-authenticate"]
+        assert r.json()["code"] == "unauthenticated"
+        r = await client.get("/api/v1/video.mjpeg", auth=httpx.BasicAuth("alice", "wrong"))
+        assert r.status_code == 401 and r.json()["code"] == "invalid_token"
+        r = await client.get("/api/v1/video.mjpeg", headers={"Authorization": "Digest x"})
+        assert r.status_code == 401
+        assert not streamer(panel).viewers and not media.hub.video.capture.running  # type: ignore[union-attr]
+
+        guid = await ring(panel)
+        token = media.issue_call_token(guid, "alice")
+        parts = Parts()
+        async with client.stream("GET", "/api/v1/video.mjpeg", auth=httpx.BasicAuth("alice", token)) as stream:
+            assert stream.status_code == 200
+            ended = False
+            async for chunk in stream.aiter_raw():
+                parts.feed(chunk)
+                if len(parts.jpegs) == 3:
+                    await panel.calls.end(guid, "alice")  # the call ends: its credential stops showing the camera
+                if chunk.endswith(f"--{BOUNDARY}--\r\n".encode()):
+                    ended = True
+        assert ended and len(parts.jpegs) >= 3
+        assert streamer(panel).ended[-1] == ("alice", "call_ended")
+        r = await client.get("/api/v1/video.mjpeg", auth=httpx.BasicAuth("alice", token))
+        assert r.status_code == 401 and r.json()["code"] == "token_revoked"
+
+
+async def test_live_view_follows_media_monitor(tmp_path: Path) -> None:
+    panel = await start_panel_inprocess(tmp_path, media_config(monitor=False))
+    try:
+        media = media_of(panel)
+        async with api(panel) as client:
+            r = await client.get("/api/v1/video.mjpeg", headers={"Authorization": f"Bearer {media.issue_monitor_token('bob')}"})
+            assert r.status_code == 403 and r.json()["code"] == "monitor_disabled"
+            assert len(await read_parts(client, 1, headers=INSTALLER_AUTH)) == 1, "the installer may always look"
+    finally:
+        await panel.stop("test over")
+
+
+async def test_slow_client_skips_pictures_and_leaving_cleans_up(tmp_path: Path) -> None:
+    panel = await start_panel_inprocess(tmp_path, media_config(video={"width": 640, "height": 480},
+                                                              mjpeg={"max_fps": 30}))
+    try:
+        s = streamer(panel)
+        port = panel.api.bound_port  # type: ignore[union-attr]
+        # A client that asks and then reads nothing, with a tiny receive window.
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(slow, ("127.0.0.1", port))
+        auth = base64.b64encode(f"slow:{INSTALLER}".encode()).decode()
+        await loop.sock_sendall(slow, f"GET /api/v1/video.mjpeg HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n"
+                                .encode())
+        await eventually(lambda: len(s.viewers) == 1, what="slow viewer registered")
+        slow_viewer = s.viewers[0]
+        async with api(panel) as client:
+            fast = await read_parts(client, 30, headers=INSTALLER_AUTH)
+        assert len(fast) == 30, "a slow viewer does not hold up the others"
+        assert slow_viewer.dropped > 0, "pictures the slow client was not ready for were skipped"
+        assert slow_viewer.sent < s.published
+        slow.close()
+        await eventually(lambda: not s.viewers, what="the vanished client's viewer removed")
+        assert s.ended[-1][1] == "client_gone"
+        await eventually(lambda: not media_of(panel).hub.video.capture.running, what="camera released")  # type: ignore[union-attr]
+        assert s._task is None
+    finally:
+        await panel.stop("test over")
+
+
+async def test_too_many_viewers_are_refused_with_a_reason(tmp_path: Path) -> None:
+    panel = await start_panel_inprocess(tmp_path, media_config(mjpeg={"max_viewers": 1}))
+    try:
+        async with api(panel) as client:
+            async with client.stream("GET", "/api/v1/video.mjpeg", headers=INSTALLER_AUTH) as first:
+                assert first.status_code == 200
+                second = await client.get("/api/v1/video.mjpeg", headers=INSTALLER_AUTH)
+                assert second.status_code == 503 and second.json()["code"] == "too_many_viewers"
+                assert "media.mjpeg.max_viewers" in second.json()["message"]
+    finally:
+        await panel.stop("test over")

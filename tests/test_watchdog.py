@@ -1,0 +1,329 @@
+"""The systemd notify protocol and watchdog, against a real AF_UNIX datagram socket standing in for systemd.
+
+The watchdog is fed only while the event loop runs and the relay timers are healthy; the relay
+guard thread cuts an energised relay even while the loop is blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from gpiozero import OutputDevice
+from gpiozero.pins.mock import MockFactory
+
+from panel.clock import LoopClock, TimerHandle
+from panel.config import RelayConfig
+from panel.relay import GUARD_MARGIN_S, Relay
+from panel.sdnotify import Notifier, feed_watchdog
+
+from .support import PanelProcess, config_dict, start_panel
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass(frozen=True)
+class Message:
+    at: float  # time.monotonic() at reception
+    text: str
+
+
+class FakeSystemd:
+    """A bound notify socket (abstract namespace, so tmp_path length does not matter) and its messages."""
+
+    def __init__(self) -> None:
+        self.name = f"panel-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+        self.sock.settimeout(0.05)
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._recv, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return "@" + self.name
+
+    def env(self, watchdog_usec: int) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": self.address, "WATCHDOG_USEC": str(watchdog_usec)}
+
+    def _recv(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.messages.append(Message(time.monotonic(), data.decode()))
+
+    def pings(self, since: float = 0.0, until: float = float("inf")) -> list[float]:
+        with self._lock:
+            return [m.at for m in self.messages if m.text == "WATCHDOG=1" and since <= m.at <= until]
+
+    def texts(self) -> list[str]:
+        with self._lock:
+            return [m.text for m in self.messages]
+
+    def wait_for(self, pred: Callable[[str], bool], timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for m in self.messages:
+                    if pred(m.text):
+                        return m
+            time.sleep(0.01)
+        raise AssertionError(f"no matching notify message within {timeout} s; got {self.texts()!r}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self.sock.close()
+
+
+@pytest.fixture
+def systemd() -> Iterator[FakeSystemd]:
+    s = FakeSystemd()
+    yield s
+    s.close()
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+# -- the feeder on its own -------------------------------------------------------------------------
+
+
+async def test_feeder_pings_only_while_the_health_check_passes(systemd: FakeSystemd) -> None:
+    notifier = Notifier(systemd.env(200_000))  # ping every 0.1 s
+    assert notifier.watchdog_s == pytest.approx(0.2)
+    health = {"ok": True}
+    task = asyncio.create_task(feed_watchdog(notifier, lambda: health["ok"]))
+    try:
+        await asyncio.sleep(0.55)
+        healthy_pings = systemd.pings()
+        assert len(healthy_pings) >= 3, healthy_pings
+
+        health["ok"] = False
+        await asyncio.sleep(0.15)  # at most one ping was already on its way
+        t0 = time.monotonic()
+        await asyncio.sleep(0.6)
+        assert systemd.pings(since=t0) == [], "the feeder pinged while the health check failed"
+        assert not task.done()
+
+        health["ok"] = True
+        t1 = time.monotonic()
+        await asyncio.sleep(0.45)
+        assert len(systemd.pings(since=t1)) >= 2, "pings did not resume once the check passed again"
+    finally:
+        task.cancel()
+        notifier.close()
+
+
+async def test_a_health_check_that_raises_counts_as_unhealthy(systemd: FakeSystemd) -> None:
+    notifier = Notifier(systemd.env(200_000))
+
+    def broken() -> bool:
+        raise RuntimeError("relay state unreadable")
+
+    task = asyncio.create_task(feed_watchdog(notifier, broken))
+    try:
+        await asyncio.sleep(0.5)
+        assert systemd.pings() == []
+        assert not task.done(), "the feeder must keep running (and keep not pinging), not crash"
+    finally:
+        task.cancel()
+        notifier.close()
+
+
+async def test_no_watchdog_configured_means_no_pings_and_no_task() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_s is None
+    await asyncio.wait_for(feed_watchdog(notifier, lambda: True), 1)  # returns at once
+
+
+def test_watchdog_pid_of_another_process_is_ignored(systemd: FakeSystemd) -> None:
+    env = {**systemd.env(1_000_000), "WATCHDOG_PID": str(os.getpid() + 1)}
+    assert Notifier(env).watchdog_s is None
+    env["WATCHDOG_PID"] = str(os.getpid())
+    assert Notifier(env).watchdog_s == pytest.approx(1.0)
+
+
+# -- the relay's part of the health check ------------------------------------------------------------
+
+
+class LostTimersClock(LoopClock):
+    """Real time, but loop timers never fire: what a wedged timer wheel looks like to the relay."""
+
+    class _Never:
+        def cancel(self) -> None:
+            pass
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._Never()
+
+
+def _relay(clock: LoopClock, max_on_s: float = 1.0) -> tuple[Relay, OutputDevice]:
+    factory = MockFactory()
+    dev = OutputDevice("GPIO26", initial_value=False, pin_factory=factory)
+    cfg = RelayConfig(id="main", pin=26, hold_s=0.5, max_on_s=max_on_s)
+    return Relay(cfg, dev, clock, lambda *a: None), dev
+
+
+async def test_a_late_relay_timer_stops_the_pings_and_the_guard_cuts_the_relay(systemd: FakeSystemd) -> None:
+    relay, dev = _relay(LostTimersClock())
+    notifier = Notifier(systemd.env(200_000))
+    task = asyncio.create_task(feed_watchdog(notifier, relay.healthy))
+    try:
+        energised_at = time.monotonic()
+        relay.energise(0.5)
+        assert dev.value == 1 and relay.healthy()
+        await asyncio.sleep(0.3)
+        assert len(systemd.pings()) >= 2 and dev.value == 1
+
+        # The loop timer never fires. The guard thread cuts the coil GUARD_MARGIN_S after the deadline...
+        while dev.value == 1 and time.monotonic() - energised_at < 3:
+            await asyncio.sleep(0.01)
+        cut_after = time.monotonic() - energised_at
+        assert dev.value == 0, "the guard thread did not cut the relay"
+        assert cut_after >= 0.5 + GUARD_MARGIN_S - 0.02
+        assert relay.guard.tripped == 1
+        # ...and the feeder stops: the relay's timer is late, so the daemon is not healthy.
+        assert not relay.healthy()
+        await asyncio.sleep(0.15)
+        t0 = time.monotonic()
+        await asyncio.sleep(0.5)
+        assert systemd.pings(since=t0) == []
+    finally:
+        task.cancel()
+        notifier.close()
+        relay.close()
+
+
+async def test_a_dead_guard_thread_stops_the_pings(systemd: FakeSystemd) -> None:
+    relay, _dev = _relay(LoopClock())
+    notifier = Notifier(systemd.env(200_000))
+    task = asyncio.create_task(feed_watchdog(notifier, relay.healthy))
+    try:
+        await asyncio.sleep(0.3)
+        assert len(systemd.pings()) >= 2
+        relay.guard.stop()
+        assert not relay.guard.alive() and not relay.healthy()
+        await asyncio.sleep(0.15)
+        t0 = time.monotonic()
+        await asyncio.sleep(0.5)
+        assert systemd.pings(since=t0) == []
+    finally:
+        task.cancel()
+        notifier.close()
+        relay.close()
+
+
+# -- the daemon as systemd runs it -------------------------------------------------------------------
+
+WATCHDOG_USEC = 400_000  # pings every 0.2 s
+INTERVAL_S = WATCHDOG_USEC / 2e6
+
+
+@pytest.mark.slow
+def test_daemon_notifies_ready_pings_stops_pinging_while_blocked_and_says_stopping(
+        tmp_path: Path, systemd: FakeSystemd) -> None:
+    panel = start_panel(tmp_path, env=systemd.env(WATCHDOG_USEC))
+    try:
+        ready = systemd.wait_for(lambda t: "READY=1" in t.split("\n"), timeout=10)
+        assert f"MAINPID={panel.proc.pid}" in ready.text.split("\n")
+
+        time.sleep(0.9)
+        before = systemd.pings(since=ready.at)
+        assert len(before) >= 3, before
+        gaps = sorted(_gaps(before))
+        median = gaps[len(gaps) // 2]
+        assert INTERVAL_S * 0.5 <= median <= INTERVAL_S * 2, f"pings every {median:.3f} s, expected ~{INTERVAL_S}"
+
+        t_send = time.monotonic()
+        r = panel.api("POST", "/api/v1/sim/stall", json={"seconds": 1.5})
+        t_done = time.monotonic()
+        assert r.status_code == 200, r.text
+        assert t_done - t_send >= 1.5
+
+        blocked = systemd.pings(since=t_send + 0.25, until=t_done - 0.1)
+        assert blocked == [], f"pings arrived while the event loop was blocked: {blocked}"
+
+        time.sleep(0.7)
+        assert len(systemd.pings(since=t_done)) >= 2, "pings did not resume after the loop unblocked"
+        longest = max(_gaps(systemd.pings(since=ready.at)))
+        assert longest >= 1.3, f"the longest gap between pings was only {longest:.2f} s"
+        assert panel.api("GET", "/api/v1/health").json()["checks"]["relays"] is True
+
+        assert "STOPPING=1" not in systemd.texts()
+        assert panel.stop(signal.SIGTERM) == 0
+        systemd.wait_for(lambda t: t == "STOPPING=1", timeout=1)
+    finally:
+        panel.stop()
+
+
+def _log_records(panel: PanelProcess) -> list[dict[str, object]]:
+    out = []
+    for line in panel.log().splitlines():
+        m = re.match(r"^<\d>(\{.*\})$", line)
+        if m:
+            out.append(json.loads(m.group(1)))
+    return out
+
+
+def _ts(record: dict[str, object]) -> float:
+    return datetime.strptime(str(record["ts"]), "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+
+@pytest.mark.slow
+def test_guard_thread_cuts_the_relay_while_the_event_loop_is_blocked(tmp_path: Path) -> None:
+    cfg = config_dict()
+    cfg["door"]["relays"] = [{"id": "main", "pin": 26, "hold_s": 1, "max_on_s": 1}]
+    panel = start_panel(tmp_path, cfg)
+    try:
+        r = panel.api("POST", "/api/v1/sim/exit")
+        assert r.status_code == 200, r.text
+        assert r.json()["pins"]["relay:main"] == {"pin": "GPIO26", "level": 1, "energised": True}
+
+        wall_send = time.time()
+        r = panel.api("POST", "/api/v1/sim/stall", json={"seconds": 2.5})
+        wall_done = time.time()
+        assert r.status_code == 200, r.text
+        # Read inside the stalled handler, before the loop could run the relay's own timer: only the
+        # guard thread can have switched the pin off.
+        assert r.json()["pins"]["relay:main"]["level"] == 0
+
+        after = panel.api("GET", "/api/v1/sim/pins").json()["pins"]["relay:main"]
+        assert after["level"] == 0 and after["energised"] is False
+
+        cut = [rec for rec in _log_records(panel) if "cut by the guard thread" in str(rec["msg"])]
+        assert len(cut) == 1, panel.log()
+        assert cut[0]["level"] == "critical" and cut[0].get("thread") == "relay-guard-main"
+        assert wall_send < _ts(cut[0]) < wall_done - 0.5, "the guard acted only after the loop was free again"
+
+        # Once the loop runs again, the release ends in the journal as usual.
+        locked = [rec for rec in _log_records(panel) if rec.get("event") == "door.locked"]
+        deadline = time.monotonic() + 5
+        while not locked and time.monotonic() < deadline:
+            time.sleep(0.05)
+            locked = [rec for rec in _log_records(panel) if rec.get("event") == "door.locked"]
+        assert locked and locked[0]["data"]["relay"] == "main"  # type: ignore[index]
+        assert panel.api("GET", "/api/v1/health").json()["checks"]["relays"] is True
+    finally:
+        assert panel.stop() == 0
