@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_credentials
 from .errors import ConfigError, PanelError
 
 EXIT_USAGE = 2
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     tam.add_argument("state", nargs="?", choices=["on", "off"], default="on")
     _target_args(tam, nested=True)
     _target_args(sim_sub.add_parser("state", help="print the panel's state"), nested=True)
+    cli_credentials.add_parsers(sub)
     return p
 
 
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             return _sim(args)
         if args.command == "tamper":
             return _tamper(args)
+        if args.command == "credentials":
+            return cli_credentials.credentials(args)
+        if args.command == "factory-reset":
+            return cli_credentials.factory_reset(args)
     except ConfigError as e:
         print(f"config {e.source or ''}: {len(e.problems)} problem(s):", file=sys.stderr)
         for line in e.problems:
@@ -111,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(cfg.log.level, cfg.log.format)
     secrets = load_secrets(cfg.secrets)
     try:
-        return asyncio.run(serve(cfg, secrets, args.simulate))
+        return asyncio.run(serve(cfg, secrets, args.simulate, config_path=args.config.absolute()))
     except OSError as e:
         print(f"panel: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -211,8 +216,26 @@ def _base_url(args: argparse.Namespace) -> str:
 
         cfg = load_config(args.config)
         host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        return f"http://{host}:{cfg.api.port}"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if cfg.api.https else 'http'}://{host}:{cfg.api.port}"
     return "http://127.0.0.1:8080"
+
+
+def _verify(args: argparse.Namespace) -> Any:
+    """Trust exactly the panel's own certificate when the config says where it is."""
+    if getattr(args, "config", None) is None:
+        return True
+    import ssl
+
+    from .api.tls import cert_paths
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    cert = cfg.api.cert_file or cert_paths(cfg.storage.dir)[0]
+    if not cfg.api.https or not cert.exists():
+        return True
+    return ssl.create_default_context(cafile=str(cert))
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None,
@@ -221,7 +244,7 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None,
 
     url = _base_url(args) + path
     try:
-        r = httpx.request(method, url, json=body, headers=headers, timeout=700)
+        r = httpx.request(method, url, json=body, headers=headers, timeout=700, verify=_verify(args))
     except httpx.HTTPError as e:
         print(f"panel: cannot reach the panel at {url} ({e}); is `panel run --simulate` running? "
               "Pass --url or --config to point at it", file=sys.stderr)

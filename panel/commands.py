@@ -55,7 +55,7 @@ REFUSALS: dict[str, str] = {
     "invalid_actor": "who/actor is empty, too long or not printable",
     "calls_unavailable": "this panel runs without the call manager",
     "ha_open_disabled": "a Home Assistant OPEN arrived but mqtt.homeassistant_allow_open is off",
-    "internal_error": "the panel failed to carry the command out (see its log); nothing moved",
+    "internal_error": "the panel failed to carry the command out (e.g. its disk failed); see its log",
 }
 
 

@@ -133,13 +133,14 @@ class RelayConfig(Model):
     @classmethod
     def _pin_is_safe(cls, v: Any, info: Any) -> int:
         bcm = parse_pin(v)
+        active = info.data.get("active", "high")
+        if bcm in FIXED_PULLUP_PINS and active == "high":
+            # No external pull-down can win against the board's 1.8 kOhm pull-up, verified or not.
+            raise PydanticCustomError(
+                "pin", "GPIO{bcm} has a fixed 1.8 kOhm pull-up on the board, so an active-high relay on it "
+                "would energise while the Pi boots; choose a pin from GPIO9-27", {"bcm": bcm})
         if info.data.get("boot_pull_verified"):
             return bcm
-        active = info.data.get("active", "high")
-        if bcm in FIXED_PULLUP_PINS:
-            raise PydanticCustomError(
-                "pin", "GPIO{bcm} has a fixed pull-up on the board and would energise an active-{a} relay "
-                "while the Pi boots; choose a pin from GPIO9-27", {"bcm": bcm, "a": active})
         if active == "high" and bcm in BOOT_PULLED_UP:
             raise PydanticCustomError(
                 "pin", "GPIO{bcm} is pulled up at power-on, so an active-high relay on it would energise "
@@ -173,7 +174,8 @@ class LightConfig(Model):
     pin: int = Field(description="BCM GPIO number or \"GPIOn\"/\"BOARDn\"")
     active: Level = Field("high", description="the level that lights it")
     role: Literal["status", "call", "door"] = Field(
-        description="status: lit while running; call: blinks while ringing; door: lit while released")
+        description="status: lit while running; call: the call's state (blinks while ringing, steady when "
+                    "connected, flashes when nobody answered; see panel/feedback.py); door: lit while released")
 
     _pin = field_validator("pin", mode="before")(classmethod(lambda cls, v: parse_pin(v)))
 
@@ -601,7 +603,20 @@ def _cross_checks(cfg: Config) -> list[str]:
         light_ids.add(light.id)
     problems += _mqtt_checks(cfg.mqtt)
     problems += _api_checks(cfg.api)
+    if cfg.media is not None:
+        problems += _media_checks(cfg.media)
     return problems
+
+
+def _media_checks(m: MediaConfig) -> list[str]:
+    v = m.video
+    if v.source == "h264_file" and v.file is None:
+        return ["media.video.file: is required when media.video.source is \"h264_file\" (an Annex-B .h264 or "
+                "MPEG-TS file to loop)"]
+    if v.source == "h264_pipe" and v.command is not None and not v.command:
+        return ["media.video.command: an empty list is not allowed; leave it out for the default rpicam-vid "
+                "command, or give the program and its arguments"]
+    return []
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")

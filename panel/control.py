@@ -82,10 +82,10 @@ class Control:
             return await self._dispatch(command)
         except (CommandRefused, UnlockRefused, CallError) as e:
             return await self._refused(e, obj, command, spent)
-        except Exception as e:  # the reply must still go out; nothing moved unless Door.unlock returned
+        except Exception as e:  # the reply must still go out
             log.exception("command failed")
             return await self._refused(CommandRefused("internal_error", f"the panel could not carry the command "
-                                                      f"out ({type(e).__name__}); nothing moved"),
+                                                      f"out ({type(e).__name__}: {e}); see its log"),
                                        obj, command, spent)
 
     def _authenticate(self, obj: dict[str, Any]) -> None:
@@ -127,7 +127,10 @@ class Control:
         cause, guid = self._call_for(c.call_guid)
         grant = await self.door.unlock(cause=cause, actor=c.actor, method="mqtt", relay=c.relay, call_guid=guid,
                                        duration_s=c.duration_s, extra=self.seen.writer(c.id, c.cmd, c.exp))
-        seconds = round(grant.until - grant.granted_at, 3)
+        rcfg = self.cfg.relay(grant.info.relay)
+        # The door's rule for the length of a release (the grant's monotonic deadline is not a duration).
+        seconds = c.duration_s if c.duration_s is not None else (
+            rcfg.max_on_s if rcfg.mode == "bistable" else rcfg.hold_s)
         return OpenReply(code="ok", message=f"door released: relay {grant.info.relay} for {seconds:g} s",
                          id=c.id, cmd=c.cmd, access_id=grant.info.access_id, relay=grant.info.relay,
                          duration_s=seconds, cause=cause, call_guid=guid)
@@ -158,9 +161,12 @@ class Control:
                     extra={"code": e.code, "command_id": cid, "cmd": cmd})
         if isinstance(command, OpenCommand) and not isinstance(e, UnlockRefused):
             # Door.unlock journals its own refusals; these are ours (auth, freshness, replay, call).
-            self.journal.record(DoorUnlockRefused(relay=command.relay, cause="remote", actor=command.actor,
-                                                  method="mqtt", call_guid=command.call_guid, code=e.code,
-                                                  message=message), key=command.call_guid or "door")
+            try:
+                self.journal.record(DoorUnlockRefused(relay=command.relay, cause="remote", actor=command.actor,
+                                                      method="mqtt", call_guid=command.call_guid, code=e.code,
+                                                      message=message), key=command.call_guid or "door")
+            except Exception:  # the store itself may be what failed; the reply still goes out
+                log.exception("could not journal a refused unlock")
         if spent and command is not None and command.cmd in ("open", "status"):
             # The id passed authentication: it stays spent after a restart too.
             try:

@@ -11,10 +11,12 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .api.app import ApiServer, create_app
+from .api.tls import ServerCert, server_cert
 from .calls import CallManager
 from .clock import Clock, LoopClock
 from .config import Config
@@ -30,6 +32,7 @@ from .mqtt_link import MqttLink
 from .outbox import Outbox, heartbeat
 from .relay import Relay
 from .replay import SeenCommands
+from .reset import lock_storage
 from .sdnotify import Notifier, feed_watchdog
 from .secrets import Secrets
 from .store import EventRow, Store
@@ -70,6 +73,7 @@ class Panel:
         self.media: MediaService | None = None
         self.visitor: Any = None  # snapshots, MJPEG and feedback tones (panel.media.visitor)
         self._stopped = False
+        self.config_path: Path | None = None  # the file the API's config update writes
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -108,8 +112,14 @@ class Panel:
 
             self.visitor = await start_visitor_media(self)  # never fails the start either
         host, port = self.cfg.api.host, self.cfg.api.port
-        self.api = ApiServer(create_app(self, simulated=self.simulated), host, port)
+        cert = await asyncio.to_thread(api_certificate, self.cfg) if self.cfg.api.https else None
+        self.api = ApiServer(create_app(self, simulated=self.simulated, server_cert=cert), host, port,
+                             ssl_certfile=str(cert.cert_file) if cert else None,
+                             ssl_keyfile=str(cert.key_file) if cert else None)
         await self.api.start()
+        if cert is not None:
+            log.info("local API served over HTTPS", extra={"fingerprint_sha256": cert.fingerprint_sha256,
+                                                           "not_after": cert.not_after, "generated": cert.generated})
         self.supervisor.start("api", self.api.serve)
         self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy))
         if sender is not None:
@@ -120,7 +130,7 @@ class Panel:
         self.lights.running(True)
         self.notifier.notify(f"READY=1\nSTATUS=panel {self.cfg.panel.id} running\nMAINPID={os.getpid()}")
         log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
-                                         "api": f"http://{host}:{self.api.bound_port}"})
+                                         "api": f"{self.api.scheme}://{host}:{self.api.bound_port}"})
 
     def _start_media(self) -> MediaService | None:
         if self.cfg.media is None:
@@ -231,6 +241,8 @@ class Panel:
             inp.close()
         if hasattr(self, "calls"):
             self.calls.close("shutdown")  # written with the flush below
+        if self.visitor is not None:
+            self.visitor.end_streams()  # MJPEG responses never finish on their own; the API waits for them
         if self.api is not None:
             await self.api.stop()
         await self.supervisor.stop(timeout_s=0.5, total_s=0.8)
@@ -310,8 +322,16 @@ class Panel:
         return out
 
 
-async def serve(cfg: Config, secrets: Secrets, simulate: bool) -> int:
+def api_certificate(cfg: Config) -> ServerCert:
+    return server_cert(cfg.storage.dir, cfg.panel.id, cfg.api.cert_file, cfg.api.key_file)
+
+
+async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path | None = None) -> int:
+    # One daemon per storage.dir; `panel factory-reset` takes the same lock before it erases anything.
+    storage_lock = lock_storage(cfg.storage.dir)
     panel = Panel(cfg, secrets, simulate=simulate)
+    panel.config_path = config_path
+    panel.__dict__["_storage_lock"] = storage_lock
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, panel.request_stop, signal.Signals(sig).name)

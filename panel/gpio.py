@@ -7,6 +7,8 @@ This is the only module that touches gpiozero devices' construction; logic modul
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,9 @@ def make_pin_factory(name: str) -> Factory:
             from gpiozero.pins.mock import MockFactory
             return MockFactory()
         if name == "lgpio":
+            # lgpio creates its notification pipes in the working directory, which the service
+            # user may not be able to write (e.g. `sudo -u panel panel selftest` from a home dir).
+            os.environ.setdefault("LG_WD", tempfile.gettempdir())
             from gpiozero.pins.lgpio import LGPIOFactory
             return LGPIOFactory()
         if name == "rpigpio":

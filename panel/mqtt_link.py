@@ -153,11 +153,6 @@ class MqttLink:
             try:
                 async with client:
                     attempt = 0
-                    self.connected = True
-                    self.connects += 1
-                    self.last_error = None
-                    log.info("mqtt connected", extra={"broker": f"{self.m.host}:{self.m.port}",
-                                                      "client_id": self.client_id})
                     try:
                         await self._serve(client)
                     except asyncio.CancelledError:
@@ -191,6 +186,10 @@ class MqttLink:
         self._published.clear()
         self._events.clear()
         await client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+        self.connected = True  # subscribed and announced: commands are served from here on
+        self.connects += 1
+        self.last_error = None
+        log.info("mqtt connected", extra={"broker": f"{self.m.host}:{self.m.port}", "client_id": self.client_id})
         await self._publish_state(client)
         if self.m.homeassistant_discovery:
             for topic, config in discovery_messages(self.cfg, self.topics).items():

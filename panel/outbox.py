@@ -164,7 +164,11 @@ class Outbox:
             await asyncio.gather(*tasks, return_exceptions=True)
             acknowledged, self._marks = [seq for seq, _ in self._marks], []
             if acknowledged:  # 2xx received while stopping: record it, or it would be sent again
-                self._submit_marks(acknowledged)
+                try:
+                    self._submit_marks(acknowledged)
+                except Exception:
+                    log.exception("could not record %d acknowledged deliveries; they will be sent again",
+                                  len(acknowledged))
 
     async def aclose(self) -> None:
         await self.sender.aclose()

@@ -61,10 +61,13 @@ async def feed_watchdog(notifier: Notifier, healthy: Callable[[], bool]) -> None
             log.exception("health check raised; counting it as unhealthy")
             ok = False
         if ok:
-            notifier.notify("WATCHDOG=1")
+            notifier.notify("WATCHDOG=1" if was_healthy else "WATCHDOG=1\nSTATUS=running")
             if not was_healthy:
                 log.warning("health check passes again; feeding the systemd watchdog")
         elif was_healthy:
+            # STATUS shows in `systemctl status panel` until the watchdog fires.
+            notifier.notify("STATUS=unhealthy: a relay timer is late or a relay guard thread died; "
+                            "the watchdog is no longer fed")
             log.critical("health check failed; no longer feeding the systemd watchdog, which will restart "
                          "the panel unless the check passes again within %g s", notifier.watchdog_s)
         was_healthy = ok

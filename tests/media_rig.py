@@ -28,6 +28,10 @@ MEDIA: dict[str, Any] = {
     "linger_s": 0,
     "peer_timeout_s": 2,
     "max_sessions": 4,
+    # The visitor feedback tones share the speaker; these tests listen for the resident's voice alone.
+    "tones": {"enabled": False},
+    # A picture at every press would hold the camera; these tests count its users.
+    "snapshots": {"at_press": False},
 }
 
 

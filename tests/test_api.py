@@ -33,7 +33,8 @@ async def test_health_and_state(rig: Rig) -> None:
         h = (await c.get("/api/v1/health")).json()
         assert h["status"] in ("ok", "degraded") and h["checks"]["relays"] is True and h["simulated"] is True
         await rig.door.unlock(cause="remote", actor="backend", method="api")
-        s = (await c.get("/api/v1/state")).json()
+        assert (await c.get("/api/v1/state")).status_code == 401  # state names residents: credential needed
+        s = (await c.get("/api/v1/state", headers={"Authorization": f"Bearer {TOKEN}"})).json()
         assert s["door"]["relays"]["main"]["energised"] is True
         assert s["panel"] == {"id": "test-panel", "name": "Test entrance"}
 
@@ -79,11 +80,11 @@ async def test_errors_are_uniform(rig: Rig) -> None:
         assert r.status_code == 404 and set(r.json()) >= {"code", "message"}
 
 
-async def test_no_installer_credential_means_no_installer_routes(tmp_path: Path) -> None:
+async def test_without_installer_token_only_real_credentials_pass(tmp_path: Path) -> None:
     rig = Rig(make_config(tmp_path), Secrets())
     async with client(rig) as c:
         r = await c.post("/api/v1/tamper/clear", headers={"Authorization": "Bearer anything-at-all-123"})
-        assert r.status_code == 403 and r.json()["code"] == "no_installer_credential"
+        assert r.status_code == 401 and r.json()["code"] == "invalid_token"
     await rig.close()
 
 

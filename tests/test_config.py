@@ -75,7 +75,7 @@ BAD_KEYS = [
     ("door.relays[0].max_on_s", 0.5, "seconds between 1 and 43200"),
     ("door.relays[0].lock", "magnetic", "'fail-secure' or 'fail-safe'"),
     ("door.relays[0].pin", 4, "pulled up at power-on"),
-    ("door.relays[0].pin", 3, "fixed pull-up"),
+    ("door.relays[0].pin", 3, "fixed 1.8 kOhm pull-up"),
     ("door.relays[0].boot_pull_verified", "yes", "true or false"),
     ("door.held_open_s", 1, "seconds between 3 and 3600"),
     ("door.open_grace_s", -1, "seconds between 0 and 60"),

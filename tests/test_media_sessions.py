@@ -292,6 +292,15 @@ async def test_viewers_share_one_encode(panel: Panel) -> None:
     assert stream.encoded <= stream.capture.items
     assert stream.encoded >= 0.8 * stream.capture.items
     assert stream.encoder is not None and stream.encoder.keyframes <= 1 + len(viewers) + 2
+    # A viewer's picture-loss report (a real RTCP PLI over the wire) makes the shared encoder send
+    # a keyframe; aiortc alone would only flag its own (unused) encoder.
+    keyframes = stream.encoder.keyframes
+    session = next(iter(media.sessions.sessions.values()))
+    ssrc = next(t.sender._ssrc for t in session.pc.getTransceivers() if t.kind == "video")
+    receiver = next(t.receiver for t in viewers[0].pc.getTransceivers() if t.kind == "video")
+    await receiver._send_rtcp_pli(ssrc)
+    await eventually(lambda: stream.encoder is not None and stream.encoder.keyframes > keyframes,
+                     what="keyframe after PLI")
     for v in viewers:
         await v.close()
     await assert_no_leaks(before, panel)

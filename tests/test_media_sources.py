@@ -158,6 +158,26 @@ async def test_a_missing_camera_is_reported_and_the_call_goes_on_with_audio(tmp_
         await panel.stop("test over")
 
 
+async def test_a_missing_microphone_is_reported_and_the_resident_is_still_heard(tmp_path: Path) -> None:
+    panel = await start_panel_inprocess(tmp_path, media_config(audio={"input": "No Such Microphone"}),
+                                        simulate=False, tamper=None)
+    try:
+        guid = await ring(panel)
+        media = media_of(panel)
+        resident = Resident(tone_hz=1000)
+        session = await media.sessions.create(await resident.offer(),
+                                              media.tokens.verify(media.issue_call_token(guid, "alice")))
+        await resident.accept(session.answer_sdp)
+        await resident.wait_pictures(3)
+        await eventually(lambda: len(speaker(panel).samples()) >= 24_000, what="resident audio on the speaker")
+        assert dominant_frequency(speaker(panel).samples(0.5)) == pytest.approx(1000, abs=5)
+        lost = await eventually(lambda: events(panel, "media.device_lost"), what="device_lost")
+        assert lost[0]["device"] == "microphone" and "No Such Microphone" in str(lost[0]["error"])
+        await resident.close()
+    finally:
+        await panel.stop("test over")
+
+
 async def test_vp8_software_encoding_keeps_keyframes_rare(tmp_path: Path) -> None:
     panel = await start_panel_inprocess(tmp_path, media_config(video={"codec": "vp8"}))
     try:
@@ -255,6 +275,8 @@ def test_media_config_errors_name_the_key() -> None:
     assert "media.video.width: 321 is not allowed; expected an even number of pixels" in text
     assert "media.video.source: \"usb\" is not allowed" in text
     assert "media.ice_servers[0].urls[1]" in text and "STUN/TURN URL" in text
+    with pytest.raises(ConfigError, match="media.video.file: is required when media.video.source is"):
+        parse_config(config_dict(media={"video": {"source": "h264_file"}}))
 
 
 async def test_tracks_feed_a_shared_stream_without_a_session(tmp_path: Path) -> None:

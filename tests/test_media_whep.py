@@ -179,3 +179,27 @@ async def test_without_media_whep_says_so_and_the_door_works(tmp_path: Path) -> 
         assert grant is not None and panel.hw.relays["main"].value
     finally:
         await panel.stop("test over")
+
+
+async def test_an_api_resident_credential_answers_and_its_revocation_ends_the_session(panel: Panel) -> None:
+    """Credentials issued on the API (POST /api/v1/auth/tokens) work for WHEP like the media's own."""
+    guid = await ring(panel)
+    media = media_of(panel)
+    resident = Resident(tone_hz=1000)
+    async with api(panel) as c:
+        issued = await c.post("/api/v1/auth/tokens", headers={"Authorization": f"Bearer {INSTALLER}"},
+                              json={"role": "resident", "subject": "alice", "unit_id": "303", "ttl_s": 600})
+        assert issued.status_code == 201, issued.text
+        token, token_id = issued.json()["token"], issued.json()["credential"]["token_id"]
+        r = await c.post(WHEP, content=await resident.offer(), headers=sdp_headers(token))
+        assert r.status_code == 201, r.text
+        await resident.accept(r.text)
+        await resident.wait_pictures(3)
+        session = media.sessions.get(r.headers["location"].rsplit("/", 1)[1])
+        assert session is not None and session.role == "answerer" and session.who == "alice"
+        await eventually(lambda: panel.calls.current.state == "connected", what="call connected")
+        revoked = await c.delete(f"/api/v1/auth/tokens/{token_id}", headers={"Authorization": f"Bearer {INSTALLER}"})
+        assert revoked.status_code == 200, revoked.text
+        await eventually(lambda: session.state == "closed", timeout=2, what="session ended by the revocation")
+        assert session.close_reason == "revoked"
+    await resident.close()

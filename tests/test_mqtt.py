@@ -267,6 +267,9 @@ async def test_first_answer_wins_and_the_door_opens_for_the_call(panel: Panel, b
     assert who in ("alice", "bob") and who in loser["message"]
     answered = [e for e in events(panel, "call.status_updated") if e["status"] == "connecting"]
     assert [e["answered_by"] for e in answered] == [who]
+    call_state = await backend.wait_for(lambda m: m.topic.matches(f"panels/{A}/state/call")
+                                        and json.loads(m.payload)["status"] == "connected")
+    assert json.loads(call_state.payload)["call"]["answered_by"] == who
 
     reply = await backend.request(A, cmd(actor=who))  # no guid: belongs to the answered call
     assert reply["code"] == "ok" and reply["cause"] == "call" and reply["call_guid"] == guid
@@ -354,7 +357,6 @@ async def test_a_broker_restart_is_survived(tmp_path: Path) -> None:
             await until(lambda: panel.mqtt is not None and panel.mqtt.connects >= 2 and panel.mqtt.connected, 10,
                         "the panel did not reconnect")
             async with Client(own) as backend:
-                await until(lambda: True, 0, "")
                 status = await backend.retained(f"panels/{A}/status", timeout=3)
                 door = await backend.retained(f"panels/{A}/state/door", timeout=3)
                 assert status == b"online" and door is not None  # published again after the restart
@@ -462,3 +464,17 @@ async def test_missing_credentials_or_tls_files_stop_the_start(broker: Broker, t
             await panel.start()
     finally:
         await panel.stop("start failed")
+
+
+def test_reconnect_backoff_is_capped_and_jittered() -> None:
+    import random
+
+    from panel.mqtt_link import BACKOFF_FIRST_S, backoff_s
+
+    rng = random.Random(7)
+    for attempt in range(40):
+        ceiling = min(10.0, BACKOFF_FIRST_S * 2 ** attempt)
+        delays = {backoff_s(attempt, 10.0, rng) for _ in range(20)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, delays)
+        assert len(delays) > 1  # jittered, not one fixed value
+    assert max(backoff_s(a, 10.0, rng) for a in range(40)) <= 10.0

@@ -188,7 +188,7 @@ async def test_a_failing_key_holds_up_only_itself(rig: Rig, receiver: WebhookRec
 async def test_retry_after_is_honoured(rig: Rig, receiver: WebhookReceiver, form: str) -> None:
     # max_backoff_s is 0.2 s here: a retry a second later can only come from Retry-After. An HTTP-date
     # has whole seconds, so "2 s from now" means between 1 and 2 s.
-    receiver.set_mode("throttle", retry_after="1" if form == "seconds" else receiver.http_date(2))
+    receiver.set_mode("throttle", retry_after="1" if form == "seconds" else "date+2")
     await rig.start()
     fut = rig.journal.record(DoorClosed(open_s=1.0), key="door")
     await rig.until(lambda: len(receiver.snapshot()) >= 1 and receiver.snapshot()[0].answered_at > 0, what="the 429")
@@ -337,7 +337,8 @@ async def test_full_outbox_keeps_everything_refuses_heartbeats_and_alarms(rig: R
     await journal.flush()
     receiver.set_mode("down")
     outbox = await rig.start(max_events=20)
-    await rig.until(lambda: outbox.full, what="the full alarm")
+    await rig.until(lambda: outbox.full and any(r["type"] == "outbox.overflow" for r in rig.rows()),
+                    what="the full alarm and its event")
     assert not outbox.accepting("panel.heartbeat") and outbox.accepting("door.forced_open")
     assert not outbox.healthy() and outbox.status()["outbox_full"] is True
     rows = rig.rows()

@@ -25,6 +25,13 @@ from .media_rig import INSTALLER, api, eventually, media_config, media_of, ring,
 INSTALLER_AUTH = {"Authorization": f"Bearer {INSTALLER}"}
 
 
+def with_snapshots(**snapshots: Any) -> dict[str, Any]:
+    """The shared media rig with pictures at the press on (it turns them off for the session tests)."""
+    overrides: dict[str, Any] = {key: value for key, value in snapshots.items() if key in ("video", "mjpeg")}
+    overrides["snapshots"] = {"at_press": True, **{k: v for k, v in snapshots.items() if k not in overrides}}
+    return media_config(**overrides)
+
+
 def decode_jpeg(data: bytes) -> av.VideoFrame:
     """Decode with PyAV's own JPEG decoder: proves the bytes are a JPEG a decoder accepts."""
     assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9", "not a complete JPEG (SOI ... EOI)"
@@ -65,7 +72,7 @@ async def snapshot_event(panel: Panel, guid: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def panel(tmp_path: Path) -> AsyncIterator[Panel]:
-    p = await start_panel_inprocess(tmp_path)
+    p = await start_panel_inprocess(tmp_path, with_snapshots())
     yield p
     await p.stop("test over")
 
@@ -162,7 +169,7 @@ async def test_on_demand_snapshot_needs_a_live_credential(panel: Panel) -> None:
 
 
 async def test_pre_press_buffer_keeps_pictures_from_before_the_press(tmp_path: Path) -> None:
-    panel = await start_panel_inprocess(tmp_path, media_config(snapshots={"prebuffer_s": 2.0, "prebuffer_fps": 2.0}))
+    panel = await start_panel_inprocess(tmp_path, with_snapshots(prebuffer_s=2.0, prebuffer_fps=2.0))
     try:
         visitor = visitor_of(panel)
         prebuffer = visitor.snapshots.prebuffer  # type: ignore[union-attr]
@@ -190,7 +197,7 @@ async def test_pre_press_buffer_keeps_pictures_from_before_the_press(tmp_path: P
 
 
 async def test_retention_deletes_the_oldest_calls_pictures_and_their_reference(tmp_path: Path) -> None:
-    panel = await start_panel_inprocess(tmp_path, media_config(snapshots={"max_calls": 2}))
+    panel = await start_panel_inprocess(tmp_path, with_snapshots(max_calls=2))
     try:
         guids = []
         for _ in range(3):
@@ -253,8 +260,7 @@ def write_h264(path: Path, frames: int = 45, gop: int = 15) -> None:
 async def test_passthrough_camera_is_decoded_only_for_a_picture(tmp_path: Path) -> None:
     clip = tmp_path / "camera.h264"
     write_h264(clip)
-    media = media_config(video={"source": "h264_file", "file": str(clip)},
-                         snapshots={"prebuffer_s": 2.0, "prebuffer_fps": 1.0})
+    media = with_snapshots(video={"source": "h264_file", "file": str(clip)}, prebuffer_s=2.0, prebuffer_fps=1.0)
     panel = await start_panel_inprocess(tmp_path, media, simulate=False)
     try:
         visitor = visitor_of(panel)
@@ -280,7 +286,7 @@ async def test_passthrough_camera_is_decoded_only_for_a_picture(tmp_path: Path) 
 
 
 async def test_no_camera_means_a_clear_error_and_calls_without_pictures(tmp_path: Path) -> None:
-    panel = await start_panel_inprocess(tmp_path, media_config(video={"source": "none"}))
+    panel = await start_panel_inprocess(tmp_path, with_snapshots(video={"source": "none"}))
     try:
         guid = await ring(panel)
         async with api(panel) as client:
@@ -292,3 +298,31 @@ async def test_no_camera_means_a_clear_error_and_calls_without_pictures(tmp_path
         assert snapshot_column(panel, guid) is None
     finally:
         await panel.stop("test over")
+
+
+async def test_api_credentials_backend_fetches_any_call_resident_only_theirs(panel: Panel) -> None:
+    """The local API's own credentials (panel/api/principals.py) work on the picture routes too: a
+    backend token for every call's pictures, a resident token scoped to one call for that call only."""
+    guid = await ring(panel)
+    await snapshot_event(panel, guid)
+    await panel.calls.end(guid, "alice")
+    other = await ring(panel)
+    await snapshot_event(panel, other)
+    async with api(panel) as client:
+        async def issue(**body: Any) -> str:
+            r = await client.post("/api/v1/auth/tokens", json=body, headers=INSTALLER_AUTH)
+            assert r.status_code == 201, r.text
+            return str(r.json()["token"])
+
+        backend = {"Authorization": f"Bearer {await issue(role='backend', subject='cloud')}"}
+        resident = {"Authorization": f"Bearer {await issue(role='resident', subject='alice', call_guid=other)}"}
+        for g in (guid, other):
+            r = await client.get(f"/api/v1/calls/{g}/snapshot.jpg", headers=backend)
+            assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+        assert (await client.get(f"/api/v1/calls/{other}/snapshot.jpg", headers=resident)).status_code == 200
+        r = await client.get(f"/api/v1/calls/{guid}/snapshot.jpg", headers=resident)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+        assert (await client.get("/api/v1/snapshot.jpg", headers=resident)).status_code == 200, "their call is live"
+        await panel.calls.end(other, "alice")
+        r = await client.get("/api/v1/snapshot.jpg", headers=resident)
+        assert r.status_code == 403, "no live call of theirs: no live picture"

@@ -212,7 +212,8 @@ def wait_until(cond: Any, timeout: float, what: str) -> None:
 def test_sigkill_restarts_and_outages_lose_nothing(tmp_path: Path) -> None:
     secret = new_secret()
     rc = WebhookReceiver([secret]).start()
-    env = {"PANEL_SECRET_WEBHOOK_SECRETS": secret}
+    token = base64.b64encode(os.urandom(24)).decode()
+    env = {"PANEL_SECRET_WEBHOOK_SECRETS": secret, "PANEL_SECRET_INSTALLER_TOKEN": token}
     kills: list[float] = []
     p = start_panel(tmp_path, panel_config(rc), env)
     try:
@@ -253,7 +254,7 @@ def test_sigkill_restarts_and_outages_lose_nothing(tmp_path: Path) -> None:
         p = PanelProcess(p.config_path, p.port, env).start()
         door_cycle(1)
         wait_until(lambda: health(p)["checks"]["webhooks"]["backlog"] == 0, 30, "the backlog to drain")
-        state = p.api("GET", "/api/v1/state").json()
+        state = p.api("GET", "/api/v1/state", headers={"Authorization": f"Bearer {token}"}).json()
         assert state["backlog"] == 0
     finally:
         p.stop()
@@ -285,6 +286,10 @@ def test_sigkill_restarts_and_outages_lose_nothing(tmp_path: Path) -> None:
         assert sorted(ids, key=position.__getitem__) == ids, f"key {key} out of order"
     call_guid = next(json.loads(r["data"])["guid"] for r in delivered if r["type"] == "call.created")
     assert len(by_key[call_guid]) >= 3  # created, ringing, busy/ignored presses, failed at restart
+    updates = [json.loads(r["data"]) for r in delivered if r["key"] == call_guid and r["type"] == "call.status_updated"]
+    # the 2xx for call.created is what made the call ring
+    assert (updates[0]["status"], updates[0]["who"], updates[0]["reason"]) == ("ringing", "backend",
+                                                                                "backend_acknowledged")
 
     # duplicates: the same body, and only where the panel never saw the 2xx (slow) or was killed
     by_id: dict[str, list[Any]] = {}

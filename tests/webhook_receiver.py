@@ -4,7 +4,8 @@ It verifies every request with the third-party ``standardwebhooks`` library (not
 what arrived, and can be switched between behaviours while a panel delivers to it:
 
 - ``ok``: 200 for every verified request (401 for a bad signature, like a real backend)
-- ``error``: 500; ``throttle``: 429 with ``Retry-After`` (seconds or an HTTP-date); ``slow``: answers
+- ``error``: 500; ``throttle``: 429 with ``Retry-After`` (seconds, an HTTP-date, or ``date+N``: the
+  HTTP-date N seconds after each answer); ``slow``: answers
   200 only after ``slow_s`` (longer than the panel's timeout, so the panel gives up and retries, and
   the receiver sees the same id twice); ``gone``: 410; ``redirect``: 302 elsewhere;
 - ``down``: the listening socket and every open connection are closed (connection refused) until the
@@ -248,7 +249,10 @@ class WebhookReceiver:
                 if mode == "error":
                     status = 500
                 elif mode == "throttle":
-                    status, extra = 429, {"retry-after": self.retry_after}
+                    value = self.retry_after
+                    if value.startswith("date+"):  # an HTTP-date that many seconds after this answer
+                        value = self.http_date(float(value[5:]))
+                    status, extra = 429, {"retry-after": value}
                 elif mode == "gone":
                     status = 410
                 elif mode == "redirect":

@@ -40,7 +40,7 @@ def iso(t: float | None) -> str | None:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "7" is not a number, "yes" not a boolean
 
 
 class LoginBody(Strict):
@@ -195,7 +195,7 @@ async def change_password(body: PasswordBody, request: Request, who: Caller, aut
                         409: {"description": "the call named is over, or too many credentials are live"}})
 async def issue(body: TokenBody, panel: PanelDep, who: Caller, auth: AuthDep) -> Issued:
     if body.role not in ISSUABLE.get(who.role, frozenset()):
-        raise ApiError(403, "forbidden", f"role: a {who.role} may issue "
+        raise ApiError(403, "not_issuable", f"role: a {who.role} may issue "
                        f"{', '.join(sorted(ISSUABLE.get(who.role, ()))) or 'nothing'}, not {body.role}")
     if body.subject.lower() in RESERVED_SUBJECTS:
         raise ApiError(422, "invalid_request", f"subject: {body.subject!r} is reserved for the panel's own use; "

@@ -78,7 +78,7 @@ class CallOne(BaseModel):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "7" is not a number, "yes" not a boolean
 
 
 Who = Annotated[str, Field(min_length=1, max_length=MAX_ACTOR_LEN, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -153,7 +153,7 @@ def _actor(who: Principal, body: CallCommand) -> str:
     if who.role in ("installer", "backend"):
         return body.who or who.actor
     if body.who is not None and body.who != who.subject:
-        raise ApiError(403, "forbidden", f"who: a resident acts as themself ({who.subject}); omit who")
+        raise ApiError(403, "acting_as_other", f"who: a resident acts as themself ({who.subject}); omit who")
     return who.subject
 
 

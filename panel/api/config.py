@@ -225,7 +225,7 @@ class ConfigView(BaseModel):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "7" is not a number, "yes" not a boolean
 
 
 ConfigValue = Annotated[Any, Field(description="a TOML value: string, number, boolean, list or table")]
@@ -300,28 +300,34 @@ async def update_config(body: ConfigPatch, panel: PanelDep, who: Caller) -> Conf
         _parse_path(key)
     path = _file(panel)
     async with _lock(panel):
-        def prepare() -> tuple[str, Config]:
+        def prepare() -> tuple[str, Config, Config]:
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as e:
                 raise ApiError(409, "config_unreadable", f"cannot read {path} ({e.strerror})") from None
+            try:
+                before = validate(text, path)
+            except ConfigError:
+                before = panel.cfg  # edited by hand into an invalid state: compare with what runs
             new_text = apply_changes(text, body.set, body.unset)
-            return new_text, validate(new_text, path)
+            return new_text, before, validate(new_text, path)
 
         try:
-            new_text, new_cfg = await asyncio.to_thread(prepare)
+            new_text, before, new_cfg = await asyncio.to_thread(prepare)
         except ConfigError as e:
             problems = [p for p in e.problems]
             raise ApiError(422, "config_invalid", "; ".join(problems), errors=problems) from None
-        changed = diff(panel.cfg, new_cfg)
+        changed = diff(before, new_cfg)  # what this request changes in the file
         refused = [p for p in changed if locked(p)]
         if refused:
             raise ApiError(403, "locked_key", f"{', '.join(refused)}: changed only by editing the config file on the "
                            "panel itself (these keys run commands, point at files or weaken transport security)")
+        differs = diff(panel.cfg, new_cfg)  # what the running panel does not do yet
+        pending = [p for p in differs if not hot(p)]
         if not changed:
-            return ConfigUpdate(message="nothing changes: the file already says that", changed=[], applied=[],
-                                restart_required=[], dry_run=body.dry_run)
-        pending = [p for p in changed if not hot(p)]
+            return ConfigUpdate(message="nothing changes: the file already says that" + (
+                f"; restart the panel for {', '.join(pending)}" if pending else ""), changed=[], applied=[],
+                restart_required=pending, dry_run=body.dry_run)
         if body.dry_run:
             return ConfigUpdate(message=f"valid; {len(changed)} key(s) would change (nothing written)",
                                 changed=changed, applied=[], restart_required=pending, dry_run=True)
@@ -330,7 +336,7 @@ async def update_config(body: ConfigPatch, panel: PanelDep, who: Caller) -> Conf
         except OSError as e:
             raise ApiError(409, "config_read_only", f"cannot write {path} ({e.strerror}); the service user needs "
                            "write access to the file and its folder, or edit it on the panel") from None
-        applied = apply_running(panel, new_cfg, changed)
+        applied = apply_running(panel, new_cfg, differs)
     log.warning("configuration changed over the API", extra={"by": who.actor, "changed": changed, "applied": applied,
                                                               "restart_required": pending})
     msg = f"{len(changed)} key(s) changed, {len(applied)} in effect now"

@@ -29,7 +29,7 @@ Actor = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "7" is not a number, "yes" not a boolean
 
 
 class OpenBody(Strict):
@@ -101,7 +101,7 @@ async def open_door(body: OpenBody, panel: PanelDep, who: Caller) -> Released:
     if who.role == "resident":
         cause = "call"
         if body.duration_s is not None or body.actor is not None:
-            raise _refuse(panel, who, relay, guid, cause, 403, "forbidden", "duration_s/actor: a resident opens for "
+            raise _refuse(panel, who, relay, guid, cause, 403, "not_allowed_for_role", "duration_s/actor: a resident opens for "
                           "the relay's hold time, as themself; omit them")
         try:
             call = panel.calls.active_call_for_unlock(guid)
@@ -116,7 +116,7 @@ async def open_door(body: OpenBody, panel: PanelDep, who: Caller) -> Released:
         actor = who.subject
     else:
         if body.actor is not None and who.role != "backend":
-            raise ApiError(403, "forbidden", "actor: only the backend names someone else as the actor")
+            raise ApiError(403, "not_allowed_for_role", "actor: only the backend names someone else as the actor")
         actor = body.actor or who.actor
         cause, guid = _installer_or_backend_cause(panel, who, guid, relay)
     grant = await panel.door.unlock(cause=cause, actor=actor, method="api", relay=relay, call_guid=guid,

@@ -57,6 +57,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not text (e.g. not UTF-8): as invalid as bad JSON is.
+            return JSONResponse(ErrorBody(code="invalid_request", message="body: not valid JSON (UTF-8 text "
+                                          "expected)", errors=["body: not valid JSON"]).model_dump(), status_code=422)
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                 413: "body_too_large"}.get(exc.status_code, "http_error")
         return JSONResponse(ErrorBody(code=code, message=str(exc.detail)).model_dump(exclude_none=True),

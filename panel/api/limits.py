@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ApiError
@@ -26,10 +27,12 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-class BodyTooLarge(ApiError):
+class BodyTooLarge(HTTPException):
+    """Raised while the body is read; an HTTPException so FastAPI passes it through as a 413."""
+
     def __init__(self, limit: int) -> None:
-        super().__init__(413, "body_too_large", f"the request body is larger than {limit} bytes; send less "
-                         "(api.max_body_bytes)")
+        super().__init__(413, f"the request body is larger than {limit} bytes; send less (api.max_body_bytes)")
+        self.message = str(self.detail)
 
 
 class BodyLimit:
@@ -118,14 +121,16 @@ class LoginThrottle:
     """Failed logins slow down progressively, per client address.
 
     After the n-th failure the next attempt from that address waits ``base_s * 2**(n-1)`` (capped at
-    ``max_delay_s``) before its password is even checked; once ``lockout_after`` attempts have failed,
-    an attempt inside that window is refused at once with 429 and Retry-After instead. One attempt
+    ``max_delay_s``) before its password is even checked; once ``lockout_after`` attempts have failed
+    (or the delay is longer than ``max_sleep_s``), an attempt inside that window is refused at once with
+    429 and Retry-After instead. One attempt
     per address at a time: parallel guesses get 429 too. A success forgets the address's failures.
     """
 
     def __init__(self, base_s: float, lockout_after: int, max_delay_s: float = 900.0, forget_after_s: float = 3600.0,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic, max_sleep_s: float = 5.0) -> None:
         self.base_s = base_s
+        self.max_sleep_s = max_sleep_s  # a longer delay is a 429 with Retry-After, not a held connection
         self.lockout_after = lockout_after
         self.max_delay_s = max_delay_s
         self.forget_after_s = forget_after_s
@@ -155,7 +160,7 @@ class LoginThrottle:
             raise ApiError(429, "login_in_progress", "another login from your address is being checked; one at a "
                            "time", headers=_retry_after(1))
         wait = f.next_at - self.now()
-        if wait > 0 and f.count >= self.lockout_after:
+        if wait > 0 and (f.count >= self.lockout_after or wait > self.max_sleep_s):
             raise ApiError(429, "login_locked", f"{f.count} failed logins from your address; try again in "
                            f"{math.ceil(wait)} s", headers=_retry_after(wait))
         f.in_flight = True

@@ -27,7 +27,7 @@ PULSE_S = 0.5
 
 
 class SelftestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "7" is not a number, "yes" not a boolean
 
     pulse_relays: bool = Field(False, description="pulse each relay for 0.5 s: this releases the door")
     relays: list[str] | None = Field(None, max_length=16, description="only these relays (default: all)")

@@ -172,10 +172,20 @@ async def sim_state(panel: PanelDep) -> dict[str, Any]:
     return {"code": "ok", "message": "state", **await panel.state()}
 
 
-@router.post("/stall", response_model=SimResult, summary="Block the event loop (watchdog test)")
-async def stall(body: StallBody, panel: PanelDep) -> SimResult:
+class StallResult(SimResult):
+    blocked_from: float = Field(description="time.monotonic() (CLOCK_MONOTONIC, shared by every process on "
+                                "the machine) when the loop blocked")
+    blocked_until: float = Field(description="time.monotonic() when it ran again")
+
+
+@router.post("/stall", response_model=StallResult, summary="Block the event loop (watchdog test)")
+async def stall(body: StallBody, panel: PanelDep) -> StallResult:
+    started = time.monotonic()
     time.sleep(body.seconds)  # deliberately blocking: this route simulates a hung loop
-    return SimResult(message=f"event loop blocked for {body.seconds:g} s", pins=panel.pin_levels())
+    ended = time.monotonic()
+    # Pin levels read before the loop runs again: what threads (the relay guard) did meanwhile.
+    return StallResult(message=f"event loop blocked for {body.seconds:g} s", pins=panel.pin_levels(),
+                       blocked_from=started, blocked_until=ended)
 
 
 @router.post("/fault", response_model=SimResult, status_code=202,

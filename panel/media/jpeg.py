@@ -85,6 +85,9 @@ class JpegEncoder:
             ctx.time_base = MJPEG_TIME_BASE
             # A fixed quantiser: JPEG has no rate control worth having, and every picture looks alike.
             ctx.options = {"qmin": str(self.qscale), "qmax": str(self.qscale)}
+            # One thread: slice threads cost more than they save at these sizes, and the encoder must
+            # not compete with the video encoder for the Pi's cores (also keeps ``cpu_s`` exact).
+            ctx.thread_count = 1
             self._ctx, self._size = ctx, (width, height)
         return self._ctx
 

@@ -35,6 +35,14 @@ class MediaService:
         self.tokens = TokenStore(cfg.token_ttl_s, installer_token=installer_token)
         self.sessions = SessionManager(cfg, self.hub, self.tokens, calls)
         self.calls = calls
+        self._followed: list[Any] = []
+
+    def follow_revocations(self, api_tokens: Any) -> None:
+        """Sessions started with an API credential end when the API revokes it (idempotent)."""
+        if any(t is api_tokens for t in self._followed):
+            return
+        self._followed.append(api_tokens)
+        api_tokens.on_revoke(lambda principal: self.tokens.revoked_elsewhere(principal.token_id))
 
     def start(self) -> None:
         self.hub.start()

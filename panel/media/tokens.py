@@ -32,6 +32,7 @@ class Grant:
     call_guid: str | None = None
     view_only: bool = False
     expires_mono: float | None = None  # None: does not expire (the installer token)
+    installer: bool = False  # the installer's credential: may see and end every session
 
 
 @dataclass
@@ -76,7 +77,7 @@ class TokenStore:
         if not token:
             raise TokenRefused("unauthenticated", "send Authorization: Bearer <session token>")
         if self._installer is not None and hmac.compare_digest(token.encode(), self._installer.encode()):
-            return Grant(token_id="installer", kind="monitor", subject="installer", view_only=True)
+            return Grant(token_id="installer", kind="monitor", subject="installer", view_only=True, installer=True)
         entry = self._by_digest.get(_digest(token))
         if entry is None:
             raise TokenRefused("invalid_token", "the session token is not valid on this panel; get a fresh one "
@@ -99,6 +100,12 @@ class TokenStore:
         for fn in list(self._listeners):
             fn(entry.grant)
         return entry.grant
+
+    def revoked_elsewhere(self, token_id: str) -> None:
+        """A credential this store did not issue (an API token) was revoked: end what it started."""
+        gone = Grant(token_id=token_id, kind="monitor", subject=None)
+        for fn in list(self._listeners):
+            fn(gone)
 
     def revoke_call(self, call_guid: str) -> list[Grant]:
         return [g for g in (self.revoke(e.grant.token_id) for e in list(self._by_digest.values())

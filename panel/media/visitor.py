@@ -103,6 +103,12 @@ class VisitorMedia:
                       "door": self.door_tones.playing if self.door_tones else None},
         }
 
+    def end_streams(self) -> None:
+        """End every MJPEG viewer now (the panel is stopping)."""
+        if self.mjpeg is not None:
+            for viewer in list(self.mjpeg.viewers):
+                viewer.close("shutdown")
+
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()

@@ -63,7 +63,33 @@ def _bearer(authorization: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def _grant(media: MediaService, authorization: str | None) -> Grant:
+def _from_principal(request: Request, media: MediaService, p: Any) -> Grant:
+    """What an API credential (authenticated by the app's gate, panel/api/roles.py) may do with media:
+    installer and backend: live view; a resident: their call (named by the credential, or the live
+    call of their unit), else live view; a viewer: view only."""
+    from .tokens import Grant
+
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None:
+        media.follow_revocations(auth.tokens)
+    role = getattr(p, "role", None)
+    if role in ("installer", "backend"):
+        return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, view_only=True,
+                     installer=role == "installer")
+    call = media.calls.current if media.calls is not None else None
+    call_guid = p.call_guid
+    if call_guid is None and call is not None and call.live and (p.unit_id is None or p.unit_id == call.unit_id):
+        call_guid = call.guid
+    if call_guid is not None and (p.call_guid is not None or role == "resident"):
+        return Grant(token_id=p.token_id, kind="call", subject=p.subject, call_guid=call_guid,
+                     view_only=role != "resident")
+    return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True)
+
+
+def _grant(request: Request, media: MediaService, authorization: str | None) -> Grant:
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return _from_principal(request, media, principal)
     try:
         return media.tokens.verify(_bearer(authorization))
     except TokenRefused as e:
@@ -102,7 +128,7 @@ async def whep_start(request: Request, authorization: Annotated[str | None, Head
                      who: Annotated[str | None, Query(max_length=128, description="the resident's id, when the "
                                                      "token does not name one")] = None) -> Response:
     media = _media(request)
-    grant = _grant(media, authorization)
+    grant = _grant(request, media, authorization)
     if (content_type or "").split(";")[0].strip().lower() != SDP:
         raise ApiError(415, "unsupported_media_type", f"send the SDP offer as Content-Type: {SDP} (got "
                        f"{content_type or 'none'})", headers={**CORS, "Accept-Post": SDP})
@@ -127,12 +153,12 @@ async def whep_start(request: Request, authorization: Annotated[str | None, Head
                                                                              404: {"model": ErrorBody}, **_errors})
 async def whep_end(session_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     media = _media(request)
-    grant = _grant(media, authorization)
+    grant = _grant(request, media, authorization)
     session = media.sessions.get(session_id)
     if session is None:
         raise ApiError(404, "unknown_session", f"there is no session {session_id} (it ended, or never existed)",
                        headers=CORS)
-    if grant.token_id not in (session.grant.token_id, "installer"):
+    if grant.token_id != session.grant.token_id and not grant.installer:
         raise ApiError(403, "not_your_session", "this token did not start that session", headers=CORS)
     await session.close("whep_delete")
     return Response(status_code=200, headers=CORS)
@@ -163,7 +189,7 @@ async def whep_session_options(session_id: str) -> Response:
 @router.get("/sessions", summary="Media sessions and devices (installer)", responses=_errors)
 async def media_status(request: Request, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
     media = _media(request)
-    if _grant(media, authorization).token_id != "installer":
+    if not _grant(request, media, authorization).installer:
         raise ApiError(403, "forbidden", "the media status is for the installer", headers=CORS)
     return media.status()
 

@@ -1,0 +1,191 @@
+"""The door and calls over the API: a resident opens only during the call they answered, every release
+is in the access log naming call, actor and method; relay hold/release; answer/decline/end/mute."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from .api_support import api_rig, bearer, served, token
+from .rig import Rig
+from .support import BASE_CONFIG
+
+GATE = {"id": "gate", "pin": 19, "mode": "bistable", "hold_s": 5, "max_on_s": 60}
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    door = copy.deepcopy(BASE_CONFIG["door"])
+    door["relays"].append(GATE)
+    r = api_rig(tmp_path, door=door)
+    yield r
+    await r.close()
+
+
+async def _ring(rig: Rig, button: int = 0) -> str:
+    await rig.drive(rig.cfg.buttons[button], True)
+    await rig.drive(rig.cfg.buttons[button], False)
+    call = rig.panel.calls.current
+    assert call is not None and call.state == "ringing"
+    return call.guid
+
+
+async def test_resident_opens_only_during_the_call_they_answered(rig: Rig) -> None:
+    alice, bob = bearer(await token(rig, "resident", "alice")), bearer(await token(rig, "resident", "bob"))
+    carol = bearer(await token(rig, "resident", "carol", unit_id="304"))
+    installer = bearer(await token(rig, "installer"))
+    async with served(rig) as c:
+        r = await c.post("/api/v1/door/open", headers=alice, json={})
+        assert r.status_code == 409 and r.json()["code"] == "no_call"
+        guid = await _ring(rig)
+        r = await c.post("/api/v1/door/open", headers=alice, json={})
+        assert r.status_code == 409 and r.json()["code"] == "not_answered"
+        r = await c.post("/api/v1/calls/answer", headers=carol, json={})
+        assert r.status_code == 403 and r.json()["code"] == "not_your_call"
+        r = await c.post("/api/v1/calls/answer", headers=alice, json={"call_guid": guid})
+        assert r.status_code == 200 and r.json()["call"]["answered_by"] == "alice"
+        r = await c.post("/api/v1/calls/answer", headers=bob, json={})
+        assert r.status_code == 409 and r.json()["code"] == "already_answered" and "alice" in r.json()["message"]
+        r = await c.post("/api/v1/door/open", headers=bob, json={})
+        assert r.status_code == 403 and r.json()["code"] == "not_your_call"
+        r = await c.post("/api/v1/door/open", headers=alice, json={"duration_s": 30})
+        assert r.status_code == 403 and r.json()["code"] == "not_allowed_for_role"
+        assert not rig.relay_on()
+        r = await c.post("/api/v1/door/open", headers=alice, json={})
+        assert r.status_code == 200, r.text
+        assert r.json()["cause"] == "call" and r.json()["call_guid"] == guid and r.json()["actor"] == "alice"
+        assert rig.relay_on() and rig.relay_pin().state == 1
+        log = (await c.get("/api/v1/logs/access", headers=installer, params={"call_guid": guid})).json()
+        assert log["total"] == 1
+        entry = log["entries"][0]
+        assert (entry["cause"], entry["actor"], entry["method"], entry["call_guid"], entry["relay"]) == \
+            ("call", "alice", "api", guid, "main")
+        assert entry["id"] == r.json()["access_id"]
+    refusals = [(e["actor"], e["code"]) for e in rig.events("door.unlock_refused")]
+    assert refusals == [("alice", "no_call"), ("alice", "not_answered"), ("bob", "not_your_call"),
+                        ("alice", "not_allowed_for_role")]
+
+
+async def test_tamper_blocks_every_remote_open(rig: Rig) -> None:
+    alice = bearer(await token(rig, "resident", "alice"))
+    async with served(rig) as c:
+        await _ring(rig)
+        assert (await c.post("/api/v1/calls/answer", headers=alice, json={})).status_code == 200
+        await rig.drive(rig.cfg.tamper, True)
+        for who in (alice, bearer(await token(rig, "installer")), bearer(await token(rig, "backend", "crm"))):
+            r = await c.post("/api/v1/door/open", headers=who, json={})
+            assert r.status_code == 409 and r.json()["code"] == "tamper_blocked", r.text
+        assert not rig.relay_on()
+        assert rig.access_log() == []
+
+
+async def test_installer_and_backend_open_without_a_call_and_backend_ties_to_the_call(rig: Rig) -> None:
+    async with served(rig) as c:
+        r = await c.post("/api/v1/door/open", headers=bearer(await token(rig, "installer")), json={"duration_s": 1})
+        assert r.status_code == 200 and (r.json()["cause"], r.json()["actor"]) == ("installer", "installer")
+        assert r.json()["duration_s"] == 1
+        backend = bearer(await token(rig, "backend", "crm"))
+        r = await c.post("/api/v1/door/open", headers=backend, json={"actor": "resident-17"})
+        assert r.status_code == 200 and (r.json()["cause"], r.json()["actor"]) == ("remote", "resident-17")
+        guid = await _ring(rig)
+        r = await c.post("/api/v1/calls/answer", headers=backend, json={"who": "resident-17"})
+        assert r.json()["call"]["answered_by"] == "resident-17"
+        r = await c.post("/api/v1/door/open", headers=backend, json={})
+        assert r.status_code == 200 and (r.json()["cause"], r.json()["call_guid"]) == ("call", guid)
+        r = await c.post("/api/v1/door/open", headers=backend, json={"relay": "nope"})
+        assert r.status_code == 404 and r.json()["code"] == "unknown_relay"
+        r = await c.post("/api/v1/door/open", headers=backend, json={"duration_s": 7})  # main: max_on_s 6
+        assert r.status_code == 422 and r.json()["code"] == "bad_duration"
+        r = await c.post("/api/v1/door/open", headers=backend, json={"duration_s": "3"})
+        assert r.status_code == 422 and r.json()["code"] == "invalid_request" and "duration_s" in r.json()["message"]
+    causes = [(a["cause"], a["actor"], a["call_guid"]) for a in rig.access_log()]
+    assert causes == [("installer", "installer", None), ("remote", "resident-17", None), ("call", "backend:crm", guid)]
+
+
+async def test_relay_hold_and_release(rig: Rig) -> None:
+    installer = bearer(await token(rig, "installer"))
+    async with served(rig) as c:
+        r = await c.post("/api/v1/door/relays/gate/hold", headers=installer)
+        assert r.status_code == 200 and r.json()["duration_s"] == 60  # bistable: held up to max_on_s
+        assert rig.relay_on("gate")
+        state = (await c.get("/api/v1/state", headers=installer)).json()
+        assert state["door"]["relays"]["gate"]["energised"] is True
+        await rig.advance(30)
+        assert rig.relay_on("gate")
+        r = await c.post("/api/v1/door/relays/gate/release", headers=installer)
+        assert r.status_code == 200 and r.json()["was_energised"] is True
+        assert not rig.relay_on("gate")
+        r = await c.post("/api/v1/door/relays/gate/release", headers=installer)
+        assert r.json()["was_energised"] is False
+        # monostable: a hold is bounded by max_on_s
+        r = await c.post("/api/v1/door/relays/main/hold", headers=installer, json={"seconds": 60})
+        assert r.status_code == 422 and r.json()["code"] == "bad_duration" and "6" in r.json()["message"]
+        r = await c.post("/api/v1/door/relays/main/hold", headers=installer, json={})
+        assert r.status_code == 200 and r.json()["duration_s"] == 6
+        await rig.advance(6.01)
+        assert not rig.relay_on()
+        r = await c.post("/api/v1/door/relays/nope/hold", headers=installer, json={})
+        assert r.status_code == 404 and r.json()["code"] == "unknown_relay"
+    locked = [(e["relay"], e["reason"]) for e in rig.events("door.locked")]
+    assert ("gate", "released") in locked and ("main", "timeout") in locked
+
+
+async def test_decline_end_and_mute(rig: Rig) -> None:
+    alice, bob = bearer(await token(rig, "resident", "alice")), bearer(await token(rig, "resident", "bob"))
+    async with served(rig) as c:
+        guid = await _ring(rig)
+        r = await c.post("/api/v1/calls/decline", headers=bob, json={"who": "alice"})
+        assert r.status_code == 403 and r.json()["code"] == "acting_as_other"
+        r = await c.post("/api/v1/calls/decline", headers=bob, json={})
+        assert r.status_code == 200 and r.json()["call"]["status"] == "declined"
+        assert r.json()["call"]["declined_by"] == "bob"
+        r = await c.post("/api/v1/calls/answer", headers=alice, json={"call_guid": guid})
+        assert r.status_code == 409 and r.json()["code"] == "call_over"
+        guid = await _ring(rig)
+        assert (await c.post("/api/v1/calls/answer", headers=alice, json={})).status_code == 200
+        r = await c.post("/api/v1/calls/mute", headers=alice, json={})
+        assert r.status_code == 422 and "audio" in r.json()["message"]
+        r = await c.post("/api/v1/calls/mute", headers=bob, json={"audio": True})
+        assert r.status_code == 403 and r.json()["code"] == "not_your_call"
+        r = await c.post("/api/v1/calls/mute", headers=alice, json={"audio": True})
+        assert r.status_code == 200 and r.json()["muted"] == {"audio": True, "video": False}
+        assert r.json()["media"] is False  # no media layer in this rig: recorded only
+        r = await c.post("/api/v1/calls/mute", headers=alice, json={"video": True, "audio": False})
+        assert r.json()["muted"] == {"audio": False, "video": True}
+        r = await c.post("/api/v1/calls/end", headers=bob, json={})
+        assert r.status_code == 403 and r.json()["code"] == "not_your_call"
+        r = await c.post("/api/v1/calls/end", headers=alice, json={})
+        assert r.status_code == 200 and r.json()["call"]["status"] == "ended" and r.json()["call"]["ended_by"] == "alice"
+        r = await c.post("/api/v1/door/open", headers=alice, json={"call_guid": guid})
+        assert r.status_code == 409 and r.json()["code"] == "call_over"
+        r = await c.post("/api/v1/calls/end", headers=alice, json={})
+        assert r.status_code == 409 and r.json()["code"] == "no_call"
+
+
+async def test_call_history_is_scoped_to_the_credential(rig: Rig) -> None:
+    installer = bearer(await token(rig, "installer"))
+    async with served(rig) as c:
+        g303 = await _ring(rig, 0)
+        await rig.panel.calls.end(None, "installer")
+        g304 = await _ring(rig, 1)
+        await rig.panel.calls.end(None, "installer")
+        everything = (await c.get("/api/v1/calls", headers=installer)).json()
+        assert everything["total"] == 2 and [x["guid"] for x in everything["calls"]] == [g304, g303]
+        viewer = bearer(await token(rig, "viewer", "v", unit_id="304"))
+        mine = (await c.get("/api/v1/calls", headers=viewer)).json()
+        assert mine["total"] == 1 and mine["calls"][0]["guid"] == g304
+        r = await c.get("/api/v1/calls", headers=viewer, params={"unit_id": "303"})
+        assert r.status_code == 403 and r.json()["code"] == "not_your_unit"
+        assert (await c.get(f"/api/v1/calls/{g303}", headers=viewer)).status_code == 404
+        assert (await c.get(f"/api/v1/calls/{g304}", headers=viewer)).json()["call"]["transitions"]
+        g = await _ring(rig, 0)
+        one_call = bearer(await token(rig, "resident", "guest", call_guid=g))
+        only = (await c.get("/api/v1/calls", headers=one_call)).json()
+        assert [x["guid"] for x in only["calls"]] == [g]
+        r = await c.get("/api/v1/calls", headers=installer, params={"per_page": 1, "page": 2, "status": "ended"})
+        assert r.json()["total"] == 2 and len(r.json()["calls"]) == 1 and r.json()["calls"][0]["guid"] == g303
+        r = await c.get("/api/v1/calls", headers=installer, params={"per_page": 1000})
+        assert r.status_code == 422 and "per_page" in r.json()["message"]
