@@ -74,7 +74,8 @@ class PanelProcess:
                  "tones": {"enabled": False}, "snapshots": {"at_press": False}}
         cfg = config_dict(media=media)
         cfg["storage"] = {"dir": str(workdir / f"state-{self.port}")}
-        cfg["api"] = {"listen": f"127.0.0.1:{self.port}"}
+        # Many sessions from one address: lift the API's limit on changing requests.
+        cfg["api"] = {"listen": f"127.0.0.1:{self.port}", "mutations_per_minute": 100_000}
         cfg["log"] = {"level": "warning", "format": "json"}
         self.path = write_config(workdir, cfg, f"panel-{self.port}.toml")
         self.log = open(workdir / f"panel-{self.port}.log", "wb")

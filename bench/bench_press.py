@@ -79,6 +79,7 @@ async def presses(rc: ReceiverProcess, secret: str, n: int, debounce_ms: int, wo
             assert got["verified"] and got["status"] == 200
             latencies.append(got["at"] - t0)
             release()
+            await asyncio.sleep(debounce_ms / 1000 + 0.01)  # the release must settle, or the next press is a bounce
             call = panel.calls.current
             assert call is not None and call.guid == got["guid"]
             # the 2xx made it ring; wait for that, then hang up so the next press starts a new call

@@ -104,6 +104,10 @@ class ButtonConfig(InputConfig):
 
     id: str = Field(pattern=_SLUG, description="a short name for the button, e.g. \"b303\"")
     unit: UnitConfig
+    # A call button's latency is the visitor's first impression (press -> ring in < 20 ms); the
+    # trailing debounce still rejects any bounce, it only waits 10 ms after the last one.
+    debounce_ms: int = Field(10, ge=0, le=1000, description="how long a level must be steady to count",
+                             json_schema_extra={"unit": "milliseconds"})
     stuck_s: float | None = Field(60.0, ge=1, le=86_400, json_schema_extra={"unit": "seconds"},
                                   description="held longer than this is reported stuck and ignored")
 

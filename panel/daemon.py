@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .api.app import ApiServer, create_app
 from .api.tls import ServerCert, server_cert
+from .api.principals import announce_initial_password
+from .credentials import InstallerCredential
 from .calls import CallManager
 from .clock import Clock, LoopClock
 from .config import Config
@@ -112,6 +114,9 @@ class Panel:
 
             self.visitor = await start_visitor_media(self)  # never fails the start either
         host, port = self.cfg.api.host, self.cfg.api.port
+        # The first start makes the installer password (scrypt, fsync): off the loop, like the certificate.
+        cred = InstallerCredential(self.cfg.storage.dir)
+        announce_initial_password(await asyncio.to_thread(cred.ensure), cred)
         cert = await asyncio.to_thread(api_certificate, self.cfg) if self.cfg.api.https else None
         self.api = ApiServer(create_app(self, simulated=self.simulated, server_cert=cert), host, port,
                              ssl_certfile=str(cert.cert_file) if cert else None,

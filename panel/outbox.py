@@ -124,6 +124,8 @@ class Outbox:
         self._crash: BaseException | None = None
         self._enforcer: asyncio.Task[None] | None = None
         self._early: list[EventRow] | None = []
+        # The last rows shed: a scan or refill that read them just before the delete must not queue them.
+        self._shed: set[int] = set()
 
     # -- the component ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -231,6 +233,8 @@ class Outbox:
 
     def _admit(self, row: EventRow) -> None:
         self._cursor = max(self._cursor, row.seq)
+        if row.seq in self._shed:
+            return
         lane = self._lanes.get(row.key)
         if lane is None:
             lane = self._lanes[row.key] = Lane(row.key)
@@ -259,9 +263,10 @@ class Outbox:
         finally:
             lane.refilling = False
         for row in rows:
-            lane.queue.append(row)
+            if row.seq not in self._shed:
+                lane.queue.append(row)
+                self._loaded += 1
             lane.last_seq = row.seq
-        self._loaded += len(rows)
         lane.complete = len(rows) < LANE_CAP and not lane.missed
 
     # -- delivering -----------------------------------------------------------------------------------
@@ -439,6 +444,7 @@ class Outbox:
         heads = {lane.queue[0].seq for lane in self._lanes.values() if lane.queue}
         victims = {r[0] for r in rows if r[0] not in heads}
         victims = set(sorted(victims)[:target])
+        self._shed = victims
         for lane in self._lanes.values():
             if any(r.seq in victims for r in lane.queue):
                 kept = deque(r for r in lane.queue if r.seq not in victims)

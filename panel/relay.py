@@ -105,8 +105,10 @@ class Relay:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self.clock.call_at(deadline, self._expire)
-        self.guard.arm(deadline - now)
+        # Pin first: arming wakes the guard thread, which would otherwise contend for the GIL
+        # on the unlock's critical path. The loop timer above already bounds the pulse.
         self.device.on()
+        self.guard.arm(deadline - now)
         return deadline
 
     def _expire(self) -> None:

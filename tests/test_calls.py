@@ -673,7 +673,7 @@ def test_press_on_a_running_panel_makes_a_call(tmp_path: Path) -> None:
     db = _db(tmp_path / "state" / "panel.db")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        assert p.api("GET", "/api/v1/state").json()["call"] == {"status": "idle", "call": None}
+        assert p.api("GET", "/api/v1/sim/state").json()["call"] == {"status": "idle", "call": None}
         # Visitors can ring while the tamper block is active.
         assert p.api("POST", "/api/v1/sim/tamper", json={"active": True}).status_code == 200
         r = p.api("POST", "/api/v1/sim/buttons/b303/press")
@@ -682,7 +682,7 @@ def test_press_on_a_running_panel_makes_a_call(tmp_path: Path) -> None:
         assert len(created) == 1
         assert created[0]["unit"] == {"id": "303", "label": "303"} and created[0]["button"] == "b303"
         guid = created[0]["guid"]
-        state = p.api("GET", "/api/v1/state").json()
+        state = p.api("GET", "/api/v1/sim/state").json()
         assert state["call"]["status"] == "ringing"  # the test config has no webhook endpoint
         assert state["call"]["call"]["guid"] == guid and state["call"]["call"]["unit"]["label"] == "303"
         assert state["door"]["tamper"]["blocked"] is True
@@ -710,14 +710,14 @@ def test_a_call_cut_by_sigkill_is_closed_at_the_next_start(tmp_path: Path) -> No
     db = _db(tmp_path / "state" / "panel.db")
     try:
         assert p.api("POST", "/api/v1/sim/buttons/b304/press").status_code == 200
-        assert p.api("GET", "/api/v1/state").json()["call"]["status"] == "ringing"
+        assert p.api("GET", "/api/v1/sim/state").json()["call"]["status"] == "ringing"
     finally:
         p.kill()
     [row] = db("SELECT guid, state FROM calls")
     assert row["state"] == "ringing"  # the zombie, until the next start
     p.start()
     try:
-        assert p.api("GET", "/api/v1/state").json()["call"] == {"status": "idle", "call": None}
+        assert p.api("GET", "/api/v1/sim/state").json()["call"] == {"status": "idle", "call": None}
         [after] = db("SELECT guid, state, reason FROM calls")
         assert (after["guid"], after["state"], after["reason"]) == (row["guid"], "failed", "restart")
         last = json.loads(db("SELECT data FROM events WHERE type='call.status_updated' ORDER BY seq DESC LIMIT 1")

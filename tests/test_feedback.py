@@ -215,7 +215,7 @@ async def test_lights_follow_call_states(tmp_path: Path) -> None:
         guid = rig.panel.calls.current.guid  # type: ignore[union-attr]
         assert rig.panel.calls.current.state == "ringing"  # type: ignore[union-attr]
         slow = await asyncio.to_thread(intervals, call_pin, 1.3)
-        assert len(slow) >= 2 and all(0.4 < t < 0.7 for t in slow), f"slow blink while ringing: {slow}"
+        assert len(slow) >= 2 and all(0.35 < t < 0.9 for t in slow), f"slow blink while ringing: {slow}"
 
         await rig.panel.calls.answer(guid, "alice")
         await rig.settle()
@@ -241,7 +241,7 @@ async def test_lights_follow_call_states(tmp_path: Path) -> None:
         await rig.panel.calls.decline(rig.panel.calls.current.guid, "alice")  # type: ignore[union-attr]
         await rig.settle()
         flash = await asyncio.to_thread(intervals, call_pin, 1.0)
-        assert len(flash) >= 6 and all(t < 0.2 for t in flash), f"quick flashes when nobody answers: {flash}"
+        assert len(flash) >= 5 and all(t < 0.3 for t in flash), f"quick flashes when nobody answers: {flash}"
         await asyncio.sleep(2.3)
         assert call_pin.state == 0 and await asyncio.to_thread(intervals, call_pin, 0.3) == [], "then dark"
     finally:

@@ -296,3 +296,27 @@ async def test_tracks_feed_a_shared_stream_without_a_session(tmp_path: Path) -> 
         await eventually(lambda: not stream.capture.running, what="capture released")
     finally:
         await panel.stop("test over")
+
+
+def test_a_slow_viewer_is_cut_back_to_the_next_keyframe() -> None:
+    """A feed that overflows drops to the next keyframe (a picture without its predecessors cannot be
+    decoded) and asks for one; the other viewers' feeds are untouched."""
+    from panel.media.capture import Subscription
+    from panel.media.sources import EncodedFrame, is_key, make_packet
+
+    def item(seq: int, key: bool) -> EncodedFrame:
+        return EncodedFrame(make_packet(b"\x00\x00\x00\x01" + bytes([0x65 if key else 0x41, 0x88]), seq), key, seq,
+                            0.0, 0.0)
+
+    asked: list[int] = []
+    slow: Subscription[EncodedFrame] = Subscription(3, "resync", is_key=is_key)
+    slow.on_resync = lambda: asked.append(1)
+    slow.put(item(0, False))
+    assert len(slow) == 0, "nothing before the first keyframe"
+    for seq, key in [(1, True), (2, False), (3, False), (4, False)]:
+        slow.put(item(seq, key))
+    assert len(slow) == 0 and slow.waiting_for_key and asked == [1]
+    slow.put(item(5, False))
+    slow.put(item(6, True))
+    slow.put(item(7, False))
+    assert [slow.get_nowait().seq for _ in range(2)] == [6, 7]  # type: ignore[union-attr]

@@ -2,7 +2,8 @@
 installer credential: no server errors, and every response (status, content type, body) as documented.
 
 Left out, and covered by their own tests: the simulation routes (they block the loop, crash components
-and hold buttons on purpose) and the SSE stream (it never ends by design; tests/test_api_logs.py).
+and hold buttons on purpose), the SSE stream (it never ends by design; tests/test_api_logs.py) and the
+MJPEG stream (likewise; tests/test_mjpeg.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "schemathesis-installer-token-0123456789"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-EXCLUDE = r"^/api/v1/(sim/|events/stream$)"
+EXCLUDE = r"^/api/v1/(sim/|events/stream$|video\.mjpeg$)"  # streams never end by design
 
 
 @pytest.fixture(scope="module")

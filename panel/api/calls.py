@@ -71,10 +71,11 @@ class CallPage(BaseModel):
     calls: list[CallRecord] = Field(description="newest first")
 
 
-class CallOne(BaseModel):
+class CallOne(CallRecord):
+    """One call: the call-log fields at the top level, with ``code`` and ``message``."""
+
     code: str = "ok"
     message: str
-    call: CallRecord
 
 
 class Strict(BaseModel):
@@ -146,7 +147,7 @@ async def one(guid: str, panel: PanelDep, who: Caller) -> CallOne:
     call = await panel.calls.details(guid)
     if call is None or not call_in_scope(who, call["unit"]["id"], call["guid"]):
         raise ApiError(404, "unknown_call", f"there is no call {guid!r} in this panel's call log")
-    return CallOne(message=f"call {guid} ({call['status']})", call=_record(call))
+    return CallOne.model_validate({"code": "ok", "message": f"call {guid} ({call['status']})", **call})
 
 
 def _actor(who: Principal, body: CallCommand) -> str:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/api/v1", tags=["media"])
 
 REALM = "panel camera"
-CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8", Bearer realm="{REALM}"'
+# One challenge per header line: Chromium (web views) rejects a line that lists several schemes.
+CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
 JPEG = "image/jpeg"
 _UNAUTHENTICATED = {401: {"description": "no, wrong, expired or revoked credential"}}
 _JPEG_RESPONSE = {200: {"content": {JPEG: {}}, "description": "a JPEG picture"}}

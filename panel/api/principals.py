@@ -25,8 +25,8 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from ..credentials import CredentialInfo, InstallerCredential
 from .errors import ApiError
@@ -79,11 +79,6 @@ class Principal:
 
     def describe(self) -> str:
         return f"{self.kind} {self.token_id} ({self.role} {self.subject})"
-
-    def public(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("generation")
-        return d
 
 
 class AuthError(ApiError):
@@ -234,6 +229,19 @@ class TokenStore:
                 self._by_id.pop(entry.principal.token_id, None)
 
 
+def announce_initial_password(password: str | None, cred: InstallerCredential) -> None:
+    """Tell the installer a password was generated: on the terminal (if any) the password itself, in
+    the log only where to read it (journald keeps logs for months; the log never holds a secret)."""
+    if password is None:
+        return
+    if sys.stderr.isatty():
+        print(f"\n  Installer password for this panel: {password}\n  (shown once; change it after the first "
+              "login)\n", file=sys.stderr, flush=True)
+    log.warning("no installer password was set: a unique one was generated. Read it with `panel credentials "
+                "show-initial --config <config file>` (works until it is first used) and change it after the "
+                "first login", extra={"file": str(cred.initial_path)})
+
+
 class ApiAuth:
     """Everything the API needs to tell who is calling: installer password, tokens, throttles."""
 
@@ -261,16 +269,7 @@ class ApiAuth:
         return auth  # type: ignore[no-any-return]
 
     def _announce(self, password: str | None) -> None:
-        if password is None:
-            return
-        where = self.installer.initial_path
-        # The password goes to a terminal only, never into the log (journald keeps logs for months).
-        if sys.stderr.isatty():
-            print(f"\n  Installer password for this panel: {password}\n  (shown once; change it after the first "
-                  "login)\n", file=sys.stderr, flush=True)
-        log.warning("no installer password was set: a unique one was generated. Read it with `panel credentials "
-                    "show-initial --config <config file>` (works until it is first used) and change it after the "
-                    "first login", extra={"file": str(where)})
+        announce_initial_password(password, self.installer)
 
     # -- checking a request ------------------------------------------------------------------------
     def authenticate(self, authorization: str | None) -> Principal | None:
@@ -326,5 +325,3 @@ class ApiAuth:
         return await self.tokens.issue(kind="session", role="installer", subject="installer", issued_by="login",
                                        ttl_s=self.session_ttl_s, generation=generation)
 
-    def narrowed(self, p: Principal, **changes: Any) -> Principal:
-        return replace(p, **changes)

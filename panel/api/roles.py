@@ -58,6 +58,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     # -- open to all ---------------------------------------------------------------------------
     ("GET", "/api/v1/health"): public("liveness and health for monitoring; no personal data"),
     ("GET", "/api/v1/openapi.json"): public("this API's description"),
+    ("GET", "/api/v1/docs"): public("Swagger UI for the description (its script comes from a CDN)"),
     ("POST", "/api/v1/auth/login"): public("installer password -> session token; failures slow down per address"),
     # -- credentials ---------------------------------------------------------------------------
     ("POST", "/api/v1/auth/logout"): allow(*ROLES, note="revokes the credential it is called with"),

@@ -164,6 +164,11 @@ class MjpegStreamer:
         # A quarter interval of slack: a camera's timing jitters, and 15 fps capped to 5 must give 5.
         return mono >= next_due - self.interval / 4
 
+    def _next_due(self, mono: float, due: float) -> float:
+        # On schedule: the next slot (no drift). Behind by a whole interval (start, a stalled camera):
+        # start the schedule again from this picture.
+        return due + self.interval if mono - due < self.interval else mono + self.interval
+
     async def _publish(self, picture: Picture | RawFrame) -> None:
         try:
             jpeg = await self.jpegs.encode(picture)
@@ -183,7 +188,7 @@ class MjpegStreamer:
                 raw = await sub.get()
                 if not self._due(raw.mono, next_due):
                     continue
-                next_due = max(next_due + self.interval, raw.mono)
+                next_due = self._next_due(raw.mono, next_due)
                 await self._publish(raw)
         except SubscriptionClosed:
             return
@@ -202,7 +207,7 @@ class MjpegStreamer:
                 frame = await self.jpegs.run(decoder.decode, item)
                 if frame is None or not self._due(item.mono, next_due):
                     continue
-                next_due = max(next_due + self.interval, item.mono)
+                next_due = self._next_due(item.mono, next_due)
                 await self._publish(Picture(frame, item.seq, item.mono, item.wall))
         except SubscriptionClosed:
             return

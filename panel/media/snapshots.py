@@ -353,7 +353,9 @@ class PrePressBuffer:
         if not decoded:
             return [], None
         press_item, press_frame = decoded[-1]
-        press = Picture(press_frame, press_item.seq, press_item.mono, press_item.wall)
+        # A stale buffer (the camera stopped delivering) does not know the press picture.
+        press = (Picture(press_frame, press_item.seq, press_item.mono, press_item.wall)
+                 if press_mono - press_item.mono <= RECENT_S else None)
         picks: list[Picture] = []
         next_t = press_mono - self.seconds
         for item, frame in decoded[:-1]:

@@ -15,16 +15,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from ..config import TonesConfig
+from ..feedback import ToneName
 from .audio import BLOCK, BLOCK_S, RATE, MixerInput, OutputMixer
 
 log = logging.getLogger(__name__)
 
-ToneName = Literal["ringback", "answered", "door", "unanswered"]
 TONE_NAMES: tuple[ToneName, ...] = ("ringback", "answered", "door", "unanswered")
 FADE_S = 0.005
 # Blocks written ahead of the mixer: enough to ride out loop jitter, little enough to stop at once.
