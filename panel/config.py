@@ -206,7 +206,7 @@ class StorageConfig(Model):
     outbox_max_events: int = Field(100_000, ge=100, le=10_000_000,
                                    description="undelivered events kept before the oldest heartbeats are shed")
     history_max_rows: int = Field(50_000, ge=100, le=10_000_000,
-                                  description="rows kept in the call log and in the access log each")
+                                  description="rows kept in each of the call log, the access log and the delivered event history")
 
 
 class ApiConfig(Model):
@@ -453,6 +453,29 @@ class TonesConfig(Model):
     ringback_off_s: float = _seconds(0.1, 10, 4.0, "ringback pause")
 
 
+class LinksConfig(Model):
+    """Call links: during a call the resident (or the backend) shares a signed, expiring, revocable link
+    that lets someone preview the call and join it from a browser (docs/pages.md)."""
+
+    enabled: bool = Field(True, description="allow call links and invites")
+    ttl_s: float = _seconds(60, 86_400, 600.0, "how long a new call link can be opened; it also ends with its call")
+    max_participants: int = Field(3, ge=1, le=15, description="people in a call through links at once, besides the "
+                                                              "resident who answered (also bounded by media.max_sessions)")
+    max_previews: int = Field(16, ge=1, le=64, description="open link previews (subscriptions) per call")
+    idle_s: float = _seconds(10, 300, 45.0, "a preview that has not asked for the participant list this long is "
+                             "dropped (the page was closed)")
+    base_url: str | None = Field(None, description="how residents reach the panel's pages, e.g. "
+                                                   "\"https://panel.local:8443\"; makes call links absolute")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s?#]+$", v):
+            raise PydanticCustomError("base_url", "expected scheme and host only, like \"https://panel.local:8443\" "
+                                      "(no path, no trailing /)")
+        return v
+
+
 class MediaConfig(Model):
     """Camera, microphone, speaker and WebRTC sessions (WHEP on the local API, offers over MQTT).
 
@@ -499,6 +522,7 @@ class Config(Model):
     log: LogConfig = LogConfig()
     media: MediaConfig | None = Field(
         None, description="camera, microphone, speaker and WebRTC; absent: no media")
+    links: LinksConfig = LinksConfig()
 
     def button(self, button_id: str) -> ButtonConfig:
         for b in self.buttons:

@@ -33,6 +33,7 @@ from .lights import Lights
 from .mqtt_link import MqttLink
 from .outbox import Outbox, heartbeat
 from .relay import Relay
+from .retention import keep_history_bounded
 from .replay import SeenCommands
 from .reset import lock_storage
 from .sdnotify import Notifier, feed_watchdog
@@ -127,6 +128,8 @@ class Panel:
                                                            "not_after": cert.not_after, "generated": cert.generated})
         self.supervisor.start("api", self.api.serve)
         self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy))
+        self.supervisor.start("retention", lambda: keep_history_bounded(
+            self.store, self.cfg.storage.history_max_rows, events_are_history=self.cfg.webhooks.url is None))
         if sender is not None:
             self._start_webhooks(sender)
         if mqtt is not None:

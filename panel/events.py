@@ -207,6 +207,74 @@ class CallSnapshot(EventData):
                                           "(GET /api/v1/calls/{guid}/snapshots lists them)")
 
 
+ParticipantKind = Literal["resident", "guest"]
+
+
+class Participant(EventData):
+    """Someone in a call: the resident who answered, or a guest who joined through a call link."""
+
+    id: str = Field(description="stable within the call: res:<resident id> or a link participant's id")
+    name: str = Field(description="display name (plain text: 1-40 printable characters, shown as text, never markup)")
+    kind: ParticipantKind
+    via: Literal["answer", "link"] = Field(description="how they are in the call")
+
+
+class CallParticipantJoined(EventData):
+    """A guest joined a call through a call link (the resident who answered is in it from ``connecting``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "guid": "7e342936-f47c-4814-ac4a-c56a0ef749a6",
+        "participant": {"id": "p_Q2xX0f3k", "name": "Maria", "kind": "guest", "via": "link"},
+        "participants": [{"id": "res:resident-17", "name": "resident-17", "kind": "resident", "via": "answer"},
+                         {"id": "p_Q2xX0f3k", "name": "Maria", "kind": "guest", "via": "link"}],
+        "link_id": "c1d2e3f4a5b6"}]})
+
+    guid: str
+    participant: Participant
+    participants: list[Participant] = Field(description="everyone in the call after this change")
+    link_id: str = Field(description="the call link the guest came through")
+
+
+class CallParticipantLeft(EventData):
+    """A guest left a call: left, closed the page, lost the connection, the link was revoked, or the call ended."""
+
+    guid: str
+    participant: Participant
+    participants: list[Participant] = Field(description="everyone still in the call (empty: the call ended)")
+    reason: str = Field(description="left, page_closed, session_ended, link_revoked, call_ended, ...")
+
+
+class CallLinkCreated(EventData):
+    """A call link was made for a live call (the link itself is a secret and is not in the event)."""
+
+    guid: str
+    link_id: str
+    by: str = Field(description="who asked: the resident who answered, 'backend:<id>' or 'installer'")
+    expires_at: str = Field(description="ISO 8601 UTC time after which the link is refused")
+    invited: str | None = Field(None, description="set when the link was made by an invite: whom it is for")
+
+
+class CallLinkRevoked(EventData):
+    """A call link was revoked: it is refused from now on and its previews and guests are out of the call."""
+
+    guid: str
+    link_id: str
+    by: str
+
+
+class CallInvited(EventData):
+    """A further resident was invited into a call in progress: a call-scoped resident credential and a
+    call link were issued for them (neither secret is in the event)."""
+
+    guid: str
+    subject: str = Field(description="the invited resident's id")
+    name: str | None = Field(None, description="their display name, if given")
+    by: str
+    token_id: str = Field(description="the credential issued (revocable: DELETE /api/v1/auth/tokens/{id})")
+    link_id: str
+    expires_at: str
+
+
 class PanelStarted(EventData):
     """The daemon started, with every relay driven off and the inputs read."""
 
@@ -303,6 +371,11 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "call.created": CallCreated,
     "call.status_updated": CallStatusUpdated,
     "call.snapshot": CallSnapshot,
+    "call.participant_joined": CallParticipantJoined,
+    "call.participant_left": CallParticipantLeft,
+    "call.link_created": CallLinkCreated,
+    "call.link_revoked": CallLinkRevoked,
+    "call.invited": CallInvited,
     "media.device_lost": MediaDeviceLost,
     "media.device_recovered": MediaDeviceRecovered,
 }

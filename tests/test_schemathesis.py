@@ -51,7 +51,8 @@ def _run(panel: PanelProcess, tmp: Path, *extra: str) -> subprocess.CompletedPro
            "--checks", CHECKS, "--exclude-path-regex", EXCLUDE, "--max-examples", "5", "--seed", "20261121",
            "--phases", "examples,coverage,fuzzing", "--workers", "1", "--request-timeout", "10",
            "--suppress-health-check", "all", "--report-dir", str(tmp), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    # cwd: schemathesis keeps a cache in ./.schemathesis; it belongs to the test run, not the repository.
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp, env=env)
 
 
 @pytest.mark.parametrize("auth", ["unauthenticated", "installer"])

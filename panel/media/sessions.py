@@ -43,7 +43,7 @@ from .tracks import MicrophoneTrack, PacketVideoTrack, consume_audio, consume_vi
 
 log = logging.getLogger(__name__)
 
-Role = Literal["answerer", "viewer"]
+Role = Literal["answerer", "viewer", "participant"]
 Origin = Literal["whep", "mqtt", "local"]
 MAX_SDP_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -212,7 +212,7 @@ class Session:
     def _add_audio(self, remote_sends: bool) -> None:
         mic = self.hub.microphone
         send = mic is not None and self.audio_track is None and (
-            self.role == "answerer" or self.manager.cfg.monitor_audio)
+            self.role in ("answerer", "participant") or self.manager.cfg.monitor_audio)
         if send:
             assert mic is not None
             track = MicrophoneTrack(mic)
@@ -248,7 +248,7 @@ class Session:
     def _on_track(self, track: Any) -> None:
         if track.kind == "audio":
             into = None
-            if self.role == "answerer" and self._mixer_input is None:
+            if self.role in ("answerer", "participant") and self._mixer_input is None:
                 self._mixer_input = self.hub.mixer.add_input(f"session:{self.id}")
                 into = self._mixer_input
             self._spawn(consume_audio(track, into, self._media_flows if into is not None else None), "audio consumer")
@@ -578,6 +578,8 @@ class SessionManager:
                                  "longer start sessions", 409)
         if grant.view_only:
             return "viewer"
+        if grant.talk:  # a call link's guest: view and talk beside the answerer (panel/links.py)
+            return "participant"
         holder = self.answerers.get(call.guid)
         answered_by = holder.who if holder is not None else (call.answered_by if call.answered else None)
         if answered_by is not None and (holder is not None or answered_by != who):

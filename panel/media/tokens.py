@@ -33,6 +33,9 @@ class Grant:
     view_only: bool = False
     expires_mono: float | None = None  # None: does not expire (the installer token)
     installer: bool = False  # the installer's credential: may see and end every session
+    # A guest of the call besides its answerer (call links): sees the camera, hears the entrance and
+    # talks to the visitor; never answers or ends the call.
+    talk: bool = False
 
 
 @dataclass
