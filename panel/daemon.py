@@ -232,17 +232,33 @@ class Panel:
         await asyncio.wait({failed, stop}, return_when=asyncio.FIRST_COMPLETED)
         failed.cancel()
         stop.cancel()
-        code = 1 if self.supervisor.failure else 0
-        await self.stop(self.supervisor.failure or self.stop_reason)
-        return code
+        if self.supervisor.failure:
+            await self.stop(self.supervisor.failure, failed=True)
+            return 1
+        await self.stop(self.stop_reason)
+        return 0
 
-    async def stop(self, reason: str) -> None:
+    async def stop(self, reason: str, *, failed: bool = False) -> None:
+        """Stop in order within STOP_BUDGET_S; every step gets what is left of the budget, at most its cap."""
         if self._stopped:
             return
         self._stopped = True
         started = time.monotonic()
+        deadline = started + STOP_BUDGET_S - 0.15  # the rest: closing GPIO, the store, the process exit
+
+        def left(cap: float) -> float:
+            return max(0.05, min(cap, deadline - time.monotonic()))
+
+        async def bounded(what: str, aw: Any, cap: float) -> None:
+            try:
+                await asyncio.wait_for(aw, left(cap))
+            except asyncio.TimeoutError:
+                log.error("%s did not stop within the shutdown budget", what)
+            except Exception:
+                log.exception("%s did not stop cleanly", what)
+
         # Safety first: nothing below may delay de-energising the relays.
-        self.door.all_off("shutdown")
+        self.door.all_off("error" if failed else "shutdown")
         self.notifier.notify("STOPPING=1")
         self.lights.running(False)
         for inp in self.inputs.values():
@@ -252,25 +268,16 @@ class Panel:
         if self.visitor is not None:
             self.visitor.end_streams()  # MJPEG responses never finish on their own; the API waits for them
         if self.api is not None:
-            await self.api.stop()
-        await self.supervisor.stop(timeout_s=0.5, total_s=0.8)
+            await self.api.stop(left(0.7))
+        await self.supervisor.stop(timeout_s=0.5, total_s=left(0.8))
         if self.visitor is not None:
-            try:
-                await asyncio.wait_for(self.visitor.stop(), 0.5)
-            except Exception:
-                log.exception("snapshots, MJPEG and tones did not stop cleanly")
+            await bounded("snapshots, MJPEG and tones", self.visitor.stop(), 0.5)
         if self.media is not None:
-            try:
-                await asyncio.wait_for(self.media.stop(), 1.0)
-            except Exception:
-                log.exception("media did not stop cleanly")
+            await bounded("media", self.media.stop(), 1.0)
         if self.outbox is not None:
-            await self.outbox.aclose()
-        try:
-            self.journal.record(PanelStopped(reason=reason))
-            await asyncio.wait_for(self.journal.flush(), max(0.1, STOP_BUDGET_S - 0.3 - (time.monotonic() - started)))
-        except asyncio.TimeoutError:
-            log.error("journal writes still pending at shutdown")
+            await bounded("the webhook sender", self.outbox.aclose(), 0.3)
+        self.journal.record(PanelStopped(reason=reason))
+        await bounded("the journal", self.journal.flush(), 1.0)
         for relay in self.door.relays.values():
             relay.close()
         self.hw.close()
@@ -345,9 +352,9 @@ async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path
         loop.add_signal_handler(sig, panel.request_stop, signal.Signals(sig).name)
     try:
         await panel.start()
-    except BaseException:
+    except BaseException as e:
         if hasattr(panel, "door"):
-            await panel.stop("start failed")
+            await panel.stop(f"start failed: {type(e).__name__}: {e}", failed=True)
         raise
     try:
         return await panel.run()

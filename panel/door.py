@@ -237,7 +237,9 @@ class Door:
             "tamper": {"active": self.tamper_active, "blocked": self.tamper_blocked},
             "relays": {
                 rid: {
-                    "energised": r.energised,
+                    # The pin, not our bookkeeping: the guard thread may have cut it while the loop lagged.
+                    "energised": r.energised and bool(r.device.value),
+                    "guard_trips": r.guard.tripped,
                     "remaining_s": round(max(0.0, r.deadline - now), 3) if r.deadline is not None else None,
                     "mode": r.cfg.mode,
                     "grant": self.grants[rid].info.model_dump() if rid in self.grants else None,

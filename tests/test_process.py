@@ -156,7 +156,7 @@ def test_a_fatal_component_failure_exits_non_zero_with_the_relay_off(tmp_path: P
 
     events = read_events(db_path(panel))
     locked = [e["data"] for e in events if e["type"] == "door.locked"]
-    assert [(d["reason"], d["access_id"]) for d in locked] == [("shutdown", access_id)]
+    assert [(d["reason"], d["access_id"]) for d in locked] == [("error", access_id)]
     assert events[-1]["type"] == "panel.stopped"
     reason = events[-1]["data"]["reason"]
     assert "component sim-flaky failed 3 times" in reason and "SimulatedFault" in reason

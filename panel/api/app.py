@@ -152,7 +152,7 @@ class ApiServer:
                  ssl_keyfile: str | None = None) -> None:
         # access_log stays off: request lines are not needed, and no URL of ours carries a secret anyway.
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=1, ssl_certfile=ssl_certfile,
+                                lifespan="off", timeout_graceful_shutdown=0.5, ssl_certfile=ssl_certfile,
                                 ssl_keyfile=ssl_keyfile)
         self.scheme = "https" if ssl_certfile else "http"
         self.server = _Server(config)
@@ -182,10 +182,10 @@ class ApiServer:
     async def serve(self) -> None:
         await self.server.main_loop()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 1.0) -> None:
         self.server.should_exit = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.server.shutdown(), 1.5)
+            await asyncio.wait_for(self.server.shutdown(), timeout_s)
 
 
 def openapi_document(simulated: bool = True) -> dict[str, Any]:
