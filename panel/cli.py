@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ def _target_args(p: argparse.ArgumentParser, nested: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        # `panel sim state | head` should end quietly, as any Unix tool does; the daemon keeps Python's default.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         if args.command == "run":
             return _run(args)

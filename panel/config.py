@@ -491,6 +491,14 @@ class MediaConfig(Model):
         [], description="STUN/TURN for remote residents (MQTT-signalled sessions); LAN WHEP sessions use host "
                         "candidates only, so setting up a session never waits for a STUN server")
     whep_ice_servers: bool = Field(False, description="give ice_servers to WHEP sessions too (WHEP across NAT)")
+    ice_gather_budget_s: float = _seconds(
+        0.1, 5, 0.5, "the longest a new session waits for STUN/TURN candidates; then it answers with the host "
+        "candidates and the server candidates that came in time (aiortc alone waits up to 5 s)")
+    ice_probe_interval_s: float = _seconds(
+        1, 3600, 30.0, "how often every STUN/TURN server is probed in the background (also at once after a network "
+        "change); sessions only get servers whose last probe was answered within ice_gather_budget_s")
+    ice_probe_timeout_s: float = _seconds(0.2, 10, 1.5, "a probe that gets no answer within this marks the server "
+                                          "unreachable until a later probe is answered")
     token_ttl_s: float = _seconds(10, 86_400, 120.0, "how long a session credential may be used to start a session; "
                                   "a call's credentials end with the call, revoking one ends its session at once")
     peer_timeout_s: float = _seconds(2, 60, 10.0, "a session whose peer sends nothing for this long is closed")

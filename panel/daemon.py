@@ -313,7 +313,8 @@ class Panel:
             "simulated": self.simulated,
             "checks": {"relays": relays_ok, "loop_lag_ms": round(lag_ms, 3), "backlog": await self.backlog(),
                        "tamper_blocked": self.door.tamper_blocked, "webhooks": webhooks,
-                       "mqtt": self.mqtt.status() if self.mqtt is not None else {"configured": False}},
+                       "mqtt": self.mqtt.status() if self.mqtt is not None else {"configured": False},
+                       "media": self.media.health() if self.media is not None else {"configured": False}},
             "components": components,
         }
 

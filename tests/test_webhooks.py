@@ -232,8 +232,11 @@ def test_sigkill_restarts_and_outages_lose_nothing(tmp_path: Path) -> None:
         rc.set_mode("error")
         door_cycle(2)
         press("b304")  # another unit during the call: busy
+        # Under load the panel may still be backing off from the 500s: wait until each mode was met.
+        wait_until(lambda: any(r.status == 500 for r in rc.snapshot()), 10, "a 500")
         rc.set_mode("throttle", retry_after="1")
         door_cycle(1)
+        wait_until(lambda: any(r.status == 429 for r in rc.snapshot()), 10, "a 429")
         press("b303")  # the same unit again: ignored
         rc.set_mode("error")
         door_cycle(1)

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 
 from .. import __version__
 from . import auth, calls, config, door, logs, media_routes, selftest, sim, system
+from . import audiotest, links, pages
 from .errors import ErrorBody, install_error_handlers
 from .limits import BodyLimit
 from .principals import ApiAuth
@@ -61,6 +62,9 @@ def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = Non
     app.include_router(selftest.router)
     app.include_router(whep.router)  # answers 503 while media is not running
     app.include_router(media_routes.router)  # snapshots and MJPEG; 503 without a camera
+    app.include_router(links.router)  # call links, participants, invites (panel/links.py)
+    app.include_router(audiotest.router)  # the installer's speaker tone and microphone level
+    app.include_router(pages.router)  # the resident, installer and call-link pages (panel/web/)
     if simulated:
         app.include_router(sim.router)
 

@@ -46,6 +46,7 @@ class MediaService:
 
     def start(self) -> None:
         self.hub.start()
+        self.sessions.ice.start()  # probes the STUN/TURN servers in the background from now on
         attach = getattr(self.calls, "attach_media", None)
         if attach is not None:
             attach(True)  # from now on an answered call connects when its media flows
@@ -73,13 +74,18 @@ class MediaService:
 
     async def stop(self) -> None:
         await self.sessions.close()
+        await self.sessions.ice.close()
         await self.hub.close()
         attach = getattr(self.calls, "attach_media", None)
         if attach is not None:
             attach(False)
 
     def status(self) -> dict[str, Any]:
-        return {"devices": self.hub.status(), "sessions": self.sessions.status()}
+        return {"devices": self.hub.status(), "sessions": self.sessions.status(), "ice": self.sessions.ice.status()}
+
+    def health(self) -> dict[str, Any]:
+        """For /api/v1/health: which STUN/TURN servers new sessions can use (no credentials)."""
+        return {"ice": self.sessions.ice.health()}
 
 
 def simulated(cfg: MediaConfig) -> MediaConfig:

@@ -38,6 +38,7 @@ from ..errors import CallError
 from .audio import MixerInput
 from .errors import SessionRefused
 from .hub import MediaHub
+from .ice import IceChoice, IceMonitor, bound_gathering, parse_target
 from .tokens import Grant, TokenStore
 from .tracks import MicrophoneTrack, PacketVideoTrack, consume_audio, consume_video, watch
 
@@ -90,6 +91,17 @@ def ice_servers_from_message(servers: list[dict[str, Any]]) -> list[RTCIceServer
         if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and re.match(r"^(stuns?|turns?):", u)
                                                             for u in urls):
             raise SessionRefused("invalid_ice_servers", f"ice_servers[{i}].urls must be stun:/turn: URLs")
+        assert isinstance(s, dict)
+        for j, url in enumerate(urls):
+            target = parse_target(url)
+            if target.unsupported is not None:
+                raise SessionRefused("invalid_ice_servers", f"ice_servers[{i}].urls[{j}] ({url}): {target.unsupported}")
+            if target.kind == "turn" and not (isinstance(s.get("username"), str) and isinstance(s.get("credential"), str)):
+                raise SessionRefused("invalid_ice_servers", f"ice_servers[{i}] is a TURN server: it needs \"username\" "
+                                     "and \"credential\" strings")
+        for key in ("username", "credential"):
+            if s.get(key) is not None and not isinstance(s.get(key), str):
+                raise SessionRefused("invalid_ice_servers", f"ice_servers[{i}].{key} must be a string")
         out.append(RTCIceServer(urls=urls, username=s.get("username"), credential=s.get("credential")))
     return out
 
@@ -121,7 +133,7 @@ class Session:
     """One peer connection. Created by ``SessionManager``; ``answer_sdp`` is what goes back to the peer."""
 
     def __init__(self, manager: SessionManager, grant: Grant, role: Role, who: str, origin: Origin,
-                 ice_servers: list[RTCIceServer]) -> None:
+                 ice: IceChoice) -> None:
         self.manager = manager
         self.hub = manager.hub
         self.grant = grant
@@ -130,7 +142,8 @@ class Session:
         self.origin = origin
         self.id = secrets.token_urlsafe(12)
         self.call_guid = grant.call_guid if grant.kind == "call" else None
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+        self.ice = ice
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice.servers))
         self.created_mono = time.monotonic()
         self.connected_mono: float | None = None
         self.media_mono: float | None = None  # when media from the peer first arrived (answerer)
@@ -170,10 +183,16 @@ class Session:
             except (ValueError, InvalidStateError, InternalError) as e:
                 raise SessionRefused("invalid_sdp", f"the SDP offer was refused: {e}") from None
             answer = await self.pc.createAnswer()
-            # Candidate gathering happens here; with host candidates only (no ICE servers) it is immediate.
+            # Candidate gathering happens here: immediate with host candidates only (no ICE servers), at
+            # most media.ice_gather_budget_s with STUN/TURN servers (ice.py).
+            first = self.pc.iceGatheringState == "new"
+            if self.ice.servers:
+                bound_gathering(self.pc, self.manager.ice.gather_budget_s)
             await self.pc.setLocalDescription(answer)
             self._after_negotiation()
             self.answer_sdp = self.pc.localDescription.sdp
+            if first and self.ice.servers:
+                self.manager.ice.gathered(self.ice, self.answer_sdp)
             if self.state == "new":
                 self.state = "connecting"
             return self.answer_sdp
@@ -537,23 +556,27 @@ class SessionManager:
         self.data_listeners: list[Callable[[Session, Any], None]] = []
         self.live_tracks: Any = _WeakTracks()
         self.ended: deque[tuple[str, str]] = deque(maxlen=100)  # (session id, reason), for the API and tests
-        self._ice = ice_servers_from_config(cfg.ice_servers)
+        self.ice = IceMonitor(ice_servers_from_config(cfg.ice_servers), gather_budget_s=cfg.ice_gather_budget_s,
+                              probe_interval_s=cfg.ice_probe_interval_s, probe_timeout_s=cfg.ice_probe_timeout_s)
         self._closing = False
         tokens.on_revoke(self._revoked)
 
     # -- creating ----------------------------------------------------------------------------------------
     async def create(self, offer: str, grant: Grant, *, who: str | None = None, origin: Origin = "whep",
                      ice_servers: list[RTCIceServer] | None = None) -> Session:
-        """Answer ``offer`` for what ``grant`` allows; raises ``SessionRefused`` and sets nothing up."""
+        """Answer ``offer`` for what ``grant`` allows; raises ``SessionRefused`` and sets nothing up.
+        ``ice_servers``: those named by the signalling (the offer message); None: the configured ones for
+        MQTT-signalled sessions (and WHEP with ``media.whep_ice_servers``), none for WHEP. Either way the
+        ICE monitor leaves out servers known not to answer (ice.py)."""
         if self._closing:
             raise SessionRefused("media_stopping", "the panel is stopping", 503, RETRY_AFTER_S)
         check_offer(offer)  # refuse garbage before spending a slot or a call on it
         who = (grant.subject or who or "resident").strip()[:128] or "resident"
         role = self._role_for(grant, who)
         self._make_room(role)
-        if ice_servers is None:
-            ice_servers = self._ice if origin == "mqtt" or self.cfg.whep_ice_servers else []
-        session = Session(self, grant, role, who, origin, ice_servers)
+        if ice_servers is None and not (origin == "mqtt" or self.cfg.whep_ice_servers):
+            ice_servers = []
+        session = Session(self, grant, role, who, origin, self.ice.choose(ice_servers))
         self.sessions[session.id] = session
         try:
             await session.negotiate(offer)
