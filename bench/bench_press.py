@@ -11,10 +11,11 @@ The baseline, in the same run and to the same receiver: a bare signed POST from 
 (the same one-way measure: before the call -> receiver read it), and one ``synchronous=FULL`` commit
 (the press is journalled durably before it is sent).
 
-    .venv/bin/python bench/bench_press.py [--presses 200] [--debounce-ms 0]
+    .venv/bin/python bench/bench_press.py [--presses 200] [--debounce-ms N]
 
-``--debounce-ms`` is the button's debounce (the default config has 30 ms; a press counts only after
-the level has been steady that long, so it adds exactly that). The default 0 measures the panel.
+``--debounce-ms`` is the button's debounce; by default the shipped default for call buttons (10 ms):
+a press counts only after the level has been steady that long, so it adds exactly that. Pass 0 to
+measure the panel alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from panel.config import parse_config  # noqa: E402
+from panel.config import ButtonConfig, parse_config  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
 from panel.secrets import Secrets  # noqa: E402
 from panel.store import EventRow  # noqa: E402
@@ -136,7 +137,7 @@ def commits(n: int, work: Path) -> list[float]:
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presses", type=int, default=200)
-    p.add_argument("--debounce-ms", type=int, default=0)
+    p.add_argument("--debounce-ms", type=int, default=ButtonConfig.model_fields["debounce_ms"].default)
     args = p.parse_args()
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     rc = await ReceiverProcess([secret]).start()

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
@@ -24,6 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, Vali
 from .errors import PanelError
 
 MAX_PAYLOAD = 4096
+# An offer carries a WebRTC offer: a few KB from a browser, bounded at 64 KiB; with JSON escaping, ICE
+# servers and the envelope it fits 96 KiB. The panel asks the broker (MQTT 5 Maximum Packet Size) not to
+# deliver anything past MAX_PACKET at all, so a huge message never reaches its memory.
+MAX_OFFER_PAYLOAD = 96 * 1024
+MAX_SDP_BYTES = 64 * 1024
+MAX_PACKET = 128 * 1024
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$"
 SIG_CONTEXT = b"panel-command.v1"
 SIG_VERSION = "v1"
@@ -54,6 +61,16 @@ REFUSALS: dict[str, str] = {
     "busy": "the panel is busy with another call",
     "invalid_actor": "who/actor is empty, too long or not printable",
     "calls_unavailable": "this panel runs without the call manager",
+    "bad_sdp": "the offer's sdp is not a usable SDP offer (or is larger than 64 KiB); the message says what is wrong",
+    "bad_ice_servers": "ice_servers names a server the panel cannot use (not stun:/turn:, unsupported, or TURN "
+                       "without username and credential)",
+    "media_unavailable": "this panel runs without media (no [media] section, or its devices or packages failed)",
+    "media_stopping": "the panel is stopping; no new media sessions",
+    "monitor_disabled": "live view outside a call is off on this panel (media.monitor = false)",
+    "too_many_sessions": "the panel has media.max_sessions media sessions open already",
+    "no_common_codec": "the offer has no codec the panel can send (H.264 constrained baseline or VP8, and Opus)",
+    "media_refused": "the media layer refused the session for another reason; the message names it",
+    "unknown_session": "there is no media session with that id (it ended already, or never existed)",
     "ha_open_disabled": "a Home Assistant OPEN arrived but mqtt.homeassistant_allow_open is off",
     "internal_error": "the panel failed to carry the command out (e.g. its disk failed); see its log",
 }
@@ -132,11 +149,47 @@ class StatusCommand(Envelope):
     cmd: Literal["status"]
 
 
-Command = Annotated[Union[OpenCommand, AnswerCommand, DeclineCommand, EndCommand, StatusCommand],
-                    Field(discriminator="cmd")]
+IceUrl = Annotated[str, Field(min_length=5, max_length=512)]
+
+
+class IceServer(Strict):
+    """One STUN/TURN server, as in the W3C ``RTCIceServer`` dictionary a browser is configured with."""
+
+    urls: IceUrl | Annotated[list[IceUrl], Field(min_length=1, max_length=8)] = Field(
+        description="stun:host:port or turn:host:port?transport=udp|tcp (or turns:), one or a list")
+    username: str | None = Field(None, max_length=512, description="TURN user name")
+    credential: str | None = Field(None, max_length=512, description="TURN password (e.g. a short-lived TURN REST "
+                                   "credential the backend made for this call)")
+
+
+class OfferCommand(Envelope):
+    """A resident's WebRTC offer, relayed by the backend; the reply carries the panel's answer SDP.
+
+    ``mode: "answer"`` answers the call (two-way audio and the camera; the first answer wins);
+    ``mode: "monitor"`` is a view-only live view, outside a call too (if ``media.monitor`` allows)."""
+
+    cmd: Literal["offer"]
+    who: Actor = Field(description="the resident answering (or watching), e.g. a resident id")
+    sdp: str = Field(description="the offer SDP with all its ICE candidates (no trickle), at most 64 KiB")
+    mode: Literal["answer", "monitor"] = Field("answer", description="answer: talk to the visitor (the call's "
+                                               "answer); monitor: live view, view-only")
+    call_guid: str | None = Field(None, max_length=64, description="answer only; default: the call in progress")
+    ice_servers: list[IceServer] | None = Field(None, max_length=8, description="STUN/TURN for this session in place "
+                                                "of media.ice_servers; [] for none (host candidates only)")
+
+
+class HangupCommand(Envelope):
+    """End a media session. The answerer's session takes its call with it (``ended``, by that resident)."""
+
+    cmd: Literal["hangup"]
+    session: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="the session id from the offer's reply")
+
+
+Command = Annotated[Union[OpenCommand, AnswerCommand, DeclineCommand, EndCommand, StatusCommand, OfferCommand,
+                          HangupCommand], Field(discriminator="cmd")]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
     "open": OpenCommand, "answer": AnswerCommand, "decline": DeclineCommand, "end": EndCommand,
-    "status": StatusCommand,
+    "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,
 }
 _COMMAND = TypeAdapter(Command)
 
@@ -160,7 +213,7 @@ class SensorbergCommand(Envelope):
                              f"{str(value).lower()!r} is not supported; use open/true or call/false")
 
 
-AnyCommand = OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand
+AnyCommand = OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -191,8 +244,24 @@ class StatusReply(Reply):
     state: dict[str, Any] = Field(description="door, tamper, call and freshness, as on the state topics")
 
 
+class OfferReply(Reply):
+    sdp: str = Field(description="the panel's answer SDP, with all its candidates: hand it to the resident's "
+                     "setRemoteDescription({type: \"answer\", sdp})")
+    session: str = Field(description="the media session's id (for hangup, and in the panel's log)")
+    call_guid: str | None = Field(description="the call the session answered or joined; null for live view")
+    role: Literal["answerer", "viewer"] = Field(description="answerer: two-way audio and camera; viewer: camera "
+                                                "only (live view, or a view-only join)")
+
+
+class HangupReply(Reply):
+    session: str
+    call_guid: str | None
+    call: dict[str, Any] | None = Field(description="the call after the hangup (ended if this was its answerer)")
+
+
 REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, "decline": CallReply,
-                                        "end": CallReply, "status": StatusReply}
+                                        "end": CallReply, "status": StatusReply, "offer": OfferReply,
+                                        "hangup": HangupReply}
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -202,10 +271,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _too_large(size: int) -> CommandRefused:
+    return CommandRefused("malformed", f"the payload is {size} bytes; at most {MAX_PAYLOAD} are allowed "
+                          f"({MAX_OFFER_PAYLOAD} for an offer)")
+
+
 def decode(payload: bytes) -> dict[str, Any]:
     """The payload as a JSON object, or ``CommandRefused("malformed")``."""
-    if len(payload) > MAX_PAYLOAD:
-        raise CommandRefused("malformed", f"the payload is {len(payload)} bytes; at most {MAX_PAYLOAD} are allowed")
+    if len(payload) > MAX_OFFER_PAYLOAD:
+        raise _too_large(len(payload))
     try:
         obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
@@ -214,6 +288,8 @@ def decode(payload: bytes) -> dict[str, Any]:
         raise CommandRefused("malformed", f"the payload is not JSON ({e})") from None
     if not isinstance(obj, dict):
         raise CommandRefused("malformed", f"expected a JSON object, got {type(obj).__name__}")
+    if len(payload) > MAX_PAYLOAD and obj.get("cmd") != "offer":
+        raise _too_large(len(payload))
     return obj
 
 
@@ -247,9 +323,51 @@ def parse(obj: dict[str, Any]) -> AnyCommand:
         raise CommandRefused("unsupported_command", f"cmd {cmd!r} is not supported; expected one of "
                              + ", ".join(COMMAND_MODELS))
     try:
-        return _COMMAND.validate_python(obj)
+        command: AnyCommand = _COMMAND.validate_python(obj)
     except ValidationError as e:
         raise CommandRefused("malformed", _problems(e)) from None
+    if isinstance(command, OfferCommand):
+        if command.mode == "monitor" and command.call_guid is not None:
+            raise CommandRefused("malformed", "call_guid: only an answer names a call; a monitor session is a live "
+                                 "view (leave call_guid out, or use mode \"answer\")")
+        check_sdp(command.sdp)
+    return command
+
+
+_SDP_LINE = re.compile(r"^[a-zA-Z]=[^\x00-\x08\x0a-\x1f\x7f]*$")
+
+
+def check_sdp(text: str) -> None:
+    """Refuse (``bad_sdp``) what is not an SDP offer, before any of it reaches the WebRTC stack.
+
+    The syntax of RFC 8866 (``v=0`` first, then ``<type>=<value>`` lines) plus the least an offer
+    needs: an origin, a session name and an audio or video section. The media layer then checks ICE
+    credentials, fingerprints and codecs (also ``bad_sdp``, ``no_common_codec``)."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CommandRefused("bad_sdp", "the SDP contains an unpaired UTF-16 surrogate; SDP is UTF-8 text") from None
+    if not text.strip():
+        raise CommandRefused("bad_sdp", "sdp is empty; send the resident's offer (pc.localDescription.sdp)")
+    if size > MAX_SDP_BYTES:
+        raise CommandRefused("bad_sdp", f"the SDP is {size} bytes; at most {MAX_SDP_BYTES} are allowed")
+    lines = text.split("\n")
+    if lines[-1] in ("", "\r"):
+        lines.pop()  # the line break that ends the last line
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if lines[0] != "v=0":
+        raise CommandRefused("bad_sdp", f"an SDP starts with the line \"v=0\", this one with {lines[0][:40]!r}")
+    for n, line in enumerate(lines, 1):
+        if not _SDP_LINE.match(line):
+            raise CommandRefused("bad_sdp", f"SDP line {n} is not <type>=<value> (one letter, '=', printable text): "
+                                 f"{line[:40]!r}")
+    first_media = next((i for i, line in enumerate(lines) if line.startswith("m=")), len(lines))
+    session = {line[0] for line in lines[:first_media]}
+    for kind, what in (("o", "origin (o=)"), ("s", "session name (s=)")):
+        if kind not in session:
+            raise CommandRefused("bad_sdp", f"the SDP has no {what} line before its first m= section")
+    if not any(line.startswith(("m=audio ", "m=video ")) for line in lines[first_media:]):
+        raise CommandRefused("bad_sdp", "the SDP has no audio or video section (m=audio / m=video)")
 
 
 def best_effort_ids(obj: Any) -> tuple[str | None, str | None]:

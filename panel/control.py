@@ -10,16 +10,19 @@ records the spent command id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .commands import (
-    AnswerCommand, AnyCommand, CallReply, CommandRefused, DeclineCommand, EndCommand, OpenCommand, OpenReply,
-    Reply, StatusReply, best_effort_ids, decode, parse, verify,
+    REFUSALS, AnswerCommand, AnyCommand, CallReply, CommandRefused, DeclineCommand, EndCommand, HangupCommand,
+    HangupReply, OfferCommand, OfferReply, OpenCommand, OpenReply, Reply, StatusReply, best_effort_ids, decode,
+    parse, verify,
 )
 from .config import Config
 from .errors import CallError, UnlockRefused
 from .events import DoorUnlockRefused
 from .freshness import ClockSync, Nonces, check_fresh
+from .media.errors import SessionRefused
 from .topics import CallStateMsg, DoorStateMsg, FreshnessStateMsg, RelayStateMsg, TamperStateMsg
 
 if TYPE_CHECKING:
@@ -27,17 +30,23 @@ if TYPE_CHECKING:
     from .clock import Clock
     from .door import Door
     from .journal import Journal
+    from .media.service import MediaService
     from .replay import SeenCommands
     from .secrets import Secrets
 
 log = logging.getLogger(__name__)
 
 HA_ACTOR = "homeassistant"
+# The media layer's refusal codes where the command channel has its own name for the same thing.
+SESSION_CODES = {"invalid_sdp": "bad_sdp", "invalid_ice_servers": "bad_ice_servers"}
+# How a hangup ends a session: the peer's side ended it (the answerer's call ends with it, "hangup").
+HANGUP_REASON = "remote_end"
 
 
 class Control:
     def __init__(self, *, cfg: Config, secrets: Secrets, door: Door, calls: CallManager | None, journal: Journal,
-                 clock: Clock, clock_sync: ClockSync, seen: SeenCommands, nonces: Nonces) -> None:
+                 clock: Clock, clock_sync: ClockSync, seen: SeenCommands, nonces: Nonces,
+                 media: Callable[[], MediaService | None] | None = None) -> None:
         self.cfg = cfg
         self.mqtt = cfg.mqtt
         self.panel_id = cfg.panel.id
@@ -49,6 +58,8 @@ class Control:
         self.clock_sync = clock_sync
         self.seen = seen
         self.nonces = nonces
+        # A getter: the media layer starts after the link is built, and may be absent.
+        self.media = media or (lambda: None)
 
     # -- the backend's commands -------------------------------------------------------------------
     async def execute(self, payload: bytes, *, retained: bool = False,
@@ -107,6 +118,11 @@ class Control:
         if c.cmd == "status":
             await self.seen.record(c.id, c.cmd, c.exp)
             return StatusReply(code="ok", message="panel state", id=c.id, cmd=c.cmd, state=self.state_topics())
+        if isinstance(c, (OfferCommand, HangupCommand)):
+            try:
+                return await (self._offer(c) if isinstance(c, OfferCommand) else self._hangup(c))
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
         assert isinstance(c, (AnswerCommand, DeclineCommand, EndCommand))
         calls = self._calls()
         try:
@@ -134,6 +150,73 @@ class Control:
         return OpenReply(code="ok", message=f"door released: relay {grant.info.relay} for {seconds:g} s",
                          id=c.id, cmd=c.cmd, access_id=grant.info.access_id, relay=grant.info.relay,
                          duration_s=seconds, cause=cause, call_guid=guid)
+
+    # -- media sessions ---------------------------------------------------------------------------------
+    def _media(self) -> MediaService:
+        media = self.media()
+        if media is None:
+            raise CommandRefused("media_unavailable", "this panel runs without media (no [media] section, or its "
+                                 "devices or packages failed to start; see its log), so it cannot answer an offer")
+        return media
+
+    async def _offer(self, c: OfferCommand) -> OfferReply:
+        """Answer a resident's offer: the media layer applies the call rules (first answer wins, the
+        call connects when media flows, limits) and sets nothing up when it refuses."""
+        media = self._media()
+        from .media.sessions import ice_servers_from_message  # aiortc: only with the media extra
+        from .media.tokens import Grant
+
+        if c.mode == "answer":
+            guid = await self._live_call(c.call_guid)
+            grant = Grant(token_id="mqtt", kind="call", subject=c.who, call_guid=guid)
+        else:
+            grant = Grant(token_id="mqtt", kind="monitor", subject=c.who, view_only=True)
+        try:
+            servers = (ice_servers_from_message([s.model_dump(exclude_none=True) for s in c.ice_servers])
+                       if c.ice_servers is not None else None)
+            session = await media.sessions.create(c.sdp, grant, who=c.who, origin="mqtt", ice_servers=servers)
+        except SessionRefused as e:
+            code = SESSION_CODES.get(e.code, e.code)
+            if code not in REFUSALS:
+                raise CommandRefused("media_refused", f"{e.code}: {e}") from None
+            raise CommandRefused(code, str(e)) from None
+        role = "answerer" if session.role == "answerer" else "viewer"
+        what = f"call {session.call_guid}" if session.call_guid else "live view"
+        return OfferReply(code="ok", message=f"session {session.id}: {session.who} is {role} of {what}", id=c.id,
+                          cmd=c.cmd, sdp=session.answer_sdp, session=session.id, call_guid=session.call_guid,
+                          role=role)
+
+    async def _live_call(self, guid: str | None) -> str:
+        """The guid of the live call an answer is for (``None``: the call in progress)."""
+        calls = self._calls()
+        call = calls.current
+        if guid is None:
+            if call is None or not call.live:
+                raise CommandRefused("no_call", "there is no call in progress to answer; for a live view outside a "
+                                     "call send mode \"monitor\"")
+            return str(call.guid)
+        if call is not None and call.guid == guid and call.live:
+            return guid
+        past = await calls.lookup(guid)
+        if past is not None:
+            raise CommandRefused("call_over", f"call {guid} is over ({past.state}); its media can no longer be joined")
+        raise CommandRefused("unknown_call", f"there is no call {guid!r}")
+
+    async def _hangup(self, c: HangupCommand) -> HangupReply:
+        media = self._media()
+        session = media.sessions.get(c.session)
+        if session is None:
+            raise CommandRefused("unknown_session", f"there is no media session {c.session!r}; it ended already or "
+                                 "never existed")
+        answerer = session.role == "answerer"
+        guid = session.call_guid
+        # Returns once the session is down and, for the answerer, its call has ended too.
+        await session.close(HANGUP_REASON)
+        call = self.calls.get(guid) if guid is not None and self.calls is not None else None
+        message = f"session {session.id} ended" + (f"; call {guid} ended by {session.who}"
+                                                   if answerer and call is not None and not call.live else "")
+        return HangupReply(code="ok", message=message, id=c.id, cmd=c.cmd, session=session.id, call_guid=guid,
+                           call=call.to_dict() if call is not None else None)
 
     def _calls(self) -> CallManager:
         if self.calls is None:

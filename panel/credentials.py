@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PanelError
+from .files import write_atomic
 
 CRED_NAME = "installer.cred"
 INITIAL_NAME = "installer.initial"
@@ -170,21 +171,8 @@ class InstallerCredential:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically (temp file, fsync, rename, fsync dir) readable by the owner only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write ``data`` atomically, readable by the owner only."""
+    write_atomic(path, data, 0o600)
 
 
 def _remove(path: Path) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -40,7 +39,7 @@ from .participants import NameRefused, Participants, clean_name
 
 if TYPE_CHECKING:
     from .calls import Call
-    from .store import EventRow, Tx
+    from .store import EventRow
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +139,7 @@ class CallLinks:
             return self._key
         async with self._key_lock:
             if self._key is None:
-                def get_or_make(tx: Tx) -> str:
-                    row = tx.execute("SELECT value FROM kv WHERE key=?", (KEY_KV,)).fetchone()
-                    if row is not None:
-                        return str(json.loads(row[0]))
-                    value = secrets.token_hex(32)
-                    tx.set_kv(KEY_KV, value)
-                    return value
-                self._key = bytes.fromhex(await self.journal.store.write(get_or_make))
+                self._key = await self.journal.store.secret_key(KEY_KV)
         return self._key
 
     def _mac(self, key: bytes, link_id: str, guid: str, exp: int) -> str:

@@ -7,7 +7,8 @@
   restarted broker may have lost them), then Home Assistant discovery if configured.
 - Reconnects back off exponentially with jitter up to ``mqtt.reconnect_max_s``.
 - Commands are handed to ``Control`` (panel/control.py) one task each; the reply goes to the
-  command's response topic with its correlation data.
+  command's response topic with its correlation data. The CONNECT announces a Maximum Packet Size
+  (``commands.MAX_PACKET``) so that the broker never delivers a message too large to be a command.
 
 Events are also published live on ``events/<type>`` while connected; they are not queued while the
 link is down (webhooks are the durable channel).
@@ -31,7 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .commands import CommandRefused, Reply
+from .commands import MAX_PACKET, CommandRefused, Reply
 from .config import Config
 from .control import Control
 from .errors import ConfigError
@@ -135,6 +136,9 @@ class MqttLink:
         assert m.host is not None
         connect = Properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = 0
+        # paho reads any packet whole into memory, up to MQTT's 256 MB: the broker must drop bigger ones
+        # (commands are at most 96 KiB; a larger one up to this size still gets its "malformed" reply).
+        connect.MaximumPacketSize = MAX_PACKET
         return aiomqtt.Client(
             m.host, m.port, identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
             username=m.username, password=self.secrets.mqtt_password if m.username else None,

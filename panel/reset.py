@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .files import fsync_dir
+
 LOCK_NAME = "panel.lock"
 # Everything under storage.dir the panel makes; a reset removes exactly these.
 ERASED_FILES = ("panel.db", "panel.db-wal", "panel.db-shm", "installer.cred", "installer.initial")
@@ -78,11 +80,7 @@ def factory_reset(storage_dir: Path) -> ResetReport:
             if path.exists():
                 shutil.rmtree(path)
                 report.removed.append(str(path) + "/")
-        dfd = os.open(storage_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(storage_dir)
     finally:
         lock.close()
     return report

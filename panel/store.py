@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -306,6 +307,18 @@ class Store:
         return self._conn
 
     # -- common queries -----------------------------------------------------------------------------
+    async def secret_key(self, name: str) -> bytes:
+        """A random 256-bit key kept in the store under ``name``, made on first use (signing links,
+        snapshot URLs): it survives restarts, so anything signed before still verifies."""
+        def get_or_make(tx: Tx) -> str:
+            row = tx.execute("SELECT value FROM kv WHERE key=?", (name,)).fetchone()
+            if row is not None:
+                return str(json.loads(row[0]))
+            value = secrets.token_hex(32)
+            tx.set_kv(name, value)
+            return value
+        return bytes.fromhex(await self.write(get_or_make))
+
     def get_kv(self, key: str, default: Any = None) -> Any:
         def q(conn: sqlite3.Connection) -> Any:
             row = conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +23,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from ..config import Config, load_config, parse_config, resolve_paths
 from ..errors import ConfigError
+from ..files import write_atomic
 from .deps import Caller, PanelDep
 from .errors import ApiError
 
@@ -152,32 +151,9 @@ def validate(text: str, path: Path) -> Config:
     return resolve_paths(parse_config(data, source=str(path)), path.parent)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file beside it, fsync, rename over it, fsync the folder: the file is old or new, never half."""
-    st = path.stat()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), st.st_mode & 0o7777)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with_suppress_unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def with_suppress_unlink(p: str) -> None:
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
+def write_config_file(path: Path, text: str) -> None:
+    """The file is old or new, never half; it keeps its mode."""
+    write_atomic(path, text.encode("utf-8"), path.stat().st_mode & 0o7777)
 
 
 def apply_running(panel: Any, new: Config, paths: list[str]) -> list[str]:
@@ -332,7 +308,7 @@ async def update_config(body: ConfigPatch, panel: PanelDep, who: Caller) -> Conf
             return ConfigUpdate(message=f"valid; {len(changed)} key(s) would change (nothing written)",
                                 changed=changed, applied=[], restart_required=pending, dry_run=True)
         try:
-            await asyncio.to_thread(write_atomic, path, new_text)
+            await asyncio.to_thread(write_config_file, path, new_text)
         except OSError as e:
             raise ApiError(409, "config_read_only", f"cannot write {path} ({e.strerror}); the service user needs "
                            "write access to the file and its folder, or edit it on the panel") from None

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import SnapshotsConfig
 from ..events import CallSnapshot
+from ..files import fsync_dir
 from ..store import EventRow, Store, Tx
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
@@ -158,7 +158,7 @@ class SnapshotFiles:
             final = self.root / guid
             shutil.rmtree(final, ignore_errors=True)
             os.rename(tmp, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise SnapshotError(f"cannot write the pictures of call {guid} under {self.root}: {e}") from None
@@ -183,14 +183,6 @@ class SnapshotFiles:
             return None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Signed URLs
 
@@ -208,14 +200,7 @@ class UrlSigner:
 
     @staticmethod
     async def load_key(store: Store) -> bytes:
-        def get_or_make(tx: Tx) -> str:
-            row = tx.execute("SELECT value FROM kv WHERE key=?", (KEY_KV,)).fetchone()
-            if row is not None:
-                return str(json.loads(row[0]))
-            value = secrets.token_hex(32)
-            tx.set_kv(KEY_KV, value)
-            return value
-        return bytes.fromhex(await store.write(get_or_make))
+        return await store.secret_key(KEY_KV)
 
     def _mac(self, guid: str, exp: int) -> str:
         digest = hmac.new(self.key, f"snapshot:{guid}:{exp}".encode(), hashlib.sha256).digest()
