@@ -9,6 +9,7 @@ records the spent command id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -119,10 +120,12 @@ class Control:
             await self.seen.record(c.id, c.cmd, c.exp)
             return StatusReply(code="ok", message="panel state", id=c.id, cmd=c.cmd, state=self.state_topics())
         if isinstance(c, (OfferCommand, HangupCommand)):
+            # The spent id's commit runs beside the session's setup instead of ahead of the reply.
+            record = asyncio.ensure_future(self.seen.record(c.id, c.cmd, c.exp))
             try:
                 return await (self._offer(c) if isinstance(c, OfferCommand) else self._hangup(c))
             finally:
-                await self.seen.record(c.id, c.cmd, c.exp)
+                await record
         assert isinstance(c, (AnswerCommand, DeclineCommand, EndCommand))
         calls = self._calls()
         try:
