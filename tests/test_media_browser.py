@@ -4,7 +4,6 @@ fake microphone reaches the panel's speaker; and the same through the MQTT-signa
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,10 @@ import pytest
 
 from panel.daemon import Panel
 
+from .browser import chromium
 from .media_rig import eventually, media_of, ring, speaker, start_panel_inprocess
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-         "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-         "--autoplay-policy=no-user-gesture-required"]
 
-pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
 
 RENDERED = """() => {
   const v = document.querySelector('video');
@@ -66,14 +61,8 @@ async def panel(tmp_path: Path) -> AsyncIterator[Panel]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 async def wait_rendered(page: Any, frames: int, timeout: float = 15.0) -> dict[str, Any]:

@@ -207,6 +207,32 @@ async def test_second_answer_is_refused_with_the_reason(panel: Panel) -> None:
     await assert_no_leaks(before, panel)
 
 
+async def test_a_resident_whose_answer_was_lost_can_offer_again(panel: Panel) -> None:
+    guid = await ring(panel)
+    media = media_of(panel)
+    before = Resources.now()
+    lost = Resident()
+    first = await media.sessions.create(await lost.offer(), media.tokens.verify(media.issue_call_token(guid, "alice")))
+    # The answer never reaches alice's app, so no media flows; her app retries with a new offer.
+    retry = Resident()
+    second = await join(panel, retry, media.issue_call_token(guid, "alice"))
+    assert second.role == "answerer" and second.id != first.id
+    await eventually(lambda: first.state == "closed", what="the stalled session closed")
+    assert first.close_reason == "superseded"
+    await retry.wait_audio(0.3)
+    await eventually(lambda: panel.calls.current.state == "connected", what="connected")
+    # Someone else still cannot take the call over, stalled or not.
+    bob = Resident()
+    with pytest.raises(SessionRefused) as refused:
+        await join(panel, bob, media.issue_call_token(guid, "bob"))
+    assert refused.value.code == "already_answered"
+    assert ("failed", "media_lost") not in call_statuses(panel, guid)
+    for r in (bob, retry, lost):
+        await r.close()
+    await eventually(lambda: panel.calls.current is None, what="call ended")
+    await assert_no_leaks(before, panel)
+
+
 async def test_an_answer_elsewhere_first_refuses_the_session(panel: Panel) -> None:
     guid = await ring(panel)
     media = media_of(panel)

@@ -18,6 +18,7 @@ from panel.daemon import Panel
 from panel.media.mjpeg import BOUNDARY, MjpegStreamer
 from panel.media.pattern import read_frame_stamp
 
+from .browser import chromium
 from .media_rig import INSTALLER, api, eventually, media_config, media_of, ring, start_panel_inprocess
 from .test_snapshots import decode_jpeg, visitor_of
 
@@ -226,43 +227,35 @@ async def test_too_many_viewers_are_refused_with_a_reason(tmp_path: Path) -> Non
         await panel.stop("test over")
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed")
 async def test_a_web_view_with_http_authentication_shows_the_stream(panel: Panel) -> None:
     """Headless Chromium as the resident's web view: given the URL and a user name and password (the
     call's credential), it answers the Basic challenge itself and keeps showing the stream."""
-    from playwright.async_api import async_playwright
-
     media = media_of(panel)
     guid = await ring(panel)
     token = media.issue_call_token(guid, "alice")
     url = f"http://127.0.0.1:{panel.api.bound_port}/api/v1/video.mjpeg"  # type: ignore[union-attr]
     s = streamer(panel)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                           args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            context = await browser.new_context(http_credentials={"username": "alice", "password": token})
-            page = await context.new_page()
-            await page.goto(url, wait_until="commit")
-            size = None
-            for _ in range(100):
-                size = await page.evaluate("() => document.images.length ? [document.images[0].naturalWidth, "
-                                           "document.images[0].naturalHeight] : null")
-                if size and size[0]:
-                    break
-                await asyncio.sleep(0.05)
-            assert size == [320, 240], f"the browser shows the JPEG pictures: {size}"
-            await eventually(lambda: s.viewers and s.viewers[0].sent >= 8, what="the browser keeps taking pictures")
-            assert s.viewers[0].who == "alice"
-            first = await page.screenshot()
-            await asyncio.sleep(0.5)
-            assert await page.screenshot() != first, "the picture moves"
-            denied = await (await browser.new_context()).new_page()
-            statuses: list[int] = []
-            denied.on("response", lambda r: statuses.append(r.status))
-            with pytest.raises(Exception, match="ERR_INVALID_AUTH_CREDENTIALS"):
-                await denied.goto(url, wait_until="commit")  # challenged, and it has nothing to answer with
-            assert statuses == [401]
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        context = await browser.new_context(http_credentials={"username": "alice", "password": token})
+        page = await context.new_page()
+        await page.goto(url, wait_until="commit")
+        size = None
+        for _ in range(100):
+            size = await page.evaluate("() => document.images.length ? [document.images[0].naturalWidth, "
+                                       "document.images[0].naturalHeight] : null")
+            if size and size[0]:
+                break
+            await asyncio.sleep(0.05)
+        assert size == [320, 240], f"the browser shows the JPEG pictures: {size}"
+        await eventually(lambda: s.viewers and s.viewers[0].sent >= 8, what="the browser keeps taking pictures")
+        assert s.viewers[0].who == "alice"
+        first = await page.screenshot()
+        await asyncio.sleep(0.5)
+        assert await page.screenshot() != first, "the picture moves"
+        denied = await (await browser.new_context()).new_page()
+        statuses: list[int] = []
+        denied.on("response", lambda r: statuses.append(r.status))
+        with pytest.raises(Exception, match="ERR_INVALID_AUTH_CREDENTIALS"):
+            await denied.goto(url, wait_until="commit")  # challenged, and it has nothing to answer with
+        assert statuses == [401]
     await eventually(lambda: not s.viewers, what="the browser's viewers removed")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +33,7 @@ from panel.media.audio import dominant_frequency
 from panel.secrets import Secrets
 
 from .media_resident import Resident
+from .browser import chromium
 from .media_rig import INSTALLER, Resources, assert_no_leaks, eventually, media_config, media_of, ring, speaker
 from .mosquitto import Broker, Client
 from .support import config_dict
@@ -428,10 +428,6 @@ async def test_without_media_or_without_monitor_offers_are_refused_and_create_no
 
 # -- a browser as the resident, through the backend and the broker ---------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-         "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-         "--autoplay-policy=no-user-gesture-required"]
 
 # The resident's page: it makes the offer and takes the answer; in between, the offer travels as the
 # resident's app would send it, to the backend, which relays it to the panel as an MQTT command.
@@ -464,17 +460,13 @@ RENDERED = """() => {
 }"""
 
 
-@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
 async def test_chromium_resident_through_the_backend_and_the_broker(panel: Panel, backend: Client) -> None:
-    from playwright.async_api import async_playwright
-
     media = media_of(panel)
     guid = await ring(panel)
     sink = speaker(panel)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    async with chromium() as browser:
+        page = await browser.new_page()
         try:
-            page = await browser.new_page()
             # Any page of the panel's origin: getUserMedia needs a secure context (loopback HTTP is one).
             assert panel.api is not None
             await page.goto(f"http://127.0.0.1:{panel.api.bound_port}/api/v1/health")
@@ -506,6 +498,5 @@ async def test_chromium_resident_through_the_backend_and_the_broker(panel: Panel
             done = await backend.request(A, command("hangup", session=reply["session"]))
             assert done["code"] == "ok" and done["call"]["status"] == "ended", done
             assert not media.sessions.sessions
-            await page.close()
         finally:
-            await browser.close()
+            await page.close()

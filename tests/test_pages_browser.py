@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,18 +29,14 @@ from panel.links import CallLinks
 from panel.media.audio import dominant_frequency
 from panel.secrets import Secrets
 
+from .browser import chromium
 from .media_rig import INSTALLER, eventually, media_config, media_of, speaker
 from .support import ROOT, config_dict, write_config
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-         "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-         "--autoplay-policy=no-user-gesture-required"]
 ARTIFACTS = ROOT / "test-artifacts"
 DOCS_IMG = ROOT / "docs" / "img"
 
-pytestmark = [pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed"),
-              pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.asyncio(loop_scope="module")]
 
 FRAMES = """(sel) => {
   const v = document.querySelector(sel);
@@ -66,14 +61,8 @@ async def panel(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Panel
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 def base(panel: Panel) -> str:

@@ -604,6 +604,13 @@ class SessionManager:
         if grant.talk:  # a call link's guest: view and talk beside the answerer (panel/links.py)
             return "participant"
         holder = self.answerers.get(call.guid)
+        if holder is not None and holder.who == who and holder.media_mono is None:
+            # The same resident offering again before any media flowed: their answer SDP was lost on
+            # the way (an MQTT reply, a dropped HTTP response). The retry replaces the stalled session;
+            # taken out of ``answerers`` first, its closing leaves the call alone.
+            del self.answerers[call.guid]
+            asyncio.ensure_future(holder.close("superseded", notify=False))
+            return "answerer"
         answered_by = holder.who if holder is not None else (call.answered_by if call.answered else None)
         if answered_by is not None and (holder is not None or answered_by != who):
             if self.cfg.join_view_only:
