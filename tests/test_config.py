@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
-"""Headless Chromium as the resident: the panel's WHEP player page renders the camera and the browser's
-fake microphone reaches the panel's speaker; and the same through the MQTT-signalled API
-(``answer_offer``: offer in, answer out, as the MQTT link calls it)."""
+"""Headless Chromium as the resident through WHEP: the panel's player page renders the camera and the
+browser's fake microphone reaches the panel's speaker. (The MQTT-signalled path, through the real
+broker, is tests/test_mqtt_media.py.)"""
 
 from __future__ import annotations
 
@@ -25,32 +25,6 @@ RENDERED = """() => {
   return {width: v.videoWidth, height: v.videoHeight, frames: q ? q.totalVideoFrames : 0,
           state: window.player ? window.player.state : null, error: window.player ? window.player.error : null};
 }"""
-
-# The MQTT-signalled path as a page would drive it: the offer goes to the panel through the backend,
-# here a function exposed by the test that calls the panel's answer_offer directly.
-SIGNALLED = """async () => {
-  const pc = new RTCPeerConnection({iceServers: []});
-  const mic = await navigator.mediaDevices.getUserMedia({audio: true});
-  pc.addTransceiver(mic.getAudioTracks()[0], {direction: 'sendrecv'});
-  pc.addTransceiver('video', {direction: 'recvonly'});
-  const video = document.createElement('video');
-  video.autoplay = true; video.muted = true; video.playsInline = true;
-  document.body.appendChild(video);
-  const stream = new MediaStream();
-  pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
-  await pc.setLocalDescription(await pc.createOffer());
-  if (pc.iceGatheringState !== 'complete') {
-    await new Promise((resolve) => {
-      const t = setTimeout(resolve, 2000);
-      pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); } };
-    });
-  }
-  const answer = await window.answerOffer(pc.localDescription.sdp);
-  await pc.setRemoteDescription({type: 'answer', sdp: answer});
-  window.pc = pc;
-  return true;
-}"""
-
 
 @pytest.fixture
 async def panel(tmp_path: Path) -> AsyncIterator[Panel]:
@@ -107,25 +81,4 @@ async def test_chromium_whep_player_renders_and_its_microphone_reaches_the_speak
     await page.evaluate("() => window.player.stop()")
     await eventually(lambda: not media.sessions.sessions, what="session ended by DELETE")
     assert panel.calls.current is None
-    await page.close()
-
-
-async def test_chromium_through_the_signalled_answer_path(panel: Panel, browser: Any) -> None:
-    guid = await ring(panel)
-    media = media_of(panel)
-    sink = speaker(panel)
-    page = await browser.new_page()
-    await page.goto(f"http://127.0.0.1:{panel.api.bound_port}/api/v1/health")  # type: ignore[union-attr]
-
-    async def answer_offer(sdp: str) -> str:
-        return await media.answer_offer(sdp, call_guid=guid, who="bob", ice_servers=[])
-
-    await page.expose_function("answerOffer", answer_offer)
-    assert await page.evaluate(SIGNALLED)
-    await wait_rendered(page, frames=10)
-    await eventually(lambda: panel.calls.current.state == "connected", what="call connected")
-    assert panel.calls.current.answered_by == "bob"
-    await eventually(lambda: loud(sink.samples(3.0)), timeout=8, what="the browser's microphone on the speaker")
-    await page.evaluate("() => window.pc.close()")
-    await eventually(lambda: not media.sessions.sessions, what="session ended when the browser closed")
     await page.close()

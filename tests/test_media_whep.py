@@ -183,7 +183,7 @@ async def test_without_media_whep_says_so_and_the_door_works(tmp_path: Path) -> 
 
 async def test_an_api_resident_credential_answers_and_its_revocation_ends_the_session(panel: Panel) -> None:
     """Credentials issued on the API (POST /api/v1/auth/tokens) work for WHEP like the media's own."""
-    guid = await ring(panel)
+    await ring(panel)
     media = media_of(panel)
     resident = Resident(tone_hz=1000)
     async with api(panel) as c:

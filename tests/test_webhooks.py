@@ -6,17 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 

@@ -94,18 +94,6 @@ ACCESS: dict[tuple[str, str], Rule] = {
                                          note="resident: the call they answered"),
     ("POST", "/api/v1/calls/mute"): allow("installer", "backend", scoped=("resident",),
                                           note="resident: the call they answered"),
-    # -- pictures (panel/api/media_routes.py): the handler checks an API credential (installer,
-    # backend; viewer/resident for their call or unit) or a media credential (call/live-view token as
-    # Bearer or as the Basic password, for web views), or the signed URL of a call.snapshot event
-    ("GET", "/api/v1/snapshot.jpg"): public("credential checked in the handler: API token, media token (Bearer or "
-                                            "Basic password); viewer/resident/media token: their live call only"),
-    ("GET", "/api/v1/video.mjpeg"): public("MJPEG live view; credential checked in the handler like "
-                                           "/api/v1/snapshot.jpg"),
-    ("GET", "/api/v1/calls/{guid}/snapshot.jpg"): public("credential checked in the handler: the signed URL of the "
-                                                         "call.snapshot event, installer/backend, or that call's "
-                                                         "own credential"),
-    ("GET", "/api/v1/calls/{guid}/snapshots"): public("as /api/v1/calls/{guid}/snapshot.jpg"),
-    ("GET", "/api/v1/calls/{guid}/snapshots/{name}"): public("as /api/v1/calls/{guid}/snapshot.jpg"),
     # -- logs and events -----------------------------------------------------------------------
     ("GET", "/api/v1/logs/access"): allow("installer", "backend"),
     ("GET", "/api/v1/events"): allow("installer", "backend", scoped=("viewer", "resident"),
@@ -120,6 +108,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("OPTIONS", "/api/v1/media/whep/{session_id}"): public("CORS preflight", rate_limited=False),
     ("GET", "/api/v1/media/sessions"): allow("installer"),
     ("GET", "/api/v1/media/player"): public("a static WHEP player page; it asks for a credential"),
+    # Pictures: the handler checks an API credential (installer, backend; viewer/resident for their
+    # call or unit) or a media credential (Bearer, or the Basic password for web views).
     ("GET", "/api/v1/snapshot.jpg"): own_auth(_MEDIA),
     ("GET", "/api/v1/video.mjpeg"): own_auth(_MEDIA),
     ("GET", "/api/v1/calls/{guid}/snapshot.jpg"): own_auth(_MEDIA + "; or the signed URL of call.snapshot"),
