@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import Caller, PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 
 router = APIRouter(prefix="/api/v1/media", tags=["media"])
 
@@ -35,16 +35,12 @@ class ToneBody(BaseModel):
     level: float = Field(0.3, ge=0.01, le=1.0, description="amplitude, 1 = full scale")
 
 
-class ToneResult(BaseModel):
-    code: str = "ok"
-    message: str
+class ToneResult(OkBody):
     hz: float
     seconds: float
 
 
-class Level(BaseModel):
-    code: str = "ok"
-    message: str
+class Level(OkBody):
     rms_dbfs: float = Field(description="loudness over the window, dB relative to full scale (-96: silence)")
     peak_dbfs: float
     dominant_hz: float = Field(description="the strongest frequency heard (0 when silent)")

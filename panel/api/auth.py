@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..credentials import MAX_LEN, MIN_LEN
 from .deps import PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 from .principals import ISSUABLE, RESERVED_SUBJECTS, ApiAuth, Principal, Role
 from .roles import caller, client_address
 
@@ -68,23 +68,18 @@ def _out(p: Principal) -> CredentialOut:
                          created_at=iso(p.created) if p.created else None, expires_at=iso(p.expires))
 
 
-class Issued(BaseModel):
-    code: str = "ok"
-    message: str
+class Issued(OkBody):
     token: str = Field(description="the bearer secret; shown only in this response, keep it safe")
     expires_in_s: float
     credential: CredentialOut
 
 
-class Me(BaseModel):
-    code: str = "ok"
-    message: str
+class Me(OkBody):
     credential: CredentialOut
 
 
-class Done(BaseModel):
-    code: str = "ok"
-    message: str
+class Done(OkBody):
+    pass
 
 
 class PasswordBody(Strict):
@@ -104,9 +99,7 @@ class TokenBody(Strict):
     ttl_s: float = Field(86_400.0, ge=60, le=MAX_TTL_S, description="lifetime in seconds")
 
 
-class TokenList(BaseModel):
-    code: str = "ok"
-    message: str
+class TokenList(OkBody):
     credentials: list[CredentialOut]
 
 
@@ -114,9 +107,7 @@ class RevokeBody(Strict):
     subject: Subject
 
 
-class Revoked(BaseModel):
-    code: str = "ok"
-    message: str
+class Revoked(OkBody):
     revoked: list[str] = Field(description="token ids revoked")
 
 

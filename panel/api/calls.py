@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..calls import MAX_ACTOR_LEN, MAX_PER_PAGE, Call
 from .deps import PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 from .principals import Principal
 from .roles import caller
 from .scope import call_in_scope, require_answered_by, require_call
@@ -62,9 +62,7 @@ class CallRecord(BaseModel):
     transitions: list[dict[str, Any]] | None = None
 
 
-class CallPage(BaseModel):
-    code: str = "ok"
-    message: str
+class CallPage(OkBody):
     page: int
     per_page: int
     total: int = Field(description="calls matching the filters, all pages")
@@ -98,15 +96,11 @@ class MuteBody(CallCommand):
     video: bool | None = Field(None, description="mute or unmute the camera toward the call; omit to leave as is")
 
 
-class CallResult(BaseModel):
-    code: str = "ok"
-    message: str
+class CallResult(OkBody):
     call: CallRecord
 
 
-class MuteResult(BaseModel):
-    code: str = "ok"
-    message: str
+class MuteResult(OkBody):
     call_guid: str
     muted: dict[str, bool] = Field(description="what the panel sends muted in this call: {audio, video}")
     media: bool = Field(description="true if a media session applied it; false: recorded only (no media layer)")

@@ -25,7 +25,7 @@ from ..config import Config, load_config, parse_config, resolve_paths
 from ..errors import ConfigError
 from ..files import write_atomic
 from .deps import Caller, PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,7 @@ def apply_running(panel: Any, new: Config, paths: list[str]) -> list[str]:
     return applied
 
 
-class ConfigView(BaseModel):
-    code: str = "ok"
-    message: str
+class ConfigView(OkBody):
     file: str | None = Field(description="the config file the panel runs from")
     config: dict[str, Any] = Field(description="the configuration in force (no secrets live in it)")
     restart_required: list[str] = Field(description="keys changed in the file that take effect after a restart")
@@ -215,9 +213,7 @@ class ConfigPatch(Strict):
     dry_run: bool = Field(False, description="validate and report, write nothing")
 
 
-class ConfigUpdate(BaseModel):
-    code: str = "ok"
-    message: str
+class ConfigUpdate(OkBody):
     changed: list[str] = Field(description="keys whose value changed")
     applied: list[str] = Field(description="changed keys already in effect")
     restart_required: list[str] = Field(description="changed keys that take effect after a restart")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import CallError
 from ..events import Cause, DoorUnlockRefused
 from .deps import PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 from .principals import Principal
 from .roles import caller
 
@@ -48,9 +48,7 @@ class HoldBody(Strict):
     call_guid: str | None = Field(None, min_length=1, max_length=64)
 
 
-class Released(BaseModel):
-    code: str = "ok"
-    message: str
+class Released(OkBody):
     access_id: str = Field(description="the access-log entry of this release")
     relay: str
     duration_s: float
@@ -59,9 +57,7 @@ class Released(BaseModel):
     call_guid: str | None = None
 
 
-class RelayOff(BaseModel):
-    code: str = "ok"
-    message: str
+class RelayOff(OkBody):
     relay: str
     was_energised: bool
 

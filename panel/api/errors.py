@@ -14,6 +14,13 @@ from ..credentials import CredentialError
 from ..errors import CallError, PanelError, UnlockRefused
 
 
+class OkBody(BaseModel):
+    """The success half of the uniform response: every success body starts with these."""
+
+    code: str = "ok"
+    message: str
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -23,7 +23,7 @@ from ..events import CallInvited
 from ..links import CallLinks, Link, LinkRefused, Subscription
 from ..participants import NAME_MAX, Participants
 from .deps import PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 from .principals import RESERVED_SUBJECTS, ApiAuth, Principal
 from .roles import caller
 from .scope import call_in_scope, require_answered_by
@@ -53,24 +53,19 @@ class LinkOut(BaseModel):
     revoked: bool
 
 
-class LinkIssued(BaseModel):
-    code: str = "ok"
-    message: str
+class LinkIssued(OkBody):
     url: str = Field(description="the page to share: /link#<link>; the part after # is the secret and never reaches "
                                  "a server log. Absolute when links.base_url is set")
     link: str = Field(description="the link credential itself (shown only in this response)")
     info: LinkOut
 
 
-class LinkList(BaseModel):
-    code: str = "ok"
-    message: str
+class LinkList(OkBody):
     links: list[LinkOut]
 
 
-class Done(BaseModel):
-    code: str = "ok"
-    message: str
+class Done(OkBody):
+    pass
 
 
 class ParticipantOut(BaseModel):
@@ -80,9 +75,7 @@ class ParticipantOut(BaseModel):
     via: Literal["answer", "link"]
 
 
-class ParticipantList(BaseModel):
-    code: str = "ok"
-    message: str
+class ParticipantList(OkBody):
     call_guid: str
     version: int = Field(description="pass back as version= to wait for the next change")
     ended: bool = Field(description="true when the call is not in progress (the list is then empty)")
@@ -96,9 +89,7 @@ class CallInfo(BaseModel):
     call_type: str
 
 
-class Subscribed(BaseModel):
-    code: str = "ok"
-    message: str
+class Subscribed(OkBody):
     subscription: str = Field(description="the bearer secret of this preview for participants, join and leave")
     you: ParticipantOut = Field(description="how others will see you once you join")
     call: CallInfo
@@ -117,9 +108,7 @@ class JoinBody(Strict):
                                                                    "(no trickle)")
 
 
-class Joined(BaseModel):
-    code: str = "ok"
-    message: str
+class Joined(OkBody):
     sdp: str = Field(description="the panel's answer")
     session: str = Field(description="the media session id")
 
@@ -135,9 +124,7 @@ class InviteBody(Strict):
     name: str | None = Field(None, min_length=1, max_length=NAME_MAX, description="their display name")
 
 
-class Invited(BaseModel):
-    code: str = "ok"
-    message: str
+class Invited(OkBody):
     token: str = Field(description="a resident credential scoped to this call (bearer; shown only here)")
     token_id: str
     url: str = Field(description="the call link page for them: preview and join with talk")

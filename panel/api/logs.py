@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from ..events import Cause, Method
 from ..store import EventRow
 from .deps import PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
 from .roles import caller
 from .scope import event_in_scope
@@ -61,9 +61,7 @@ class AccessEntry(BaseModel):
     event_id: str = Field(description="the door.unlocked event of this release")
 
 
-class AccessPage(BaseModel):
-    code: str = "ok"
-    message: str
+class AccessPage(OkBody):
     page: int
     per_page: int
     total: int
@@ -119,9 +117,7 @@ class EventOut(BaseModel):
     data: dict[str, Any] = Field(description="the event's data (docs/events.md)")
 
 
-class EventPage(BaseModel):
-    code: str = "ok"
-    message: str
+class EventPage(OkBody):
     events: list[EventOut]
     last_id: str | None = Field(description="pass as after= to continue; the same as sent when nothing new")
     more: bool = Field(description="true if more events are already waiting (ask again at once)")

@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import PanelDep
-from .errors import ApiError
+from .errors import ApiError, OkBody
 
 router = APIRouter(prefix="/api/v1/sim", tags=["simulation"])
 
@@ -55,9 +55,7 @@ class RecordedEvent(BaseModel):
     type: str
 
 
-class SimResult(BaseModel):
-    code: str = "ok"
-    message: str
+class SimResult(OkBody):
     pins: dict[str, Any]
     events: list[RecordedEvent] = Field(
         [], description="events committed to the store while this request ran (each is durable)")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from .. import __version__, sysinfo
 from .deps import Caller, PanelDep
+from .errors import OkBody
 
 router = APIRouter(prefix="/api/v1", tags=["system"])
 
@@ -39,9 +40,8 @@ class State(BaseModel):
     backlog: int
 
 
-class Ok(BaseModel):
-    code: str = "ok"
-    message: str
+class Ok(OkBody):
+    pass
 
 
 class Interface(BaseModel):
@@ -66,9 +66,7 @@ class Tls(BaseModel):
     generated: bool | None = Field(None, description="true: the panel's own self-signed certificate")
 
 
-class SystemInfo(BaseModel):
-    code: str = "ok"
-    message: str
+class SystemInfo(OkBody):
     model: str = Field(description="the board (device tree model), or the machine type off a Pi")
     firmware_version: str
     panel: dict[str, str | None]
