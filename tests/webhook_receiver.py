@@ -104,6 +104,11 @@ class _Handler(BaseHTTPRequestHandler):
         rc = self.server.receiver
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length)
+        if len(body) < length:
+            # The sender gave up mid-request (its timeout, under load): nothing was received, as a
+            # real server would see it; recording it would look like a retry with another body.
+            self.close_connection = True
+            return
         if urlsplit(self.path).path == "/_receiver/mode":
             cmd = json.loads(body or b"{}")
             rc.set_mode(cmd.get("mode", "ok"), **{k: v for k, v in cmd.items() if k != "mode"})
