@@ -42,9 +42,9 @@ from aioice import stun  # noqa: E402
 from aioice.ice import get_host_addresses  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
-from panel.config import parse_config  # noqa: E402
 from panel.media.service import MediaService  # noqa: E402
 from panel.media.sessions import ice_servers_from_message  # noqa: E402
+from panel.platform import parse_config
 from tests.media_resident import Resident  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 

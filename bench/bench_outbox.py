@@ -31,13 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from panel.clock import LoopClock  # noqa: E402
-from panel.config import PanelInfo  # noqa: E402
 from panel.events import ButtonPressed, DoorClosed  # noqa: E402
-from panel.journal import Journal  # noqa: E402
-from panel.outbox import Outbox  # noqa: E402
-from panel.store import EventRow, Store  # noqa: E402
-from panel.webhooks import Sender, body_of  # noqa: E402
+from panel.link import Outbox, Sender, body_of
+from panel.platform import EventRow, Journal, LoopClock, PanelInfo, Store
 from tests.webhook_receiver import ReceiverProcess  # noqa: E402
 
 

@@ -31,17 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from panel.config import ButtonConfig, parse_config  # noqa: E402
+from panel.auth import Secrets
 from panel.daemon import Panel  # noqa: E402
-from panel.secrets import Secrets  # noqa: E402
-from panel.store import EventRow  # noqa: E402
-from panel.webhooks import Sender, body_of  # noqa: E402
+from panel.link import Sender, body_of
+from panel.platform import ButtonConfig, EventRow, parse_config
 from tests.support import config_dict  # noqa: E402
 from tests.webhook_receiver import ReceiverProcess  # noqa: E402
 

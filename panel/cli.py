@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_credentials
+from . import __version__
+from .auth import _cli_credentials as cli_credentials
 from .errors import ConfigError, PanelError
 
 EXIT_USAGE = 2
@@ -111,10 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .auth import load_secrets
     from .daemon import serve
-    from .logs import setup_logging
-    from .secrets import load_secrets
+    from .platform import load_config, setup_logging
 
     cfg = load_config(args.config)
     setup_logging(cfg.log.level, cfg.log.format)
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _config_check(path: Path) -> int:
-    from .config import load_config
+    from .platform import load_config
 
     cfg = load_config(path)
     print(f"{path}: OK (panel {cfg.panel.id}, {len(cfg.buttons)} button(s), {len(cfg.door.relays)} relay(s))")
@@ -135,8 +135,7 @@ def _config_check(path: Path) -> int:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .selftest import format_table, run_selftest
+    from .platform import format_table, load_config, run_selftest
 
     cfg = load_config(args.config)
 
@@ -157,7 +156,7 @@ def _safe_state(args: argparse.Namespace) -> int:
     config is in: an installer may have broken the file while the panel was running."""
     from gpiozero import OutputDevice
 
-    from .gpio import make_pin_factory
+    from .platform import make_pin_factory
 
     relays, factory_name, problems = _relays_for_safe_state(args.config)
     for line in problems:
@@ -184,7 +183,7 @@ def _relays_for_safe_state(path: Path) -> tuple[list[tuple[str, int, str]], str,
     """(id, BCM pin, active level) of each relay and the pin factory; from the raw TOML if it is invalid."""
     import tomllib
 
-    from .config import load_config, parse_pin
+    from .platform import load_config, parse_pin
 
     try:
         cfg = load_config(path)
@@ -216,7 +215,7 @@ def _base_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
     if args.config is not None:
-        from .config import load_config
+        from .platform import load_config
 
         cfg = load_config(args.config)
         host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
@@ -233,7 +232,7 @@ def _verify(args: argparse.Namespace) -> Any:
     import ssl
 
     from .api.tls import cert_paths
-    from .config import load_config
+    from .platform import load_config
 
     cfg = load_config(args.config)
     cert = cfg.api.cert_file or cert_paths(cfg.storage.dir)[0]
@@ -282,8 +281,8 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _tamper(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .secrets import load_secrets
+    from .auth import load_secrets
+    from .platform import load_config
 
     token = os.environ.get("PANEL_SECRET_INSTALLER_TOKEN")
     if args.config is not None:

@@ -16,31 +16,38 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .api.app import ApiServer, create_app
-from .api.tls import ServerCert, server_cert
 from .api.principals import announce_initial_password
-from .credentials import InstallerCredential
+from .api.tls import ServerCert, server_cert
+from .auth import InstallerCredential, Secrets
 from .calls import CallManager
-from .clock import Clock, LoopClock
-from .config import Config
-from .control import Control
-from .door import Door
+from .door import DebouncedInput, Door, Lights, Relay
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
-from .freshness import ClockSync, KernelClockSync, Nonces
-from .gpio import Hardware, make_pin_factory
-from .inputs import DebouncedInput
-from .journal import Journal
-from .lights import Lights
-from .mqtt_link import MqttLink
-from .outbox import Outbox, heartbeat
-from .relay import Relay
-from .retention import keep_history_bounded
-from .replay import SeenCommands
-from .reset import lock_storage
-from .sdnotify import Notifier, feed_watchdog
-from .secrets import Secrets
-from .store import EventRow, Store
-from .supervisor import Supervisor
-from .webhooks import Sender
+from .link import (
+    ClockSync,
+    Control,
+    KernelClockSync,
+    MqttLink,
+    Nonces,
+    Outbox,
+    SeenCommands,
+    Sender,
+    heartbeat,
+)
+from .platform import (
+    Clock,
+    Config,
+    EventRow,
+    Hardware,
+    Journal,
+    LoopClock,
+    Notifier,
+    Store,
+    Supervisor,
+    feed_watchdog,
+    keep_history_bounded,
+    lock_storage,
+    make_pin_factory,
+)
 
 if TYPE_CHECKING:
     from .media.service import MediaService
@@ -143,7 +150,9 @@ class Panel:
     def _start_media(self) -> MediaService | None:
         if self.cfg.media is None:
             return None
-        from .media.service import start_media  # the media packages are an optional extra
+        from .media.service import (
+            start_media,  # the media packages are an optional extra
+        )
 
         return start_media(self)
 

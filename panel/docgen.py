@@ -1,6 +1,6 @@
 """Documents generated from the code, so they cannot drift from it.
 
-``docs/configuration.md`` is rendered from the pydantic models in ``panel/config.py`` (and the
+``docs/configuration.md`` is rendered from the pydantic models in ``panel/platform/_config.py`` (and the
 secrets model), ``docs/events.md`` from ``panel/events.EVENT_MODELS``, ``docs/openapi.json``
 from the API app, and the board-independent sections of ``config/profiles/*.toml`` are copied from
 ``config/panel.example.toml``. Run ``scripts/gen-docs`` (``python -m panel.docgen``) after changing any of
@@ -26,9 +26,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from . import config as config_mod
-from .config import Config, parse_config
 from .errors import ConfigError
+from .platform import Config, parse_config
+from .platform import _config as config_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED_NOTE = "Generated from {source} by `scripts/gen-docs`; do not edit by hand."
@@ -307,7 +307,7 @@ def _example_errors() -> list[str]:
 
 
 def _secrets_section() -> list[str]:
-    from .secrets import ENV_PREFIX, Secrets
+    from .auth import ENV_PREFIX, Secrets
 
     lines = [
         '<a id="secrets-file"></a>',
@@ -334,7 +334,7 @@ def render_configuration() -> str:
     out: list[str] = [
         "# Configuration reference",
         "",
-        GENERATED_NOTE.format(source="`panel/config.py` and `panel/secrets.py`"),
+        GENERATED_NOTE.format(source="`panel/platform/_config.py` and `panel/auth/_secrets.py`"),
         "",
         "The panel reads one TOML file: `panel run --config /etc/panel/panel.toml`. Start from "
         "[config/panel.example.toml](../config/panel.example.toml) or your board's profile in "

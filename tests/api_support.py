@@ -13,7 +13,7 @@ import httpx
 
 from panel.api.app import ApiServer, create_app
 from panel.api.principals import ApiAuth
-from panel.secrets import Secrets
+from panel.auth import Secrets
 
 from .rig import Rig, make_config
 from .support import config_dict

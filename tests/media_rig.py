@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 
-from panel.config import parse_config
+from panel.auth import Secrets
 from panel.daemon import Panel
 from panel.media.audio import RecordingSink
 from panel.media.service import MediaService
-from panel.secrets import Secrets
+from panel.platform import parse_config
 
 from .support import config_dict
 

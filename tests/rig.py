@@ -9,10 +9,9 @@ from typing import Any
 
 from gpiozero.pins.mock import MockPin
 
-from panel.clock import FakeClock
-from panel.config import Config, parse_config
+from panel.auth import Secrets
 from panel.daemon import Panel
-from panel.secrets import Secrets
+from panel.platform import Config, FakeClock, parse_config
 
 from .support import config_dict
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from panel.api.app import create_app
-from panel.secrets import Secrets
+from panel.auth import Secrets
 
 from .rig import Rig, make_config
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from panel.api.limits import LoginThrottle
-from panel.credentials import InstallerCredential
+from panel.auth import InstallerCredential
 
 from .api_support import api_rig, auth_of, bearer, initial_password, served, token
 from .rig import Rig

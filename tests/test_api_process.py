@@ -23,8 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from panel.config import parse_config
 from panel.errors import ConfigError
+from panel.platform import parse_config
 
 from .support import BASE_CONFIG, ROOT, PanelProcess, free_port, write_config
 

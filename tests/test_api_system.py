@@ -12,7 +12,7 @@ import pytest
 import tomli_w
 
 from panel import __version__
-from panel.secrets import Secrets
+from panel.auth import Secrets
 
 from .api_support import STATIC_TOKEN, api_rig, bearer, served, token
 from .rig import Rig

@@ -13,11 +13,8 @@ from typing import Any
 import pytest
 
 from panel.calls import TRANSITIONS, CallManager
-from panel.clock import FakeClock
-from panel.config import Config, parse_config
 from panel.errors import CallError
-from panel.journal import Journal
-from panel.store import Store
+from panel.platform import Config, FakeClock, Journal, Store, parse_config
 
 from .support import config_dict, start_panel
 

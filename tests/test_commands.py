@@ -10,14 +10,33 @@ from typing import Any
 
 import pytest
 
-from panel.clock import FakeClock
-from panel.commands import (
-    COMMAND_MODELS, REFUSALS, REPLY_MODELS, CommandRefused, EndCommand, Envelope, OpenCommand, Reply,
-    SensorbergCommand, canonical, decode, jcs, parse, sign, signed, verify,
+from panel.link import (
+    CLOCK_SKEW_S,
+    KEEP_AFTER_EXPIRY_S,
+    KernelClockSync,
+    Nonces,
+    SeenCommands,
+    check_fresh,
 )
-from panel.freshness import CLOCK_SKEW_S, KernelClockSync, Nonces, check_fresh
-from panel.replay import KEEP_AFTER_EXPIRY_S, SeenCommands
-from panel.store import Store
+from panel.link._commands import (
+    COMMAND_MODELS,
+    REFUSALS,
+    REPLY_MODELS,
+    CommandRefused,
+    EndCommand,
+    Envelope,
+    OpenCommand,
+    Reply,
+    SensorbergCommand,
+    canonical,
+    decode,
+    jcs,
+    parse,
+    sign,
+    signed,
+    verify,
+)
+from panel.platform import FakeClock, Store
 
 from .mosquitto import acl_text
 

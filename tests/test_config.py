@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 import tomli_w
 
-from panel.config import load_config, parse_config
+from panel.auth import load_secrets
 from panel.errors import ConfigError, SecretsError
-from panel.secrets import load_secrets
-from panel.config import SecretsConfig
+from panel.platform import SecretsConfig, load_config, parse_config
 
 from .support import ROOT, config_dict
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from panel import docgen
 from panel.api.app import openapi_document
 from panel.cli import _parser
-from panel.config import Config
 from panel.events import EVENT_MODELS
+from panel.platform import Config
 
 from .support import ROOT
 

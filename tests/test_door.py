@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from panel.errors import UnlockRefused
 from panel.daemon import Panel
-from panel.store import Store
+from panel.errors import UnlockRefused
+from panel.platform import Store
 
 from .rig import Rig, make_config
 from .support import config_dict
@@ -216,9 +216,9 @@ async def test_tamper_active_at_boot_is_reported_and_blocks(tmp_path: Path) -> N
     rig.pin(cfg.tamper.pin).drive_high()  # housing opened while the panel was down
     await rig.close()
     # A fresh panel whose tamper pin reads active before inputs are wired (no resting in between).
+    from panel.auth import Secrets
     from panel.daemon import Panel
-    from panel.secrets import Secrets
-    from panel.clock import FakeClock
+    from panel.platform import FakeClock
 
     class Tampered(Panel):
         def _rest_simulated_inputs(self) -> None:

@@ -11,15 +11,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panel.config import TonesConfig
 from panel.daemon import Panel
-from panel.media.audio import BLOCK, RATE, OutputMixer, RecordingSink, dominant_frequency
-from panel.feedback import ToneFeedback
+from panel.door import ToneFeedback
+from panel.media.audio import (
+    BLOCK,
+    RATE,
+    OutputMixer,
+    RecordingSink,
+    dominant_frequency,
+)
 from panel.media.tones import TonePlayer, render, to_int16, tones_from_config
-from panel.store import EventRow
+from panel.platform import EventRow, TonesConfig
 
 from .media_resident import Resident
-from .media_rig import eventually, media_config, media_of, ring, speaker, start_panel_inprocess
+from .media_rig import (
+    eventually,
+    media_config,
+    media_of,
+    ring,
+    speaker,
+    start_panel_inprocess,
+)
 from .rig import Rig, make_config
 from .support import config_dict
 from .test_media_sessions import join

@@ -8,9 +8,8 @@ from typing import Any
 from gpiozero import DigitalInputDevice
 from gpiozero.pins.mock import MockFactory
 
-from panel.clock import FakeClock
-from panel.config import InputConfig
-from panel.inputs import DebouncedInput
+from panel.door import DebouncedInput
+from panel.platform import FakeClock, InputConfig
 
 
 async def make(**kw: Any) -> tuple[DebouncedInput, Any, FakeClock, list[Any]]:

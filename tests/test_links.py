@@ -13,12 +13,20 @@ import httpx
 import pytest
 
 from panel.api.principals import ApiAuth
+from panel.calls import CallLinks
 from panel.daemon import Panel
-from panel.links import CallLinks
 from panel.media.audio import dominant_frequency
 
 from .media_resident import Resident
-from .media_rig import INSTALLER, api, eventually, media_of, ring, speaker, start_panel_inprocess
+from .media_rig import (
+    INSTALLER,
+    api,
+    eventually,
+    media_of,
+    ring,
+    speaker,
+    start_panel_inprocess,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -16,8 +16,6 @@ from panel.daemon import Panel
 from .browser import chromium
 from .media_rig import eventually, media_of, ring, speaker, start_panel_inprocess
 
-
-
 RENDERED = """() => {
   const v = document.querySelector('video');
   if (!v) return null;

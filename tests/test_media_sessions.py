@@ -17,8 +17,16 @@ from panel.media.errors import SessionRefused, TokenRefused
 from panel.media.sessions import Session
 
 from .media_resident import Resident
-from .media_rig import (Resources, assert_no_leaks, eventually, media_config, media_of, ring, speaker,
-                        start_panel_inprocess)
+from .media_rig import (
+    Resources,
+    assert_no_leaks,
+    eventually,
+    media_config,
+    media_of,
+    ring,
+    speaker,
+    start_panel_inprocess,
+)
 
 PANEL_TONE = 440.0
 RESIDENT_TONE = 1000.0

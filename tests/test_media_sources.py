@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panel.config import parse_config
 from panel.daemon import Panel
 from panel.errors import ConfigError
 from panel.media.annexb import AccessUnitSplitter
@@ -26,9 +25,18 @@ from panel.media.sessions import check_offer
 from panel.media.sources import TIME_BASE
 from panel.media.tokens import TokenStore
 from panel.media.tracks import PacketVideoTrack
+from panel.platform import parse_config
 
 from .media_resident import Resident
-from .media_rig import INSTALLER, eventually, media_config, media_of, ring, speaker, start_panel_inprocess
+from .media_rig import (
+    INSTALLER,
+    eventually,
+    media_config,
+    media_of,
+    ring,
+    speaker,
+    start_panel_inprocess,
+)
 from .support import config_dict
 
 FILE_FRAMES, GOP = 60, 15

@@ -16,8 +16,18 @@ from aiortc import RTCRtpReceiver
 from panel.daemon import Panel
 
 from .media_resident import Resident
-from .media_rig import (INSTALLER, Resources, api, assert_no_leaks, eventually, media_config, media_of, ring,
-                        speaker, start_panel_inprocess)
+from .media_rig import (
+    INSTALLER,
+    Resources,
+    api,
+    assert_no_leaks,
+    eventually,
+    media_config,
+    media_of,
+    ring,
+    speaker,
+    start_panel_inprocess,
+)
 from .support import ROOT
 
 WHEP = "/api/v1/media/whep"

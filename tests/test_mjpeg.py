@@ -19,7 +19,15 @@ from panel.media.mjpeg import BOUNDARY, MjpegStreamer
 from panel.media.pattern import read_frame_stamp
 
 from .browser import chromium
-from .media_rig import INSTALLER, api, eventually, media_config, media_of, ring, start_panel_inprocess
+from .media_rig import (
+    INSTALLER,
+    api,
+    eventually,
+    media_config,
+    media_of,
+    ring,
+    start_panel_inprocess,
+)
 from .test_snapshots import decode_jpeg, visitor_of
 
 INSTALLER_AUTH = {"Authorization": f"Bearer {INSTALLER}"}

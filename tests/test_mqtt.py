@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from panel.commands import signed
-from panel.config import parse_config
+from panel.auth import Secrets
 from panel.daemon import Panel
-from panel.secrets import Secrets
+from panel.link import signed
+from panel.platform import parse_config
 
 from .mosquitto import HA_USER, Broker, Client, TestCA
 from .support import config_dict, start_panel
@@ -469,7 +469,7 @@ async def test_missing_credentials_or_tls_files_stop_the_start(broker: Broker, t
 def test_reconnect_backoff_is_capped_and_jittered() -> None:
     import random
 
-    from panel.mqtt_link import BACKOFF_FIRST_S, backoff_s
+    from panel.link import BACKOFF_FIRST_S, backoff_s
 
     rng = random.Random(7)
     for attempt in range(40):

@@ -24,17 +24,34 @@ import pytest
 from aioice import stun
 from aioice.ice import get_host_addresses
 
-from panel.commands import (
-    MAX_OFFER_PAYLOAD, MAX_SDP_BYTES, CommandRefused, HangupCommand, OfferCommand, check_sdp, decode, parse, signed,
-)
-from panel.config import parse_config
+from panel.auth import Secrets
 from panel.daemon import Panel
+from panel.link import (
+    MAX_OFFER_PAYLOAD,
+    MAX_SDP_BYTES,
+    CommandRefused,
+    HangupCommand,
+    OfferCommand,
+    check_sdp,
+    decode,
+    parse,
+    signed,
+)
 from panel.media.audio import dominant_frequency
-from panel.secrets import Secrets
+from panel.platform import parse_config
 
-from .media_resident import Resident
 from .browser import chromium
-from .media_rig import INSTALLER, Resources, assert_no_leaks, eventually, media_config, media_of, ring, speaker
+from .media_resident import Resident
+from .media_rig import (
+    INSTALLER,
+    Resources,
+    assert_no_leaks,
+    eventually,
+    media_config,
+    media_of,
+    ring,
+    speaker,
+)
 from .mosquitto import Broker, Client
 from .support import config_dict
 

@@ -17,13 +17,15 @@ from typing import Any
 
 import pytest
 
-from panel.clock import LoopClock
-from panel.config import PanelInfo
-from panel.events import ButtonPressed, DoorClosed, EventData, InputRecovered, PanelHeartbeat
-from panel.journal import Journal
-from panel.outbox import DISABLED_KEY, Outbox, heartbeat
-from panel.store import EventRow, Store
-from panel.webhooks import Sender
+from panel.events import (
+    ButtonPressed,
+    DoorClosed,
+    EventData,
+    InputRecovered,
+    PanelHeartbeat,
+)
+from panel.link import DISABLED_KEY, Outbox, Sender, heartbeat
+from panel.platform import EventRow, Journal, LoopClock, PanelInfo, Store
 
 from .webhook_receiver import Rule, WebhookReceiver
 

@@ -23,11 +23,11 @@ import pytest
 import pytest_asyncio
 
 from panel.api.principals import ApiAuth
-from panel.config import parse_config
+from panel.auth import Secrets
+from panel.calls import CallLinks
 from panel.daemon import Panel
-from panel.links import CallLinks
 from panel.media.audio import dominant_frequency
-from panel.secrets import Secrets
+from panel.platform import parse_config
 
 from .browser import chromium
 from .media_rig import INSTALLER, eventually, media_config, media_of, speaker

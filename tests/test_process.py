@@ -438,7 +438,7 @@ def test_unit_file_has_the_essential_settings() -> None:
     assert "char-gpiochip" in allowed and "char-video4linux" in allowed and "char-alsa" in allowed
     assert "PrivateDevices" not in one, "PrivateDevices would hide /dev/gpiochip*"
     # The config's default storage directory is the unit's state directory.
-    from panel.config import StorageConfig
+    from panel.platform import StorageConfig
     assert StorageConfig().dir == Path("/var/lib/panel")
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from panel.config import BOARD_TO_BCM, Config, load_config
 from panel.docgen import BOARD_SECTIONS, PROFILE_MARKER, render_profile, toml_sections
+from panel.platform import BOARD_TO_BCM, Config, load_config
 
 from .support import ROOT
 

@@ -9,9 +9,8 @@ import pytest
 from gpiozero import OutputDevice
 from gpiozero.pins.mock import MockFactory
 
-from panel.clock import FakeClock, TimerHandle
-from panel.config import RelayConfig
-from panel.relay import GUARD_MARGIN_S, Relay
+from panel.door import GUARD_MARGIN_S, Relay
+from panel.platform import FakeClock, RelayConfig, TimerHandle
 
 
 class StalledClock(FakeClock):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from panel.retention import prune
-from panel.store import AccessRow, Store
+from panel.platform import AccessRow, Store, prune
 
 
 def fill(store: Store, n: int, delivered_upto: int) -> None:

@@ -14,13 +14,21 @@ import httpx
 import numpy as np
 import pytest
 
-from panel.config import SnapshotsConfig
 from panel.daemon import Panel
 from panel.media.pattern import PatternPainter, Stamp, read_frame_stamp
 from panel.media.snapshots import SnapshotError, SnapshotFiles
 from panel.media.visitor import VisitorMedia
+from panel.platform import SnapshotsConfig
 
-from .media_rig import INSTALLER, api, eventually, media_config, media_of, ring, start_panel_inprocess
+from .media_rig import (
+    INSTALLER,
+    api,
+    eventually,
+    media_config,
+    media_of,
+    ring,
+    start_panel_inprocess,
+)
 
 INSTALLER_AUTH = {"Authorization": f"Bearer {INSTALLER}"}
 
@@ -281,7 +289,9 @@ async def test_passthrough_camera_is_decoded_only_for_a_picture(tmp_path: Path) 
         async with api(panel) as client:
             now = await client.get("/api/v1/snapshot.jpg", headers=INSTALLER_AUTH)
             assert now.status_code == 200 and 0 <= stamp_of(now.content).counter < 45
-            from .test_mjpeg import read_parts  # the MJPEG viewer of a pass-through camera decodes as it goes
+            from .test_mjpeg import (
+                read_parts,  # the MJPEG viewer of a pass-through camera decodes as it goes
+            )
 
             counters = [stamp_of(j).counter for j in await read_parts(client, 4, headers=INSTALLER_AUTH)]
             assert all(0 <= c < 45 for c in counters) and len(set(counters)) == 4, counters

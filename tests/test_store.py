@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from panel.errors import StoreError
-from panel.store import MIGRATIONS, AccessRow, Store
+from panel.platform import MIGRATIONS, AccessRow, Store
 
 
 def test_pragmas_and_schema_version(tmp_path: Path) -> None:

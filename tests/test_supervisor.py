@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from panel.supervisor import Supervisor
+from panel.platform import Supervisor
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,7 +64,7 @@ async def test_too_many_crashes_within_the_window_is_fatal_and_names_the_compone
         await asyncio.Event().wait()
 
     sup.start("healthy", healthy)
-    with caplog.at_level(logging.ERROR, logger="panel.supervisor"):
+    with caplog.at_level(logging.ERROR, logger="panel.platform._supervisor"):
         sup.start("mqtt", broken, max_restarts=3, window_s=60, backoff_s=0.01)
         await asyncio.wait_for(sup.failed.wait(), 5)
     assert calls == 4  # the first run and three restarts

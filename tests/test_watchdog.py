@@ -24,10 +24,8 @@ import pytest
 from gpiozero import OutputDevice
 from gpiozero.pins.mock import MockFactory
 
-from panel.clock import LoopClock, TimerHandle
-from panel.config import RelayConfig
-from panel.relay import GUARD_MARGIN_S, Relay
-from panel.sdnotify import Notifier, feed_watchdog
+from panel.door import GUARD_MARGIN_S, Relay
+from panel.platform import LoopClock, Notifier, RelayConfig, TimerHandle, feed_watchdog
 
 from .support import PanelProcess, config_dict, start_panel
 

@@ -16,13 +16,11 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from panel.config import SecretsConfig
+from panel.auth import WebhookSecretError, decode_secret, load_secrets
 from panel.errors import SecretsError
-from panel.secrets import load_secrets
-from panel.store import EventRow
-from panel.webhooks import (
-    RETRY_AFTER_MAX_S, Sender, WebhookSecretError, body_of, decode_secret, parse_retry_after, sign,
-)
+from panel.link import RETRY_AFTER_MAX_S, Sender, body_of, parse_retry_after
+from panel.link._webhooks import sign
+from panel.platform import EventRow, SecretsConfig
 
 from .support import PanelProcess, config_dict, start_panel
 from .webhook_receiver import WebhookReceiver

@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from fastapi import FastAPI
-
-from fastapi import Depends
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
@@ -19,13 +17,25 @@ from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse
 
 from .. import __version__
-from . import auth, calls, config, door, logs, media_routes, selftest, sim, system
-from . import audiotest, links, pages
+from . import (
+    audiotest,
+    auth,
+    calls,
+    config,
+    door,
+    links,
+    logs,
+    media_routes,
+    pages,
+    selftest,
+    sim,
+    system,
+    whep,
+)
 from .errors import ErrorBody, install_error_handlers
 from .limits import BodyLimit
 from .principals import ApiAuth
 from .roles import MUTATING, SIM_PREFIX, authorize, openapi_security, rule_for
-from ..media import whep
 
 if TYPE_CHECKING:
     from ..daemon import Panel
@@ -62,7 +72,7 @@ def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = Non
     app.include_router(selftest.router)
     app.include_router(whep.router)  # answers 503 while media is not running
     app.include_router(media_routes.router)  # snapshots and MJPEG; 503 without a camera
-    app.include_router(links.router)  # call links, participants, invites (panel/links.py)
+    app.include_router(links.router)  # call links, participants, invites (panel/calls/_links.py)
     app.include_router(audiotest.router)  # the installer's speaker tone and microphone level
     app.include_router(pages.router)  # the resident, installer and call-link pages (panel/web/)
     if simulated:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..credentials import MAX_LEN, MIN_LEN
+from ..auth import MAX_LEN, MIN_LEN
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import ISSUABLE, RESERVED_SUBJECTS, ApiAuth, Principal, Role

@@ -21,9 +21,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from tomlkit.exceptions import TOMLKitError
 
-from ..config import Config, load_config, parse_config, resolve_paths
 from ..errors import ConfigError
-from ..files import write_atomic
+from ..platform import Config, load_config, parse_config, resolve_paths, write_atomic
 from .deps import Caller, PanelDep
 from .errors import ApiError, OkBody
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..credentials import CredentialError
+from ..auth import CredentialError
 from ..errors import CallError, PanelError, UnlockRefused
 
 

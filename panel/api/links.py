@@ -1,4 +1,4 @@
-"""Call links, participants and invites over the API (panel/links.py has the rules).
+"""Call links, participants and invites over the API (panel/calls/_links.py has the rules).
 
 Two sides:
 
@@ -19,9 +19,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..calls import NAME_MAX, CallLinks, Link, LinkRefused, Participants, Subscription
 from ..events import CallInvited
-from ..links import CallLinks, Link, LinkRefused, Subscription
-from ..participants import NAME_MAX, Participants
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import RESERVED_SUBJECTS, ApiAuth, Principal

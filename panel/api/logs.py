@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..events import Cause, Method
-from ..store import EventRow
+from ..platform import EventRow
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal

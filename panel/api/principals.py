@@ -28,13 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..credentials import CredentialInfo, InstallerCredential
+from ..auth import CredentialInfo, InstallerCredential
 from .errors import ApiError
 from .limits import LoginThrottle, RateLimiter
 
 if TYPE_CHECKING:
     from ..daemon import Panel
-    from ..store import Store, Tx
+    from ..platform import Store, Tx
 
 log = logging.getLogger(__name__)
 

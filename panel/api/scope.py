@@ -9,7 +9,7 @@ from .principals import Principal
 
 if TYPE_CHECKING:
     from ..calls import Call, CallManager
-    from ..store import EventRow
+    from ..platform import EventRow
 
 UNSCOPED = frozenset({"installer", "backend"})
 

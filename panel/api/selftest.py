@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UnlockRefused
-from ..selftest import Row, _check_storage, format_table
+from ..platform._selftest import Row, _check_storage, format_table
 from .deps import Caller, PanelDep
 from .errors import ApiError
 

@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from .. import __version__, sysinfo
+from .. import __version__
+from ..platform import _sysinfo as sysinfo
 from .deps import Caller, PanelDep
 from .errors import OkBody
 

@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import PanelError
-from ..files import write_atomic
-from ..sysinfo import addresses
+from ..platform import addresses, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,29 @@ from typing import Any
 
 import av
 
-from ..config import MediaConfig
 from ..events import EventData
-from .audio import AudioChunk, NullSink, OutputMixer, RecordingSink, Sink, SoundDeviceInput, SpeakerSink, ToneSource
+from ..platform import MediaConfig
+from .audio import (
+    AudioChunk,
+    NullSink,
+    OutputMixer,
+    RecordingSink,
+    Sink,
+    SoundDeviceInput,
+    SpeakerSink,
+    ToneSource,
+)
 from .capture import DeviceCapture, HealthReport, Subscription, SubscriptionClosed
 from .encoder import Codec, EncoderSettings, VideoEncoder
-from .sources import EncodedFrame, RawFrame, is_key, make_packet, make_video_source, passes_through, source_name
+from .sources import (
+    EncodedFrame,
+    RawFrame,
+    is_key,
+    make_packet,
+    make_video_source,
+    passes_through,
+    source_name,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import av
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..config import MjpegConfig
+from ..platform import MjpegConfig
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
 from .jpeg import Jpeg, JpegFrames, Picture

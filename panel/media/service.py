@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..config import MediaConfig
 from ..events import EventData
-from ..store import EventRow
+from ..platform import EventRow, MediaConfig
 
 if TYPE_CHECKING:
     from ..daemon import Panel

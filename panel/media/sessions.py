@@ -28,19 +28,31 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InternalError, InvalidStateError, OperationError
 from aiortc.rtcdatachannel import RTCDataChannel
 
-from ..config import IceServerConfig, MediaConfig
 from ..errors import CallError
+from ..platform import IceServerConfig, MediaConfig
 from .audio import MixerInput
 from .errors import SessionRefused
 from .hub import MediaHub
 from .ice import IceChoice, IceMonitor, bound_gathering, parse_target
 from .tokens import Grant, TokenStore
-from .tracks import MicrophoneTrack, PacketVideoTrack, consume_audio, consume_video, watch
+from .tracks import (
+    MicrophoneTrack,
+    PacketVideoTrack,
+    consume_audio,
+    consume_video,
+    watch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -601,7 +613,7 @@ class SessionManager:
                                  "longer start sessions", 409)
         if grant.view_only:
             return "viewer"
-        if grant.talk:  # a call link's guest: view and talk beside the answerer (panel/links.py)
+        if grant.talk:  # a call link's guest: view and talk beside the answerer (panel/calls/_links.py)
             return "participant"
         holder = self.answerers.get(call.guid)
         if holder is not None and holder.who == who and holder.media_mono is None:

@@ -34,17 +34,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import SnapshotsConfig
 from ..events import CallSnapshot
-from ..files import fsync_dir
-from ..store import EventRow, Store, Tx
+from ..platform import EventRow, SnapshotsConfig, Store, Tx, fsync_dir
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
 from .jpeg import Jpeg, JpegFrames, Picture, decode_gop
 from .sources import EncodedFrame, RawFrame, is_key
 
 if TYPE_CHECKING:
-    from ..journal import Journal
+    from ..platform import Journal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

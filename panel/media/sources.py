@@ -27,7 +27,7 @@ from pathlib import Path
 
 import av
 
-from ..config import VideoConfig
+from ..platform import VideoConfig
 from .annexb import NAL_IDR, AccessUnitSplitter
 from .capture import run_in_thread
 from .errors import DeviceError

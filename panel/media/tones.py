@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import TonesConfig
-from ..feedback import ToneName
+from ..door import ToneName
+from ..platform import TonesConfig
 from .audio import BLOCK, BLOCK_S, RATE, MixerInput, OutputMixer
 
 log = logging.getLogger(__name__)

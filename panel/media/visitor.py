@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..feedback import ToneFeedback
-from ..store import EventRow
+from ..door import ToneFeedback
+from ..platform import EventRow
 from .errors import TokenRefused
 from .jpeg import JpegFrames
 from .mjpeg import MjpegStreamer

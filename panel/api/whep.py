@@ -1,0 +1,199 @@
+"""WHEP (WebRTC-HTTP Egress Protocol, draft-ietf-wish-whep) on the local API: live view and call media
+for any WHEP player (Home Assistant's go2rtc, a browser page).
+
+- ``POST /api/v1/media/whep`` with the offer (``Content-Type: application/sdp``) and
+  ``Authorization: Bearer <token>``: ``201 Created``, ``Location`` of the session resource, the answer
+  as ``application/sdp``. The answer holds every candidate (aiortc does not trickle), so ``PATCH``
+  (trickle ICE) is ``405``.
+- ``DELETE`` on the session resource ends the session (``200``); ``OPTIONS`` answers CORS preflights.
+- Errors: ``400`` malformed or unusable SDP, ``401`` missing/wrong/expired/revoked token, ``403``
+  not allowed (live view off), ``404`` unknown session, ``409`` the call is over or already
+  answered, ``415`` not ``application/sdp``, ``503`` too many sessions or media not running (with
+  ``Retry-After``). Bodies are the API's ``{code, message}``.
+
+The token is a session credential (a call's, from ``MediaService.issue_call_token``) or the
+installer token, which grants live view only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import HTMLResponse
+
+from ..media.errors import SessionRefused, TokenRefused
+from .errors import ApiError, ErrorBody
+
+if TYPE_CHECKING:
+    from ..media.service import MediaService
+    from ..media.tokens import Grant
+
+router = APIRouter(prefix="/api/v1/media", tags=["media"])
+
+SDP = "application/sdp"
+CORS = {
+    "Access-Control-Allow-Origin": "*",  # bearer tokens, no cookies: any origin may use its own token
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Retry-After",
+}
+PLAYER = Path(__file__).parent.parent / "web" / "player.html"
+
+_errors: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "malformed SDP, or no codec in common"},
+    401: {"model": ErrorBody, "description": "no, wrong, expired or revoked token"},
+    403: {"model": ErrorBody, "description": "live view is off"},
+    409: {"model": ErrorBody, "description": "the call is over, or already answered by someone else"},
+    415: {"model": ErrorBody, "description": "the body is not application/sdp"},
+    503: {"model": ErrorBody, "description": "too many sessions, or media is not running (see Retry-After)"},
+}
+
+
+def _media(request: Request) -> MediaService:
+    panel = request.app.state.panel
+    media = getattr(panel, "media", None) if panel is not None else None
+    if media is None:
+        raise ApiError(503, "media_unavailable", "media is not running on this panel (no [media] section, or it "
+                       "failed to start: see the panel's log)", headers={**CORS, "Retry-After": "60"})
+    return media  # type: ignore[no-any-return]
+
+
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, value = (authorization or "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _from_principal(request: Request, media: MediaService, p: Any) -> Grant:
+    """What an API credential (authenticated by the app's gate, panel/api/roles.py) may do with media:
+    installer and backend: live view; a resident: their call (named by the credential, or the live
+    call of their unit), else live view; a viewer: view only."""
+    from ..media.tokens import Grant
+
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None:
+        media.follow_revocations(auth.tokens)
+    role = getattr(p, "role", None)
+    if role in ("installer", "backend"):
+        return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, view_only=True,
+                     installer=role == "installer")
+    call = media.calls.current if media.calls is not None else None
+    call_guid = p.call_guid
+    if call_guid is None and call is not None and call.live and (p.unit_id is None or p.unit_id == call.unit_id):
+        call_guid = call.guid
+    if call_guid is not None and (p.call_guid is not None or role == "resident"):
+        return Grant(token_id=p.token_id, kind="call", subject=p.subject, call_guid=call_guid,
+                     view_only=role != "resident")
+    return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True)
+
+
+def _grant(request: Request, media: MediaService, authorization: str | None) -> Grant:
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return _from_principal(request, media, principal)
+    try:
+        return media.tokens.verify(_bearer(authorization))
+    except TokenRefused as e:
+        error = "invalid_request" if e.code == "unauthenticated" else "invalid_token"
+        raise ApiError(401, e.code, str(e), headers={**CORS, "WWW-Authenticate": f'Bearer realm="panel", error="{error}"'}) from None
+
+
+def _refused(e: SessionRefused) -> ApiError:
+    headers = dict(CORS)
+    if e.retry_after_s is not None:
+        headers["Retry-After"] = str(e.retry_after_s)
+    return ApiError(e.status, e.code, str(e), headers=headers)
+
+
+def _link_headers(media: MediaService) -> list[str]:
+    """ICE servers for the client (WHEP: Link rel="ice-server"), only when sessions use them."""
+    if not media.cfg.whep_ice_servers:
+        return []
+    from ..media.sessions import ice_servers_from_config
+
+    links = []
+    for server in ice_servers_from_config(media.cfg.ice_servers):
+        urls = server.urls if isinstance(server.urls, list) else [server.urls]
+        for url in urls:
+            attrs = '; rel="ice-server"'
+            if server.username:
+                attrs += f'; username="{server.username}"; credential="{server.credential or ""}"; credential-type="password"'
+            links.append(f"<{url}>{attrs}")
+    return links
+
+
+@router.post("/whep", status_code=201, summary="Start a WHEP session (live view or call media)",
+             response_class=Response, responses={201: {"content": {SDP: {}}, "description": "the SDP answer"}, **_errors})
+async def whep_start(request: Request, authorization: Annotated[str | None, Header()] = None,
+                     content_type: Annotated[str | None, Header()] = None,
+                     who: Annotated[str | None, Query(max_length=128, description="the resident's id, when the "
+                                                     "token does not name one")] = None) -> Response:
+    media = _media(request)
+    grant = _grant(request, media, authorization)
+    if (content_type or "").split(";")[0].strip().lower() != SDP:
+        raise ApiError(415, "unsupported_media_type", f"send the SDP offer as Content-Type: {SDP} (got "
+                       f"{content_type or 'none'})", headers={**CORS, "Accept-Post": SDP})
+    raw = await request.body()
+    try:
+        offer = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_sdp", "the SDP offer is not UTF-8 text", headers=CORS) from None
+    try:
+        session = await media.sessions.create(offer, grant, who=who, origin="whep")
+    except SessionRefused as e:
+        raise _refused(e) from None
+    location = f"{router.prefix}/whep/{session.id}"
+    headers = {**CORS, "Location": location, "ETag": f'"{session.id}"'}
+    response = Response(session.answer_sdp, status_code=201, media_type=SDP, headers=headers)
+    for link in _link_headers(media):
+        response.headers.append("Link", link)
+    return response
+
+
+@router.delete("/whep/{session_id}", summary="End a WHEP session", responses={200: {"description": "ended"},
+                                                                             404: {"model": ErrorBody}, **_errors})
+async def whep_end(session_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+    media = _media(request)
+    grant = _grant(request, media, authorization)
+    session = media.sessions.get(session_id)
+    if session is None:
+        raise ApiError(404, "unknown_session", f"there is no session {session_id} (it ended, or never existed)",
+                       headers=CORS)
+    if grant.token_id != session.grant.token_id and not grant.installer:
+        raise ApiError(403, "not_your_session", "this token did not start that session", headers=CORS)
+    await session.close("whep_delete")
+    return Response(status_code=200, headers=CORS)
+
+
+@router.patch("/whep/{session_id}", summary="Trickle ICE (not supported)", status_code=405,
+              responses={405: {"model": ErrorBody}})
+async def whep_patch(session_id: str) -> Response:
+    raise ApiError(405, "trickle_not_supported", "the panel's answer holds all its candidates and it does not take "
+                   "trickled ones: gather candidates before POSTing the offer", headers={**CORS, "Allow": "DELETE, OPTIONS"})
+
+
+@router.options("/whep", summary="CORS preflight for the WHEP endpoint", status_code=204)
+async def whep_options() -> Response:
+    return Response(status_code=204, headers={
+        **CORS, "Allow": "POST, OPTIONS", "Accept-Post": SDP,
+        "Access-Control-Allow-Methods": "POST, OPTIONS", "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600"})
+
+
+@router.options("/whep/{session_id}", summary="CORS preflight for a WHEP session", status_code=204)
+async def whep_session_options(session_id: str) -> Response:
+    return Response(status_code=204, headers={
+        **CORS, "Allow": "DELETE, OPTIONS", "Access-Control-Allow-Methods": "DELETE, PATCH, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"})
+
+
+@router.get("/sessions", summary="Media sessions and devices (installer)", responses=_errors)
+async def media_status(request: Request, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    media = _media(request)
+    if not _grant(request, media, authorization).installer:
+        raise ApiError(403, "forbidden", "the media status is for the installer", headers=CORS)
+    return media.status()
+
+
+@router.get("/player", summary="A WHEP player page for live view", response_class=HTMLResponse)
+async def player() -> HTMLResponse:
+    return HTMLResponse(PLAYER.read_text(encoding="utf-8"))

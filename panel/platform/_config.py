@@ -1,0 +1,844 @@
+"""The panel's configuration: one TOML file validated into typed, frozen models.
+
+Validation is strict (unknown keys are errors) and every problem is reported as one line naming the
+dotted path of the bad key, the bad value and what would be right, e.g.
+``door.relays[0].hold_s: -1 is not allowed; expected a number of seconds between 0.5 and 60``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from ..errors import ConfigError
+
+Level = Literal["high", "low"]
+Pull = Literal["up", "down", "none"]
+
+# The 40-pin header's physical numbering mapped to BCM GPIO numbers.
+BOARD_TO_BCM: dict[int, int] = {
+    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
+    21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19,
+    36: 16, 37: 26, 38: 20, 40: 21,
+}
+# At power-on, before any software runs, the SoC pulls GPIO0-8 up and GPIO9-27 down.
+BOOT_PULLED_UP = frozenset(range(0, 9))
+# GPIO0/1 carry the HAT ID EEPROM bus; GPIO2/3 have fixed 1.8 kOhm pull-ups on the board.
+RESERVED_PINS = {0: "the HAT ID EEPROM (ID_SD)", 1: "the HAT ID EEPROM (ID_SC)"}
+FIXED_PULLUP_PINS = frozenset({2, 3})
+
+_PIN_RE = re.compile(r"^(?:(?P<bcm>GPIO|BCM)(?P<n>\d+)|(?:BOARD|J8:)(?P<board>\d+))$", re.IGNORECASE)
+_SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def _seconds(lo: float, hi: float, default: float, doc: str) -> Any:
+    return Field(default, ge=lo, le=hi, description=doc, json_schema_extra={"unit": "seconds"})
+
+
+def parse_pin(value: Any) -> int:
+    """Accept a BCM number (17), ``"GPIO17"``/``"BCM17"`` or a header position ``"BOARD11"``."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("pin", "expected a BCM GPIO number 0-27 or a name like \"GPIO17\" or \"BOARD11\"")
+    if isinstance(value, int):
+        bcm = value
+    elif isinstance(value, str) and (m := _PIN_RE.match(value.strip())):
+        if m.group("board") is not None:
+            board = int(m.group("board"))
+            if board not in BOARD_TO_BCM:
+                raise PydanticCustomError(
+                    "pin", "header pin {board} is power, ground or not a GPIO; expected one of {pins}",
+                    {"board": board, "pins": ", ".join(map(str, sorted(BOARD_TO_BCM)))},
+                )
+            bcm = BOARD_TO_BCM[board]
+        else:
+            bcm = int(m.group("n"))
+    else:
+        raise PydanticCustomError("pin", "expected a BCM GPIO number 0-27 or a name like \"GPIO17\" or \"BOARD11\"")
+    if not 0 <= bcm <= 27:
+        raise PydanticCustomError("pin", "expected a BCM GPIO number between 0 and 27")
+    if bcm in RESERVED_PINS:
+        raise PydanticCustomError(
+            "pin", "GPIO{bcm} is reserved for {what}; choose another pin",
+            {"bcm": bcm, "what": RESERVED_PINS[bcm]},
+        )
+    return bcm
+
+
+class Model(BaseModel):
+    # Strict: TOML values are typed, so "yes" for a bool or "30" for a number is a mistake to report.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class UnitConfig(Model):
+    """The unit a button rings: a flat or an office, a ring group of residents in the backend."""
+
+    id: str = Field(min_length=1, max_length=64, description="the unit's id in the backend")
+    label: str = Field(min_length=1, max_length=64, description="what the visitor and the resident see, e.g. \"303\"")
+
+
+class InputConfig(Model):
+    """A switch on a GPIO input, debounced by the panel (gpiozero's own debounce is off)."""
+
+    pin: int = Field(description="BCM GPIO number or \"GPIOn\"/\"BOARDn\"")
+    pull: Pull = Field("up", description="the Pi's internal pull resistor")
+    active: Level = Field("low", description="the electrical level that means pressed/open/tampered")
+    debounce_ms: int = Field(30, ge=0, le=1000, description="how long a level must be steady to count",
+                             json_schema_extra={"unit": "milliseconds"})
+    stuck_s: float | None = Field(None, ge=1, le=86_400, json_schema_extra={"unit": "seconds"},
+                                  description="active longer than this is reported stuck and ignored")
+
+    _pin = field_validator("pin", mode="before")(classmethod(lambda cls, v: parse_pin(v)))
+
+
+class ButtonConfig(InputConfig):
+    """A call button: a debounced press calls one unit."""
+
+    id: str = Field(pattern=_SLUG, description="a short name for the button, e.g. \"b303\"")
+    unit: UnitConfig
+    # A call button's latency is the visitor's first impression (press -> ring in < 20 ms); the
+    # trailing debounce still rejects any bounce, it only waits 10 ms after the last one.
+    debounce_ms: int = Field(10, ge=0, le=1000, description="how long a level must be steady to count",
+                             json_schema_extra={"unit": "milliseconds"})
+    stuck_s: float | None = Field(60.0, ge=1, le=86_400, json_schema_extra={"unit": "seconds"},
+                                  description="held longer than this is reported stuck and ignored")
+
+
+class RelayConfig(Model):
+    """A relay that releases a lock.
+
+    Energised always means released, whatever the lock type: wire a fail-secure strike to the
+    relay's NO contact and a fail-safe maglock to its NC contact, so a relay at rest keeps the door
+    locked either way.
+    """
+
+    id: str = Field(pattern=_SLUG, description="a short name for the relay, e.g. \"main\"")
+    active: Level = Field("high", description="the level that energises the relay coil")
+    # Declared before ``pin``: pydantic validates in declaration order and the pin check reads it.
+    boot_pull_verified: bool = Field(
+        False, description="true once an external resistor holds the coil off while the Pi boots")
+    pin: int = Field(description="BCM GPIO number or \"GPIOn\"/\"BOARDn\"")
+    mode: Literal["monostable", "bistable"] = Field(
+        "monostable", description="monostable: pulse for hold_s; bistable: hold until released")
+    hold_s: float = _seconds(0.5, 60, 5.0, "how long a monostable release keeps the lock open")
+    max_on_s: float = _seconds(1, 43_200, 15.0, "hard limit on any energised period, whatever asked")
+    lock: Literal["fail-secure", "fail-safe"] = Field(
+        "fail-secure", description="fail-secure strike on the NO contact; fail-safe maglock on the NC contact")
+
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _pin_is_safe(cls, v: Any, info: Any) -> int:
+        bcm = parse_pin(v)
+        active = info.data.get("active", "high")
+        if bcm in FIXED_PULLUP_PINS and active == "high":
+            # No external pull-down can win against the board's 1.8 kOhm pull-up, verified or not.
+            raise PydanticCustomError(
+                "pin", "GPIO{bcm} has a fixed 1.8 kOhm pull-up on the board, so an active-high relay on it "
+                "would energise while the Pi boots; choose a pin from GPIO9-27", {"bcm": bcm})
+        if info.data.get("boot_pull_verified"):
+            return bcm
+        if active == "high" and bcm in BOOT_PULLED_UP:
+            raise PydanticCustomError(
+                "pin", "GPIO{bcm} is pulled up at power-on, so an active-high relay on it would energise "
+                "while the Pi boots; choose a pin from GPIO9-27 (pulled down at power-on), or fit an "
+                "external pull-down and set boot_pull_verified = true", {"bcm": bcm})
+        if active == "low" and bcm not in BOOT_PULLED_UP:
+            raise PydanticCustomError(
+                "pin", "GPIO{bcm} is pulled down at power-on, so an active-low relay on it would energise "
+                "while the Pi boots; choose a pin from GPIO4-8 (pulled up at power-on), or fit an "
+                "external pull-up and set boot_pull_verified = true", {"bcm": bcm})
+        return bcm
+
+
+class DoorConfig(Model):
+    """The door: the relays that release it, its contact, the exit button, and when to raise door events."""
+
+    relays: list[RelayConfig] = Field(min_length=1, description="the first relay releases the door")
+    contact: InputConfig | None = Field(None, description="door contact; active means open")
+    exit_button: InputConfig | None = Field(None, description="request-to-exit button inside")
+    held_open_s: float = _seconds(3, 3600, 30.0, "door open longer than this raises door.held_open")
+    open_grace_s: float = _seconds(0, 60, 3.0, "an opening this soon after a release still counts as authorised")
+    relock_on_open: bool = Field(True, description="de-energise the relay as soon as the door opens")
+    exit_button_overrides_tamper: bool = Field(
+        True, description="the exit button still opens the door while a tamper block is active")
+
+
+class LightConfig(Model):
+    """A status light (an LED with its series resistor, or a lamp through a driver)."""
+
+    id: str = Field(pattern=_SLUG, description="a short name for the light, e.g. \"status\"")
+    pin: int = Field(description="BCM GPIO number or \"GPIOn\"/\"BOARDn\"")
+    active: Level = Field("high", description="the level that lights it")
+    role: Literal["status", "call", "door"] = Field(
+        description="status: lit while running; call: the call's state (blinks while ringing, steady when "
+                    "connected, flashes when nobody answered; see panel/door/_feedback.py); door: lit while released")
+
+    _pin = field_validator("pin", mode="before")(classmethod(lambda cls, v: parse_pin(v)))
+
+
+class PanelInfo(Model):
+    """Who this panel is."""
+
+    id: str = Field(pattern=_SLUG, description="unique per panel; also its MQTT client id")
+    name: str = Field(min_length=1, max_length=64, description="what the backend shows, e.g. \"Main entrance\"")
+    board: str | None = Field(None, description="board revision, e.g. \"pi4-relayhat-v1\" (see hardware/)")
+
+
+class GpioConfig(Model):
+    """How the panel reaches the GPIO pins."""
+
+    pin_factory: Literal["lgpio", "rpigpio", "native", "mock"] = Field(
+        "lgpio", description="lgpio on a Pi; mock for simulation (panel run --simulate forces it)")
+
+
+class StorageConfig(Model):
+    """The durable store: one SQLite database (WAL, synchronous=FULL) and the snapshots."""
+
+    dir: Path = Field(Path("/var/lib/panel"), strict=False, description="database and snapshots live here")
+    outbox_max_events: int = Field(100_000, ge=100, le=10_000_000,
+                                   description="undelivered events kept before the oldest heartbeats are shed")
+    history_max_rows: int = Field(50_000, ge=100, le=10_000_000,
+                                  description="rows kept in each of the call log, the access log and the delivered event history")
+
+
+class ApiConfig(Model):
+    """The panel's local HTTP API."""
+
+    listen: str = Field("127.0.0.1:8080", description="host:port of the local HTTP API")
+    tls: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: HTTPS with the panel's own certificate unless listen is a loopback address; "
+        "on: always HTTPS; off: plain HTTP (only on loopback, or with allow_plain_http)")
+    allow_plain_http: bool = Field(
+        False, description="allow tls = \"off\" on a non-loopback address; passwords and door commands then cross "
+        "the LAN unencrypted, so only for a closed test network")
+    cert_file: Path | None = Field(None, strict=False, description="a certificate (PEM, chain included) to serve "
+                                   "instead of the one the panel generates at first start")
+    key_file: Path | None = Field(None, strict=False, description="the key of cert_file (PEM, mode 0600)")
+    session_ttl_s: float = _seconds(60, 604_800, 28_800.0, "how long an installer login session lasts")
+    login_backoff_s: float = _seconds(0.05, 10, 0.5, "delay after the first failed login from an address; it "
+                                      "doubles with each further failure")
+    login_lockout_after: int = Field(5, ge=1, le=100, description="failed logins from one address after which "
+                                     "further attempts are refused (429) until the delay has passed")
+    mutations_per_minute: int = Field(120, ge=10, le=100_000, description="sustained rate of changing requests "
+                                      "(POST, PUT, PATCH, DELETE) per client address; bursts of a quarter of it "
+                                      "pass at once; more gets 429")
+    max_body_bytes: int = Field(65_536, ge=1024, le=10_485_760, description="larger request bodies get 413")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise PydanticCustomError("listen", "expected host:port, e.g. \"0.0.0.0:8443\" or \"127.0.0.1:8080\"")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def https(self) -> bool:
+        """Whether the API is served over TLS (``auto``: everywhere but loopback)."""
+        return self.tls == "on" or (self.tls == "auto" and not self.loopback)
+
+
+class SecretsConfig(Model):
+    """Where the secrets are; the keys of the secrets file are listed under Secrets file below."""
+
+    file: Path | None = Field(None, strict=False, description="TOML file with the secrets, mode 0600, owned by the service user")
+
+
+class LogConfig(Model):
+    """Logs go to stderr, which systemd hands to journald."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="the least severe level logged")
+    format: Literal["json", "text"] = Field("json", description="json: one object per line, for journald; text: for a terminal")
+
+
+class CallsConfig(Model):
+    """What a press starts and how long a call may last; the rules are in docs/calls.md."""
+
+    call_type: Literal["audio", "video"] = Field("video", description="what a press starts; audio calls can switch to video")
+    ring_timeout_s: float = _seconds(5, 600, 45.0, "unanswered this long after the press, the call is missed")
+    max_call_s: float = _seconds(10, 7200, 300.0, "a call is ended this long after the press, whatever its state")
+    same_button_during_call: Literal["ignore", "cancel"] = Field(
+        "ignore", description="pressing the ringing unit's button again: ignore it, or cancel the call "
+        "(an answered call is never canceled by a press)")
+    other_button_during_call: Literal["reject", "replace"] = Field(
+        "reject", description="another unit's button during a call: refuse it (busy), or cancel the call and ring "
+        "the new unit (an answered call is never replaced: the press is refused as busy)")
+
+
+class WebhooksConfig(Model):
+    """Signed events to the backend (Standard Webhooks), from the durable outbox: docs/webhooks.md."""
+
+    url: str | None = Field(None, description="the backend's webhook endpoint; https:// unless on loopback")
+    timeout_s: float = _seconds(1, 60, 10.0, "per-request timeout")
+    max_backoff_s: float = _seconds(1, 3600, 300.0, "retries back off exponentially up to this interval")
+    heartbeat_s: float = _seconds(10, 86_400, 300.0, "interval of panel.heartbeat events")
+    max_in_flight: int = Field(4, ge=1, le=32, description="deliveries in flight at once, each for a different "
+                               "call (or door/panel); one key's events always go one at a time, in order")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.match(r"^(https?)://([^/:]+|\[[^\]]+\])(:\d+)?(/.*)?$", v)
+        if not m:
+            raise PydanticCustomError("url", "expected an URL like \"https://backend.example/hooks/panel\"")
+        if m.group(1) == "http" and m.group(2) not in ("127.0.0.1", "localhost", "[::1]"):
+            raise PydanticCustomError("url", "webhooks carry call and door events; use https:// (plain http:// "
+                                      "is allowed on loopback only)")
+        return v
+
+
+class MqttConfig(Model):
+    host: str | None = Field(None, description="the backend's MQTT broker; unset disables the control channel")
+    port: int = Field(8883, ge=1, le=65535)
+    tls: bool = Field(True, description="TLS with server verification; plain TCP only for loopback tests")
+    ca_file: Path | None = Field(None, strict=False, description="CA bundle that signed the broker's certificate")
+    cert_file: Path | None = Field(None, strict=False, description="client certificate (per-device identity)")
+    key_file: Path | None = Field(None, strict=False, description="client key, mode 0600")
+    username: str | None = Field(None, description="per-device user name (password in the secrets file)")
+    client_id: str | None = Field(None, description="defaults to panel.id")
+    topic_prefix: str = Field("panels", description="topics are <topic_prefix>/<panel.id>/...")
+    keepalive_s: int = Field(30, ge=5, le=3600, json_schema_extra={"unit": "seconds"})
+    reconnect_max_s: float = _seconds(1, 600, 60.0, "reconnect backoff cap")
+    require_signed_commands: bool = Field(False, description="refuse commands without a valid signature (command_key)")
+    command_max_age_s: float = _seconds(1, 3600, 30.0, "a command older than this is refused as expired")
+    homeassistant_discovery: bool = Field(False, description="publish Home Assistant MQTT discovery")
+    discovery_prefix: str = Field("homeassistant")
+    homeassistant_allow_open: bool = Field(
+        False, description="let Home Assistant's lock entity open the door with plain OPEN/UNLOCK payloads; "
+        "these cannot be signed or replay-protected, so only the broker's ACL guards them (docs/mqtt.md)")
+
+
+def _ice_url(url: str) -> str:
+    if not re.match(r"^(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?$", url):
+        raise PydanticCustomError("ice_url", "expected a STUN/TURN URL such as \"stun:host:3478\" or "
+                                  "\"turn:host:3478?transport=udp\"")
+    return url
+
+
+IceUrl = Annotated[str, AfterValidator(_ice_url)]
+
+
+class IceServerConfig(Model):
+    """A STUN or TURN server handed to WebRTC peers (remote residents behind NAT need TURN)."""
+
+    urls: list[IceUrl] = Field(min_length=1, description="e.g. [\"stun:stun.example.net:3478\"] or "
+                            "[\"turn:turn.example.net:3478?transport=udp\"]")
+    username: str | None = Field(None, description="TURN user name")
+    credential_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="name of the environment variable holding the TURN password (kept out of this file; set it "
+                    "in the service's EnvironmentFile)")
+
+
+class VideoConfig(Model):
+    """The camera: one capture shared by every viewer, encoded once per stream.
+
+    ``synthetic`` is a moving test pattern with a frame counter and clock; ``v4l2`` a USB webcam
+    (MJPEG/YUYV, decoded and encoded once in software; ``input_format = "h264"`` passes a camera's own
+    H.264 through); ``h264_pipe`` runs a command printing H.264 Annex-B on stdout (a Pi camera via
+    ``rpicam-vid``), passed through without decoding; ``h264_file`` loops an Annex-B ``.h264`` or an
+    MPEG-TS file, passed through.
+    """
+
+    source: Literal["synthetic", "v4l2", "h264_pipe", "h264_file", "none"] = Field(
+        "synthetic", description="where the picture comes from; none: audio only")
+    device: str = Field("/dev/video0", description="v4l2: the video device node")
+    input_format: Literal["mjpeg", "yuyv422", "h264"] = Field(
+        "mjpeg", description="v4l2: what to ask the camera for; h264 is passed through without re-encoding")
+    command: list[str] | None = Field(
+        None, description="h264_pipe: the command and its arguments; default: rpicam-vid at this width, height "
+                          "and fps with inline headers and a keyframe every gop_s")
+    file: Path | None = Field(None, strict=False, description="h264_file: an Annex-B .h264 or an MPEG-TS file")
+    width: int = Field(640, ge=320, le=1920, description="picture width in pixels (even)")
+    height: int = Field(480, ge=240, le=1080, description="picture height in pixels (even)")
+    fps: int = Field(15, ge=1, le=30, description="frames per second")
+    codec: Literal["h264", "vp8"] = Field(
+        "h264", description="codec of the software encoder (synthetic and v4l2 mjpeg/yuyv); pass-through is H.264")
+    bitrate_kbps: int = Field(800, ge=100, le=8000, description="software encoder target bitrate")
+    gop_s: float = _seconds(0.5, 10, 2.0, "a keyframe at least this often (software encoder and the default "
+                            "rpicam-vid command); a new viewer gets one at once either way")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise PydanticCustomError("even", "expected an even number of pixels")
+        return v
+
+
+class AudioConfig(Model):
+    """Microphone and speaker, chosen by device name (``python -m sounddevice`` lists them)."""
+
+    input: str = Field("synthetic", min_length=1,
+                       description="microphone: a device name (or part of it), \"synthetic\" for a test tone, "
+                                   "or \"none\"")
+    output: str = Field("record", min_length=1,
+                        description="speaker: a device name (or part of it), \"record\" to keep the last seconds "
+                                    "in memory (simulation, tests), or \"none\"")
+    tone_hz: float = Field(440.0, ge=50, le=8000, description="frequency of the synthetic microphone's tone")
+    tone_level: float = Field(0.3, ge=0, le=1, description="amplitude of the synthetic tone, 1 = full scale")
+
+
+class SnapshotsConfig(Model):
+    """JPEG pictures of the visitor: one at every press (stored with the call), on demand, and an optional
+    buffer of pictures from just before the press. Stored under ``storage.dir``/snapshots; when a bound
+    below is reached the oldest call's pictures are deleted first (docs/media.md, Snapshots)."""
+
+    at_press: bool = Field(True, description="take a picture at every press and store it with the call")
+    max_calls: int = Field(500, ge=1, le=100_000, description="calls whose pictures are kept; the oldest go first")
+    max_mb: float = Field(200.0, ge=1, le=100_000, description="the most disk space all stored pictures may use",
+                          json_schema_extra={"unit": "MiB"})
+    min_free_mb: float = Field(200.0, ge=0, le=100_000, json_schema_extra={"unit": "MiB"},
+                               description="never store a picture that would leave less free space than this on "
+                                           "the disk (the database needs it more)")
+    quality: int = Field(80, ge=10, le=100, description="JPEG quality of snapshots and the MJPEG stream (one "
+                                                        "encode serves both)")
+    prebuffer_s: float = _seconds(0, 30, 0.0, "keep pictures of the last this many seconds in memory and store them "
+                                  "with the call at a press (0: off; on, the camera runs all the time)")
+    prebuffer_fps: float = Field(1.0, ge=0.2, le=5, description="pictures per second in the pre-press buffer")
+    prebuffer_max_mb: float = Field(16.0, ge=1, le=256, description="memory the pre-press buffer may use",
+                                    json_schema_extra={"unit": "MiB"})
+    wait_s: float = _seconds(0.5, 10, 3.0, "how long a snapshot waits for a camera that is not running yet")
+    url_ttl_s: float = _seconds(60, 30 * 86_400, 7 * 86_400.0,
+                                "how long the signed snapshot URL in the call.snapshot event works")
+    base_url: str | None = Field(None, description="how the backend reaches the local API, e.g. "
+                                                   "\"https://panel-17.example.net:8443\"; makes call.snapshot URLs absolute")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s?#]+$", v):
+            raise PydanticCustomError("base_url", "expected scheme and host only, like \"https://panel.example:8443\" "
+                                      "(no path, no trailing /)")
+        return v
+
+
+class MjpegConfig(Model):
+    """The MJPEG live stream (GET /api/v1/video.mjpeg) for clients that can only show a web view."""
+
+    enabled: bool = Field(True, description="serve the MJPEG stream (with a call or live-view credential)")
+    max_fps: float = Field(5.0, ge=0.5, le=30, description="pictures per second at most, whatever the camera does")
+    max_viewers: int = Field(4, ge=1, le=32, description="MJPEG viewers at once")
+
+
+class TonesConfig(Model):
+    """What the visitor hears from the panel's speaker, generated (not files) and mixed with the resident's voice."""
+
+    enabled: bool = Field(True, description="play ringback, answered, door-open and no-answer tones")
+    level: float = Field(0.25, ge=0, le=1, description="tone amplitude, 1 = full scale")
+    ringback_hz: float = Field(425.0, ge=100, le=4000, description="ringback frequency (425 Hz: the European tone)")
+    ringback_on_s: float = _seconds(0.1, 5, 1.0, "ringback tone on")
+    ringback_off_s: float = _seconds(0.1, 10, 4.0, "ringback pause")
+
+
+class LinksConfig(Model):
+    """Call links: during a call the resident (or the backend) shares a signed, expiring, revocable link
+    that lets someone preview the call and join it from a browser (docs/pages.md)."""
+
+    enabled: bool = Field(True, description="allow call links and invites")
+    ttl_s: float = _seconds(60, 86_400, 600.0, "how long a new call link can be opened; it also ends with its call")
+    max_participants: int = Field(3, ge=1, le=15, description="people in a call through links at once, besides the "
+                                                              "resident who answered (also bounded by media.max_sessions)")
+    max_previews: int = Field(16, ge=1, le=64, description="open link previews (subscriptions) per call")
+    idle_s: float = _seconds(10, 300, 45.0, "a preview that has not asked for the participant list this long is "
+                             "dropped (the page was closed)")
+    base_url: str | None = Field(None, description="how residents reach the panel's pages, e.g. "
+                                                   "\"https://panel.local:8443\"; makes call links absolute")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s?#]+$", v):
+            raise PydanticCustomError("base_url", "expected scheme and host only, like \"https://panel.local:8443\" "
+                                      "(no path, no trailing /)")
+        return v
+
+
+class MediaConfig(Model):
+    """Camera, microphone, speaker and WebRTC sessions (WHEP on the local API, offers over MQTT).
+
+    Without this section the panel runs without media: door and calls keep working, an answered
+    call connects at once. If a device fails the panel keeps running, reports ``media.device_lost``
+    and retries.
+    """
+
+    video: VideoConfig = VideoConfig()
+    audio: AudioConfig = AudioConfig()
+    max_sessions: int = Field(4, ge=1, le=16, description="WebRTC sessions at once (calls and live views)")
+    ice_servers: list[IceServerConfig] = Field(
+        [], description="STUN/TURN for remote residents (MQTT-signalled sessions); LAN WHEP sessions use host "
+                        "candidates only, so setting up a session never waits for a STUN server")
+    whep_ice_servers: bool = Field(False, description="give ice_servers to WHEP sessions too (WHEP across NAT)")
+    ice_gather_budget_s: float = _seconds(
+        0.1, 5, 0.5, "the longest a new session waits for STUN/TURN candidates; then it answers with the host "
+        "candidates and the server candidates that came in time (aiortc alone waits up to 5 s)")
+    ice_probe_interval_s: float = _seconds(
+        1, 3600, 30.0, "how often every STUN/TURN server is probed in the background (also at once after a network "
+        "change); sessions only get servers whose last probe was answered within ice_gather_budget_s")
+    ice_probe_timeout_s: float = _seconds(0.2, 10, 1.5, "a probe that gets no answer within this marks the server "
+                                          "unreachable until a later probe is answered")
+    token_ttl_s: float = _seconds(10, 86_400, 120.0, "how long a session credential may be used to start a session; "
+                                  "a call's credentials end with the call, revoking one ends its session at once")
+    peer_timeout_s: float = _seconds(2, 60, 10.0, "a session whose peer sends nothing for this long is closed")
+    monitor: bool = Field(True, description="allow live view outside a call (WHEP with the installer token or a "
+                                            "monitor credential)")
+    monitor_audio: bool = Field(False, description="live view outside a call includes the entrance microphone")
+    join_view_only: bool = Field(False, description="during an answered call, other residents may join view-only "
+                                                    "instead of being refused")
+    linger_s: float = _seconds(0, 60, 5.0, "keep a device open this long after its last viewer left, so the next "
+                               "one starts at once")
+    snapshots: SnapshotsConfig = SnapshotsConfig()
+    mjpeg: MjpegConfig = MjpegConfig()
+    tones: TonesConfig = TonesConfig()
+
+
+class Config(Model):
+    panel: PanelInfo
+    gpio: GpioConfig = GpioConfig()
+    storage: StorageConfig = StorageConfig()
+    api: ApiConfig = ApiConfig()
+    buttons: list[ButtonConfig] = Field(min_length=1, description="call buttons, each ringing one unit")
+    door: DoorConfig
+    tamper: InputConfig | None = Field(None, description="housing tamper switch; active means tampered")
+    lights: list[LightConfig] = []
+    calls: CallsConfig = CallsConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    mqtt: MqttConfig = MqttConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    log: LogConfig = LogConfig()
+    media: MediaConfig | None = Field(
+        None, description="camera, microphone, speaker and WebRTC; absent: no media")
+    links: LinksConfig = LinksConfig()
+
+    def button(self, button_id: str) -> ButtonConfig:
+        for b in self.buttons:
+            if b.id == button_id:
+                return b
+        raise KeyError(button_id)
+
+    def relay(self, relay_id: str) -> RelayConfig:
+        for r in self.door.relays:
+            if r.id == relay_id:
+                return r
+        raise KeyError(relay_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and error reporting
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"file not found; copy config/panel.example.toml to {path} and edit it"], str(path))
+    except OSError as e:
+        raise ConfigError([f"cannot read the file ({e.strerror})"], str(path))
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(["not UTF-8 text; save the file as UTF-8"], str(path))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"TOML syntax error: {e}"], str(path))
+    cfg = parse_config(data, source=str(path))
+    return resolve_paths(cfg, path.parent)
+
+
+def resolve_paths(cfg: Config, base: Path) -> Config:
+    """Relative paths in the config are relative to the config file's folder."""
+    storage = cfg.storage.model_copy(update={"dir": (base / cfg.storage.dir).absolute()})
+    secrets = cfg.secrets
+    if secrets.file is not None and not secrets.file.is_absolute():
+        secrets = secrets.model_copy(update={"file": (base / secrets.file).absolute()})
+    mqtt = cfg.mqtt.model_copy(update={
+        name: (base / getattr(cfg.mqtt, name)).absolute()
+        for name in ("ca_file", "cert_file", "key_file")
+        if getattr(cfg.mqtt, name) is not None and not getattr(cfg.mqtt, name).is_absolute()})
+    media = cfg.media
+    if media is not None and media.video.file is not None and not media.video.file.is_absolute():
+        video = media.video.model_copy(update={"file": (base / media.video.file).absolute()})
+        media = media.model_copy(update={"video": video})
+    api = cfg.api.model_copy(update={
+        name: (base / getattr(cfg.api, name)).absolute()
+        for name in ("cert_file", "key_file")
+        if getattr(cfg.api, name) is not None and not getattr(cfg.api, name).is_absolute()})
+    return cfg.model_copy(update={"storage": storage, "secrets": secrets, "mqtt": mqtt, "media": media, "api": api})
+
+
+def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_errors(e, Config), source) from None
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def _cross_checks(cfg: Config) -> list[str]:
+    problems: list[str] = []
+    pins: dict[int, str] = {}
+
+    def claim(pin: int, where: str) -> None:
+        if pin in pins:
+            problems.append(f"{where}: GPIO{pin} is already used by {pins[pin]}; every device needs its own pin")
+        else:
+            pins[pin] = where
+
+    seen_ids: dict[str, str] = {}
+    for i, b in enumerate(cfg.buttons):
+        claim(b.pin, f"buttons[{i}].pin")
+        if b.id in seen_ids:
+            problems.append(f"buttons[{i}].id: {b.id!r} is already used by {seen_ids[b.id]}; ids must be unique")
+        else:
+            seen_ids[b.id] = f"buttons[{i}]"
+    relay_ids: set[str] = set()
+    for i, r in enumerate(cfg.door.relays):
+        claim(r.pin, f"door.relays[{i}].pin")
+        if r.id in relay_ids:
+            problems.append(f"door.relays[{i}].id: {r.id!r} is already used; relay ids must be unique")
+        relay_ids.add(r.id)
+        if r.max_on_s < r.hold_s:
+            problems.append(f"door.relays[{i}].max_on_s: {_fmt(r.max_on_s)} is not allowed; expected at least "
+                            f"hold_s ({_fmt(r.hold_s)}), the limit must not cut every normal release short")
+    for name in ("contact", "exit_button"):
+        inp = getattr(cfg.door, name)
+        if inp is not None:
+            claim(inp.pin, f"door.{name}.pin")
+    if cfg.tamper is not None:
+        claim(cfg.tamper.pin, "tamper.pin")
+    light_ids: set[str] = set()
+    for i, light in enumerate(cfg.lights):
+        claim(light.pin, f"lights[{i}].pin")
+        if light.id in light_ids:
+            problems.append(f"lights[{i}].id: {light.id!r} is already used; light ids must be unique")
+        light_ids.add(light.id)
+    problems += _mqtt_checks(cfg.mqtt)
+    problems += _api_checks(cfg.api)
+    if cfg.media is not None:
+        problems += _media_checks(cfg.media)
+    return problems
+
+
+def _media_checks(m: MediaConfig) -> list[str]:
+    v = m.video
+    if v.source == "h264_file" and v.file is None:
+        return ["media.video.file: is required when media.video.source is \"h264_file\" (an Annex-B .h264 or "
+                "MPEG-TS file to loop)"]
+    if v.source == "h264_pipe" and v.command is not None and not v.command:
+        return ["media.video.command: an empty list is not allowed; leave it out for the default rpicam-vid "
+                "command, or give the program and its arguments"]
+    return []
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _api_checks(a: ApiConfig) -> list[str]:
+    problems: list[str] = []
+    if a.tls == "off" and not a.loopback and not a.allow_plain_http:
+        problems.append(f"api.tls: \"off\" is not allowed while api.listen ({_fmt(a.listen)}) is not a loopback "
+                        "address; installer passwords and door commands would cross the network unencrypted. Use "
+                        "tls = \"auto\", or set allow_plain_http = true on a closed test network")
+    if (a.cert_file is None) != (a.key_file is None):
+        problems.append("api.cert_file: a certificate of your own needs both cert_file and key_file; set both, or "
+                        "neither to use the certificate the panel generates")
+    if a.cert_file is not None and not a.https:
+        problems.append("api.cert_file: is set but the API is served without TLS (api.tls, api.listen); set "
+                        "tls = \"on\" or remove cert_file and key_file")
+    return problems
+
+
+def _mqtt_checks(m: MqttConfig) -> list[str]:
+    problems: list[str] = []
+    if m.host is None:
+        return problems
+    if not m.tls and m.host not in _LOOPBACK:
+        problems.append("mqtt.tls: false is not allowed for a broker that is not on loopback; commands open the "
+                        "door, so the link must be TLS with server verification (set tls = true and ca_file)")
+    if (m.cert_file is None) != (m.key_file is None):
+        problems.append("mqtt.cert_file: a client certificate needs both cert_file and key_file; set both or "
+                        "neither")
+    if m.username is None and m.cert_file is None:
+        problems.append("mqtt.username: is required (with mqtt_password in the secrets file) unless cert_file and "
+                        "key_file give the panel its own client certificate; every panel needs its own identity")
+    if m.cert_file is not None and not m.tls:
+        problems.append("mqtt.cert_file: a client certificate needs tls = true")
+    if m.homeassistant_allow_open and m.require_signed_commands:
+        problems.append("mqtt.homeassistant_allow_open: true is not allowed while require_signed_commands is "
+                        "true; Home Assistant cannot sign its OPEN payload, so one of the two must go")
+    if m.homeassistant_allow_open and not m.homeassistant_discovery:
+        problems.append("mqtt.homeassistant_allow_open: true needs homeassistant_discovery = true (it opens "
+                        "through the discovered lock entity)")
+    for name in ("topic_prefix", "discovery_prefix"):
+        value = getattr(m, name)
+        if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+            problems.append(f"mqtt.{name}: {_fmt(value)} is not allowed; expected topic levels without "
+                            "wildcards or a leading/trailing '/', e.g. \"panels\"")
+    return problems
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types inside Optional/Union/Annotated/list."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for a in typing.get_args(annotation) for t in _unwrap(a)]
+    if origin in (list, tuple):
+        return [t for a in typing.get_args(annotation) for t in _unwrap(a)]
+    return [annotation]
+
+
+def _locate(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
+    """Walk ``loc`` through the model tree: the model holding the last key, and that key's field."""
+    model: type[BaseModel] | None = root
+    field: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return model, None
+        field = model.model_fields[part]
+        parent = model
+        model = next((t for t in _unwrap(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if part == loc[-1]:
+            return parent, field
+    return model, field
+
+
+def _bounds(field: FieldInfo) -> tuple[Any, Any]:
+    lo = hi = None
+    for m in field.metadata:
+        lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
+        lo = getattr(m, "gt", None) if getattr(m, "gt", None) is not None else lo
+        hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
+        hi = getattr(m, "lt", None) if getattr(m, "lt", None) is not None else hi
+    return lo, hi
+
+
+def _expected_range(field: FieldInfo | None, ctx: dict[str, Any]) -> str:
+    extra = (field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {})
+    unit = extra.get("unit")
+    kind = f"a number of {unit}" if unit else "a number"
+    lo, hi = _bounds(field) if field is not None else (None, None)
+    if lo is None and hi is None:
+        lo, hi = ctx.get("ge", ctx.get("gt")), ctx.get("le", ctx.get("lt"))
+    if lo is not None and hi is not None:
+        return f"expected {kind} between {_fmt(lo)} and {_fmt(hi)}"
+    if lo is not None:
+        return f"expected {kind} of at least {_fmt(lo)}"
+    return f"expected {kind} of at most {_fmt(hi)}"
+
+
+_TYPE_WORDS = {
+    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "a quoted string", "list_type": "a list ([...])",
+    "model_type": "a table", "dict_type": "a table", "model_attributes_type": "a table",
+    "path_type": "a path string",
+}
+
+
+def format_validation_errors(exc: ValidationError, root: type[BaseModel], *, redact: bool = False) -> list[str]:
+    """One line per problem. ``redact`` replaces the bad value by "the value" (for secrets)."""
+    _fmt = (lambda v: "the value") if redact else globals()["_fmt"]
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        # A union (e.g. ``InputConfig | None``) reports the member type in loc; drop those tags.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+        path = _dotted(loc)
+        kind = err["type"]
+        ctx = err.get("ctx") or {}
+        value = err.get("input")
+        parent, field = _locate(root, loc)
+        if kind == "missing":
+            doc = f" ({field.description})" if field is not None and field.description else ""
+            lines.append(f"{path}: is required{doc}")
+        elif kind == "extra_forbidden":
+            allowed = sorted(parent.model_fields) if parent is not None else []
+            key = str(loc[-1])
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            did = f"; did you mean {hint[0]!r}?" if hint else ""
+            lines.append(f"{path}: unknown key; expected one of {', '.join(allowed)}{did}")
+        elif kind == "literal_error":
+            lines.append(f"{path}: {_fmt(value)} is not allowed; expected one of {ctx.get('expected')}")
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            lines.append(f"{path}: {_fmt(value)} is not allowed; {_expected_range(field, ctx)}")
+        elif kind == "too_short":
+            lines.append(f"{path}: needs at least {ctx.get('min_length')} entr{'y' if ctx.get('min_length') == 1 else 'ies'}")
+        elif kind in ("string_too_short", "string_too_long"):
+            lines.append(f"{path}: {_fmt(value)} is not allowed; expected between "
+                         f"{_bounds_len(field)} characters")
+        elif kind == "string_pattern_mismatch":
+            lines.append(f"{path}: {_fmt(value)} is not allowed; expected lower-case letters, digits, "
+                         "'-' or '_' (at most 64, starting with a letter or digit)")
+        elif kind in _TYPE_WORDS:
+            lines.append(f"{path}: {_fmt(value)} is not allowed; expected {_TYPE_WORDS[kind]}")
+        else:
+            lines.append(f"{path}: {_fmt(value)} is not allowed; {err['msg']}")
+    return lines
+
+
+def _bounds_len(field: FieldInfo | None) -> str:
+    lo = hi = None
+    for m in (field.metadata if field is not None else []):
+        lo = getattr(m, "min_length", lo)
+        hi = getattr(m, "max_length", hi)
+    return f"{lo or 0} and {hi or 'any number of'}"
