@@ -1,7 +1,9 @@
-"""The daemon: builds every component from config, supervises them and stops them in order.
+"""The daemon: the composition root that builds every component from config and runs it.
 
-Start order: store -> GPIO (relays driven off first) -> journal -> door -> inputs -> API -> watchdog.
-Stop order is the reverse, except that the relays are switched off first of all.
+Start order (door live first, then the network): store -> gpio (relays driven off first) -> journal ->
+door -> lights -> calls -> inputs, then webhooks -> mqtt -> media -> api -> housekeeping (watchdog,
+retention). Stop: every component reaches its safe state in start order (the door's relays first), then
+each stops in reverse order within one shared budget (``panel/platform/_component.py``).
 """
 
 from __future__ import annotations
@@ -11,36 +13,29 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .api.app import ApiServer, create_app
-from .api.principals import announce_initial_password
-from .api.tls import ServerCert, server_cert
 from .auth import InstallerCredential, Secrets
-from .calls import CallManager
+from .calls import CallLinks, CallManager, Participants
 from .door import DebouncedInput, Door, Lights, Relay
+from .errors import PanelError
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
-from .link import (
-    ClockSync,
-    Control,
-    KernelClockSync,
-    MqttLink,
-    Nonces,
-    Outbox,
-    SeenCommands,
-    Sender,
-    heartbeat,
-)
 from .platform import (
+    BaseComponent,
+    ButtonConfig,
     Clock,
     Config,
     EventRow,
     Hardware,
+    Hooks,
     Journal,
+    Lifecycle,
     LoopClock,
     Notifier,
+    StopReason,
     Store,
     Supervisor,
     feed_watchdog,
@@ -50,7 +45,15 @@ from .platform import (
 )
 
 if TYPE_CHECKING:
+    from .link import ClockSync, MqttLink, Outbox, Sender
+    from .api.app import ApiServer
+    from .api.principals import ApiAuth
+    from .api.state import ApiState
+    from .api.tls import ServerCert
     from .media.service import MediaService
+    from .media.visitor import VisitorMedia
+
+IMPORTED_AT = time.monotonic()  # bench/bench_start.py measures from the process's spawn instead
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +61,25 @@ STOP_BUDGET_S = 2.0
 
 
 class Panel:
+    """The composition root: every component of the daemon, typed, declared here in start order.
+
+    ``build_core`` makes the door live (store, GPIO, journal, door, lights, calls, inputs) synchronously,
+    before anything touches the network; ``start_services`` adds the rest. Each part is registered with the
+    one ``Lifecycle``, which stops them in reverse order within one budget, the relays off first.
+    Routes and adapters get these typed attributes; nothing is created lazily elsewhere.
+    """
+
     store_class: type[Store] = Store
+
     def __init__(self, cfg: Config, secrets: Secrets, *, simulate: bool, clock: Clock | None = None,
                  notifier: Notifier | None = None, clock_sync: ClockSync | None = None) -> None:
         self.cfg = cfg
         self.secrets = secrets
         self.simulated = simulate
-        self.clock = clock or LoopClock()
+        self.clock: Clock = clock or LoopClock()
         self.notifier = notifier or Notifier()
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(self.clock)
+        self.lifecycle = Lifecycle()
         self.started_mono = time.monotonic()
         self.stop_requested = asyncio.Event()
         self.stop_reason = "stopped"
@@ -75,98 +88,202 @@ class Panel:
         self.hw: Hardware
         self.journal: Journal
         self.door: Door
+        self.lights: Lights
         self.calls: CallManager
+        self.participants: Participants
+        self.call_links: CallLinks
         self.api: ApiServer | None = None
+        self.api_auth: ApiAuth | None = None  # made with the first app (tests make several for one panel)
+        self.api_state: ApiState | None = None  # likewise
         self.outbox: Outbox | None = None
-        self.clock_sync: ClockSync = clock_sync or KernelClockSync()
+        self.clock_sync: ClockSync | None = clock_sync  # the kernel's, unless a test gives one
         self.mqtt: MqttLink | None = None
         self.media: MediaService | None = None
-        self.visitor: Any = None  # snapshots, MJPEG and feedback tones (panel.media.visitor)
+        self.visitor: VisitorMedia | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped = False
+        self._core_built = False
         self.config_path: Path | None = None  # the file the API's config update writes
+        self.storage_lock: Any = None  # held for the daemon's life (see serve)
 
-    # -- lifecycle ----------------------------------------------------------------------------------
+    # -- start ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.build_core()
         await self.start_services()
 
     def build_core(self) -> None:
-        """Store, GPIO, journal, door and inputs: everything but the network. Needs a running loop."""
+        """Store, GPIO, journal, door, calls and inputs: the door, live, before any network. Needs a running loop."""
         loop = asyncio.get_running_loop()
+        lc = self.lifecycle
         self.store = self.store_class(self.cfg.storage.dir / "panel.db")
+        lc.add_started(Hooks("store", on_stop=self.store.close, stop_cap_s=0.2))
         factory = make_pin_factory("mock" if self.simulated else self.cfg.gpio.pin_factory)
-        try:
-            self.hw = Hardware.build(self.cfg, factory)
-        except BaseException:
-            self.store.close()
-            raise
+        self.hw = Hardware.build(self.cfg, factory)  # drives every relay off first
+
+        def gpio_stop() -> None:
+            self.hw.all_off()  # the door switched them off already; this is the belt to its braces
+            self.hw.close()
+
+        lc.add_started(Hooks("gpio", on_stop=gpio_stop, stop_cap_s=0.2))
         if self.simulated:
             self._rest_simulated_inputs()
         self.journal = Journal(self.store, self.clock, self.cfg.panel)
+        lc.add_started(JournalComponent(self.journal))
         relays = {rid: Relay(self.cfg.relay(rid), dev, self.clock, lambda *a: None) for rid, dev in self.hw.relays.items()}
         self.door = Door(self.cfg, relays, self.journal, self.clock)
+
+        def door_stopping(reason: StopReason) -> None:
+            self.door.all_off("error" if reason.failed else "shutdown")
+            self.notifier.notify("STOPPING=1")
+
+        def relays_close() -> None:
+            for relay in self.door.relays.values():
+                relay.close()
+
+        lc.add_started(Hooks("door", on_stopping=door_stopping, on_stop=relays_close,
+                             on_health=lambda: {"ok": self.door.healthy(), "tamper_blocked": self.door.tamper_blocked},
+                             stop_cap_s=0.2))
         self.lights = Lights(self.cfg.lights, self.hw.lights, self.door.main_relay)
         self.journal.subscribe(self.lights.on_event)
+        lc.add_started(Hooks("lights", on_stopping=lambda _r: self.lights.running(False)))
         self.calls = CallManager(self.cfg, self.journal, self.clock)
         self.calls.recover()  # before the buttons are wired: a zombie call is closed before a new one
+        self.participants = Participants(self.calls, self.journal)
+        self.call_links = CallLinks(self.cfg.links, self.calls, self.journal, self.participants, lambda: self.media)
+
+        def calls_stopping(_r: StopReason) -> None:
+            self.calls.close("shutdown")  # written with the journal's final flush
+            self.call_links.close()
+            self.participants.close()
+
+        lc.add_started(Hooks("calls", on_stopping=calls_stopping))
         self._wire_inputs(loop)
 
+        def inputs_stopping(_r: StopReason) -> None:
+            for inp in self.inputs.values():
+                inp.close()
+
+        lc.add_started(Hooks("inputs", on_stopping=inputs_stopping))
+        self._core_built = True
+        log.info("door live", extra={"since_import_s": round(time.monotonic() - IMPORTED_AT, 3)})
+
     async def start_services(self) -> None:
+        lc = self.lifecycle
+        # The backend link (httpx, paho/aiomqtt) is imported only now: the door is live before it loads.
+        from .link import KernelClockSync
+
+        if self.clock_sync is None:
+            self.clock_sync = KernelClockSync()
         sender = self._webhook_sender()  # first: a webhook URL without a secret must stop the start
         mqtt = await self._mqtt_link()  # likewise bad MQTT credentials or TLS files
         await self.journal.record(PanelStarted(version=__version__, boot=self.journal.boot_id,
                                                simulated=self.simulated))
-        self.media = self._start_media()  # never fails the start: the door works without media
-        if self.media is not None:
-            from .media.visitor import start_visitor_media
+        if sender is not None:
+            await lc.start(self._webhooks_component(sender))
+        if mqtt is not None:
+            self.mqtt = mqtt
 
-            self.visitor = await start_visitor_media(self)  # never fails the start either
-        host, port = self.cfg.api.host, self.cfg.api.port
+            async def mqtt_stop() -> None:
+                await self.supervisor.cancel("mqtt")
+                mqtt.close()
+
+            self.supervisor.start("mqtt", mqtt.run)
+            lc.add_started(Hooks("mqtt", on_stop=mqtt_stop, on_health=lambda: {"ok": True, **mqtt.status()}))
+        await lc.start(Hooks("media", on_start=self._start_media, on_stop=self._stop_media, stop_cap_s=1.0))
+        await lc.start(Hooks("api", on_start=self._start_api, on_stop=self._stop_api, stop_cap_s=0.8))
+        self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy, self.clock))
+        self.supervisor.start("retention", lambda: keep_history_bounded(
+            self.store, self.cfg.storage.history_max_rows, events_are_history=self.cfg.webhooks.url is None,
+            clock=self.clock))
+        lc.add_started(Hooks("housekeeping", on_stop=lambda: self.supervisor.cancel("watchdog", "retention")))
+        self.lights.running(True)
+        self.notifier.notify(f"READY=1\nSTATUS=panel {self.cfg.panel.id} running\nMAINPID={os.getpid()}")
+        assert self.api is not None
+        log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
+                                         "api": f"{self.api.scheme}://{self.cfg.api.host}:{self.api.bound_port}",
+                                         "start_ms": lc.timings_ms})
+
+    async def _start_media(self) -> None:
+        """Camera, microphone and speaker; never fails the start: the door and calls work without media."""
+        if self.cfg.media is None:
+            return
+        from .media.service import start_media  # lazily: aiortc, av and numpy cost memory and start time
+        from .media.visitor import start_visitor_media
+
+        self.media = start_media(self)
+        if self.media is not None:
+            self.visitor = await start_visitor_media(self)
+
+    def _media_stopping(self) -> None:
+        if self.visitor is not None:
+            self.visitor.end_streams()  # MJPEG responses never finish on their own; the API waits for them
+
+    async def _stop_media(self) -> None:
+        if self.visitor is not None:
+            await self.visitor.stop()
+        if self.media is not None:
+            await self.media.stop()
+
+    async def _start_api(self) -> None:
+        from .api.app import ApiServer, create_app  # FastAPI after the door is live
+
         # The first start makes the installer password (scrypt, fsync): off the loop, like the certificate.
         cred = InstallerCredential(self.cfg.storage.dir)
+        from .api.principals import announce_initial_password
+
         announce_initial_password(await asyncio.to_thread(cred.ensure), cred)
         cert = await asyncio.to_thread(api_certificate, self.cfg) if self.cfg.api.https else None
-        self.api = ApiServer(create_app(self, simulated=self.simulated, server_cert=cert), host, port,
-                             ssl_certfile=str(cert.cert_file) if cert else None,
+        self.api = ApiServer(create_app(self, simulated=self.simulated, server_cert=cert), self.cfg.api.host,
+                             self.cfg.api.port, ssl_certfile=str(cert.cert_file) if cert else None,
                              ssl_keyfile=str(cert.key_file) if cert else None)
         await self.api.start()
         if cert is not None:
             log.info("local API served over HTTPS", extra={"fingerprint_sha256": cert.fingerprint_sha256,
                                                            "not_after": cert.not_after, "generated": cert.generated})
         self.supervisor.start("api", self.api.serve)
-        self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy))
-        self.supervisor.start("retention", lambda: keep_history_bounded(
-            self.store, self.cfg.storage.history_max_rows, events_are_history=self.cfg.webhooks.url is None))
-        if sender is not None:
-            self._start_webhooks(sender)
-        if mqtt is not None:
-            self.mqtt = mqtt
-            self.supervisor.start("mqtt", mqtt.run)
-        self.lights.running(True)
-        self.notifier.notify(f"READY=1\nSTATUS=panel {self.cfg.panel.id} running\nMAINPID={os.getpid()}")
-        log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
-                                         "api": f"{self.api.scheme}://{host}:{self.api.bound_port}"})
 
-    def _start_media(self) -> MediaService | None:
-        if self.cfg.media is None:
-            return None
-        from .media.service import (
-            start_media,  # the media packages are an optional extra
-        )
-
-        return start_media(self)
+    async def _stop_api(self) -> None:
+        self._media_stopping()
+        if self.api is not None:
+            await self.api.stop(0.7)
+        await self.supervisor.cancel("api")
 
     def _webhook_sender(self) -> Sender | None:
+        from .link import Sender
+
         wh = self.cfg.webhooks
         if wh.url is None:
             log.info("webhooks.url is not set: events are kept on the panel, nothing is sent to a backend")
             return None
         return Sender(wh.url, self.secrets.webhook_secrets, timeout_s=wh.timeout_s, panel_id=self.cfg.panel.id)
 
+    def _webhooks_component(self, sender: Sender) -> Hooks:
+        from .link import Outbox, heartbeat
+
+        wh = self.cfg.webhooks
+        outbox = self.outbox = Outbox(self.store, self.journal, sender, max_events=self.cfg.storage.outbox_max_events,
+                                      max_backoff_s=wh.max_backoff_s, max_in_flight=wh.max_in_flight,
+                                      on_delivered=self._webhook_delivered, clock=self.clock)
+
+        async def start() -> None:
+            self.supervisor.start("webhooks", outbox.run)
+            self.supervisor.start("heartbeat", lambda: heartbeat(self.journal, outbox, wh.heartbeat_s,
+                                                                 self.started_mono))
+
+        async def stop() -> None:
+            await self.supervisor.cancel("heartbeat", "webhooks", timeout_s=0.3)
+            await outbox.aclose()
+
+        return Hooks("webhooks", on_start=start, on_stop=stop, on_health=lambda: {"ok": outbox.healthy()},
+                     stop_cap_s=0.6)
+
     async def _mqtt_link(self) -> MqttLink | None:
         if self.cfg.mqtt.host is None:
             log.info("mqtt.host is not set: no backend commands over MQTT")
             return None
+        from .link import Control, MqttLink, Nonces, SeenCommands
+
+        assert self.clock_sync is not None
         seen = SeenCommands(self.store, self.clock, self.journal.boot_id)
         nonces = Nonces(self.clock, self.cfg.mqtt.command_max_age_s)
         control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
@@ -176,16 +293,8 @@ class Panel:
         await link.prepare()
         return link
 
-    def _start_webhooks(self, sender: Sender) -> None:
-        wh = self.cfg.webhooks
-        outbox = self.outbox = Outbox(self.store, self.journal, sender, max_events=self.cfg.storage.outbox_max_events,
-                                      max_backoff_s=wh.max_backoff_s, max_in_flight=wh.max_in_flight,
-                                      on_delivered=self._webhook_delivered)
-        self.supervisor.start("webhooks", outbox.run)
-        self.supervisor.start("heartbeat", lambda: heartbeat(self.journal, outbox, wh.heartbeat_s, self.started_mono))
-
     def _webhook_delivered(self, row: EventRow) -> None:
-        if row.type == "call.created" and hasattr(self, "calls"):
+        if row.type == "call.created":
             self.calls.backend_acknowledged(str(row.data.get("guid") or row.key))
 
     def _rest_simulated_inputs(self) -> None:
@@ -197,14 +306,14 @@ class Panel:
                 pin.drive_low() if cfg.active == "high" else pin.drive_high()
 
     def _wire_inputs(self, loop: asyncio.AbstractEventLoop) -> None:
-        def stuck(name: str) -> Any:
+        def stuck(name: str) -> Callable[[bool, float], None]:
             def report(is_stuck: bool, active_s: float) -> None:
                 self.journal.record(InputStuck(input=name, active_s=round(active_s, 3)) if is_stuck
                                     else InputRecovered(input=name))
             return report
 
         for b in self.cfg.buttons:
-            def pressed(active: bool, b: Any = b) -> None:
+            def pressed(active: bool, b: ButtonConfig = b) -> None:
                 if active:
                     self.on_button(b.id)
             self.inputs[f"button:{b.id}"] = DebouncedInput(f"button:{b.id}", self.hw.buttons[b.id], b, self.clock,
@@ -217,7 +326,7 @@ class Panel:
         if self.hw.exit_button is not None and self.cfg.door.exit_button is not None:
             def exit_changed(active: bool) -> None:
                 if active:
-                    asyncio.ensure_future(self.door.exit_pressed())
+                    self._spawn(self.door.exit_pressed(), "exit button")
             self.inputs["exit_button"] = DebouncedInput("exit_button", self.hw.exit_button, self.cfg.door.exit_button,
                                                         self.clock, loop, exit_changed, stuck("exit_button"))
         if self.hw.tamper is not None and self.cfg.tamper is not None:
@@ -227,10 +336,23 @@ class Panel:
             if tamper.active:  # tampered while we were down: that is news
                 self.door.tamper_changed(True)
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        """A short task started by an input; kept referenced until done and its failure logged, never lost."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), PanelError):
+                log.error("%s failed", what, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
     def on_button(self, button_id: str) -> None:
         # Tamper does not matter here: visitors can always ring; only remote unlocks are blocked.
         self.calls.on_button(button_id)
 
+    # -- run and stop ----------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
         self.stop_requested.set()
@@ -249,49 +371,17 @@ class Panel:
         return 0
 
     async def stop(self, reason: str, *, failed: bool = False) -> None:
-        """Stop in order within STOP_BUDGET_S; every step gets what is left of the budget, at most its cap."""
+        """Stop every component within STOP_BUDGET_S: first each reaches its safe state (relays off first),
+        then each stops in reverse start order with what is left of the one budget, at most its own cap.
+        The budget is real time on purpose: it is what systemd's stop timeout measures."""
         if self._stopped:
             return
         self._stopped = True
         started = time.monotonic()
-        deadline = started + STOP_BUDGET_S - 0.15  # the rest: closing GPIO, the store, the process exit
-
-        def left(cap: float) -> float:
-            return max(0.05, min(cap, deadline - time.monotonic()))
-
-        async def bounded(what: str, aw: Any, cap: float) -> None:
-            try:
-                await asyncio.wait_for(aw, left(cap))
-            except asyncio.TimeoutError:
-                log.error("%s did not stop within the shutdown budget", what)
-            except Exception:
-                log.exception("%s did not stop cleanly", what)
-
-        # Safety first: nothing below may delay de-energising the relays.
-        self.door.all_off("error" if failed else "shutdown")
-        self.notifier.notify("STOPPING=1")
-        self.lights.running(False)
-        for inp in self.inputs.values():
-            inp.close()
-        if hasattr(self, "calls"):
-            self.calls.close("shutdown")  # written with the flush below
-        if self.visitor is not None:
-            self.visitor.end_streams()  # MJPEG responses never finish on their own; the API waits for them
-        if self.api is not None:
-            await self.api.stop(left(0.7))
-        await self.supervisor.stop(timeout_s=0.5, total_s=left(0.8))
-        if self.visitor is not None:
-            await bounded("snapshots, MJPEG and tones", self.visitor.stop(), 0.5)
-        if self.media is not None:
-            await bounded("media", self.media.stop(), 1.0)
-        if self.outbox is not None:
-            await bounded("the webhook sender", self.outbox.aclose(), 0.3)
-        self.journal.record(PanelStopped(reason=reason))
-        await bounded("the journal", self.journal.flush(), 1.0)
-        for relay in self.door.relays.values():
-            relay.close()
-        self.hw.close()
-        self.store.close()
+        deadline = started + STOP_BUDGET_S - 0.15  # the rest: the process exit
+        why = StopReason(reason, failed)
+        self.lifecycle.stopping(why)
+        await self.lifecycle.stop(deadline)
         self.notifier.close()
         log.info("panel stopped", extra={"reason": reason, "stop_s": round(time.monotonic() - started, 3)})
 
@@ -303,7 +393,8 @@ class Panel:
         """Events not yet delivered to the backend (the outbox's count; no disk read once it runs)."""
         if self.outbox is not None and self.outbox.ready:
             return self.outbox.backlog
-        return await self.store.read(lambda c: c.execute("SELECT count(*) FROM events WHERE delivered IS NULL").fetchone()[0])
+        return await self.store.read(lambda c: int(c.execute(
+            "SELECT count(*) FROM events WHERE delivered IS NULL").fetchone()[0]))
 
     async def health(self) -> dict[str, Any]:
         t0 = time.monotonic()
@@ -326,6 +417,7 @@ class Panel:
                        "mqtt": self.mqtt.status() if self.mqtt is not None else {"configured": False},
                        "media": self.media.health() if self.media is not None else {"configured": False}},
             "components": components,
+            "lifecycle": self.lifecycle.names(),
         }
 
     async def state(self) -> dict[str, Any]:
@@ -348,23 +440,42 @@ class Panel:
         return out
 
 
+class JournalComponent(BaseComponent):
+    """The journal stops after every component that records: it writes ``panel.stopped`` and flushes."""
+
+    name = "journal"
+    stop_cap_s = 1.0
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.reason = "stopped"
+
+    def stopping(self, reason: StopReason) -> None:
+        self.reason = reason.text
+
+    async def stop(self) -> None:
+        self.journal.record(PanelStopped(reason=self.reason))
+        await self.journal.flush()
+
+
 def api_certificate(cfg: Config) -> ServerCert:
+    from .api.tls import server_cert
+
     return server_cert(cfg.storage.dir, cfg.panel.id, cfg.api.cert_file, cfg.api.key_file)
 
 
 async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path | None = None) -> int:
     # One daemon per storage.dir; `panel factory-reset` takes the same lock before it erases anything.
-    storage_lock = lock_storage(cfg.storage.dir)
     panel = Panel(cfg, secrets, simulate=simulate)
+    panel.storage_lock = lock_storage(cfg.storage.dir)
     panel.config_path = config_path
-    panel.__dict__["_storage_lock"] = storage_lock
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, panel.request_stop, signal.Signals(sig).name)
     try:
         await panel.start()
     except BaseException as e:
-        if hasattr(panel, "door"):
+        if panel._core_built:
             await panel.stop(f"start failed: {type(e).__name__}: {e}", failed=True)
         raise
     try:

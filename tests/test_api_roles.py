@@ -105,10 +105,10 @@ async def test_unknown_expired_and_malformed_credentials_get_specific_401s(rig: 
             r = await c.get("/api/v1/state", headers={"Authorization": header} if header else {})
             assert r.status_code == 401 and r.json()["code"] == code, header
             assert r.headers["www-authenticate"].startswith("Bearer")
-        secret, p = await rig.panel.__dict__["_api_auth"].tokens.issue(
+        secret, p = await rig.panel.api_auth.tokens.issue(
             kind="token", role="viewer", subject="v1", issued_by="test", ttl_s=60, unit_id="303")
         assert (await c.get("/api/v1/state", headers=bearer(secret))).status_code == 200
-        rig.panel.__dict__["_api_auth"].tokens.now = lambda: p.created + 61  # the token's clock moves on
+        rig.panel.api_auth.tokens.now = lambda: p.created + 61  # the token's clock moves on
         r = await c.get("/api/v1/state", headers=bearer(secret))
         assert r.status_code == 401 and r.json()["code"] == "token_expired"
 

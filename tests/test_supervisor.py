@@ -170,7 +170,7 @@ async def test_stop_keeps_to_its_total_budget_whatever_the_components_do() -> No
     t0 = time.monotonic()
     await sup.stop(timeout_s=0.5, total_s=0.3)
     assert time.monotonic() - t0 < 0.6  # not 3 x 0.5 s
-    for comp in sup.components:
+    for comp in sup.tasks:
         assert comp.task is not None
         comp.task.cancel()
-    await asyncio.gather(*(c.task for c in sup.components if c.task), return_exceptions=True)
+    await asyncio.gather(*(c.task for c in sup.tasks if c.task), return_exceptions=True)

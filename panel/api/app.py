@@ -35,6 +35,7 @@ from . import (
 from .errors import ErrorBody, install_error_handlers
 from .limits import BodyLimit
 from .principals import ApiAuth
+from .state import ApiState
 from .roles import MUTATING, SIM_PREFIX, authorize, openapi_security, rule_for
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = Non
     app.state.panel = panel
     # Who is calling: one per panel (its token cache), shared by every app made for it.
     app.state.auth = ApiAuth.for_panel(panel) if panel is not None else None
+    if panel is not None and panel.api_state is None:
+        panel.api_state = ApiState()
     app.state.server_cert = server_cert
     install_error_handlers(app)
     app.include_router(auth.router)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import Caller, PanelDep
 from .errors import ApiError, OkBody
+from .state import ApiState
 
 router = APIRouter(prefix="/api/v1/media", tags=["media"])
 
@@ -61,11 +62,9 @@ def _no_call(panel: Any, what: str) -> None:
         raise ApiError(409, "call_in_progress", f"call {call.guid} is in progress; {what} when it is over")
 
 
-def _playing(panel: Any) -> dict[str, Any]:
-    state = panel.__dict__.get("_test_tone")
-    if state is None:
-        state = panel.__dict__["_test_tone"] = {"task": None}
-    return state  # type: ignore[no-any-return]
+def _playing(panel: Any) -> ApiState:
+    assert panel.api_state is not None, "the API's state is made with its app"
+    return panel.api_state  # type: ignore[no-any-return]
 
 
 async def _play(mixer: Any, samples: Any) -> None:
@@ -94,7 +93,7 @@ async def speaker_test(panel: PanelDep, who: Caller, body: ToneBody | None = Non
     media = _media(panel)
     _no_call(panel, "test the speaker")
     state = _playing(panel)
-    task = state["task"]
+    task = state.test_tone
     if task is not None and not task.done():
         raise ApiError(409, "tone_playing", "a test tone is playing; wait for it to end")
     import numpy as np
@@ -109,7 +108,7 @@ async def speaker_test(panel: PanelDep, who: Caller, body: ToneBody | None = Non
     ramp = 0.5 - 0.5 * np.cos(np.linspace(0, math.pi, fade))
     wave[:fade] *= ramp
     wave[-fade:] *= ramp[::-1]  # no click at either end
-    state["task"] = asyncio.ensure_future(_play(media.hub.mixer, to_int16(wave * body.level)))
+    state.test_tone = asyncio.ensure_future(_play(media.hub.mixer, to_int16(wave * body.level)))
     return ToneResult(message=f"playing {body.hz:g} Hz for {body.seconds:g} s on the speaker; listen at the door",
                       hz=body.hz, seconds=body.seconds)
 

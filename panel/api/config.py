@@ -179,7 +179,7 @@ def apply_running(panel: Any, new: Config, paths: list[str]) -> list[str]:
     panel.journal.panel = cfg.panel
     if "log.level" in applied:
         logging.getLogger().setLevel(cfg.log.level.upper())
-    auth = panel.__dict__.get("_api_auth")
+    auth = panel.api_auth
     if auth is not None:
         auth.session_ttl_s = cfg.api.session_ttl_s
         auth.login.base_s, auth.login.lockout_after = cfg.api.login_backoff_s, cfg.api.login_lockout_after

@@ -15,7 +15,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -28,6 +28,10 @@ from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
 from .roles import caller
 from .scope import event_in_scope
+from .state import ApiState
+
+if TYPE_CHECKING:
+    from ..daemon import Panel
 
 router = APIRouter(prefix="/api/v1", tags=["logs"])
 
@@ -178,22 +182,24 @@ async def _read(panel: Any, seq: int, limit: int, types: list[str]) -> list[Even
 class _Waiters:
     """Open long-polls and streams: bounded, each woken by the journal's commits and by revocations."""
 
-    def __init__(self) -> None:
-        self.open = 0
+    def __init__(self, state: ApiState) -> None:
+        self.state = state
 
     @classmethod
-    def for_panel(cls, panel: Any) -> _Waiters:
-        w = panel.__dict__.get("_event_waiters")
-        if w is None:
-            w = panel.__dict__["_event_waiters"] = cls()
-        return w  # type: ignore[no-any-return]
+    def for_panel(cls, panel: Panel) -> _Waiters:
+        assert panel.api_state is not None, "the API's state is made with its app"
+        return cls(panel.api_state)
+
+    @property
+    def open(self) -> int:
+        return self.state.open_streams
 
     @contextlib.contextmanager
     def slot(self, panel: Any, auth: ApiAuth, who: Principal) -> Any:
         if self.open >= MAX_WAITERS:
             raise ApiError(429, "too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one "
                            "or try again shortly", headers={"Retry-After": "5"})
-        self.open += 1
+        self.state.open_streams += 1
         wake = asyncio.Event()
         revoked = {"yes": False}
 
@@ -212,7 +218,7 @@ class _Waiters:
         finally:
             stop_events()
             stop_revokes()
-            self.open -= 1
+            self.state.open_streams -= 1
 
 
 async def _scoped(panel: Any, who: Principal, seq: int, limit: int, types: list[str]) -> tuple[list[EventRow], int, bool]:

@@ -263,10 +263,9 @@ class ApiAuth:
     @classmethod
     def for_panel(cls, panel: Panel) -> ApiAuth:
         """One per panel, however many apps are made for it (tests make several)."""
-        auth = panel.__dict__.get("_api_auth")
-        if auth is None:
-            auth = panel.__dict__["_api_auth"] = cls(panel)
-        return auth  # type: ignore[no-any-return]
+        if panel.api_auth is None:
+            panel.api_auth = cls(panel)
+        return panel.api_auth
 
     def _announce(self, password: str | None) -> None:
         announce_initial_password(password, self.installer)

@@ -126,12 +126,7 @@ class CallLinks:
 
     @classmethod
     def for_panel(cls, panel: Any) -> CallLinks:
-        found = panel.__dict__.get("_call_links")
-        if found is None:
-            found = panel.__dict__["_call_links"] = cls(panel.cfg.links, panel.calls, panel.journal,
-                                                        Participants.for_panel(panel),
-                                                        lambda: getattr(panel, "media", None))
-        return found  # type: ignore[no-any-return]
+        return panel.call_links  # type: ignore[no-any-return]  # built by the composition root
 
     # -- the signing key -------------------------------------------------------------------------------
     async def key(self) -> bytes:

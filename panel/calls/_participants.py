@@ -72,10 +72,7 @@ class Participants:
     @classmethod
     def for_panel(cls, panel: Any) -> Participants:
         """One per panel, made on first use (the call-link and call routes share it)."""
-        found = panel.__dict__.get("_participants")
-        if found is None:
-            found = panel.__dict__["_participants"] = cls(panel.calls, panel.journal)
-        return found  # type: ignore[no-any-return]
+        return panel.participants  # type: ignore[no-any-return]  # built by the composition root
 
     # -- reading ---------------------------------------------------------------------------------------
     @property

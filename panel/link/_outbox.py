@@ -41,7 +41,7 @@ from typing import Any
 
 from .. import __version__
 from ..events import OutboxOverflow, PanelHeartbeat, PanelOnline
-from ..platform import EventRow, Journal, Store, Tx
+from ..platform import Clock, EventRow, Journal, LoopClock, Store, Tx
 from ._webhooks import Attempt, Sender, describe, endpoint_label, iso8601
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class Lane:
 class Outbox:
     def __init__(self, store: Store, journal: Journal, sender: Sender, *, max_events: int, max_backoff_s: float,
                  max_in_flight: int = 4, base_backoff_s: float = BASE_BACKOFF_S,
-                 on_delivered: Callable[[EventRow], None] | None = None) -> None:
+                 on_delivered: Callable[[EventRow], None] | None = None, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or LoopClock()
         self.store = store
         self.journal = journal
         self.sender = sender
@@ -292,9 +293,9 @@ class Outbox:
                     lane.last_error = attempt.detail
                     delay = max(attempt.retry_after_s or 0.0,
                                 full_jitter(lane.failures, self.base_backoff_s, self.max_backoff_s))
-                    lane.retry_at = time.monotonic() + delay
+                    lane.retry_at = self.clock.monotonic() + delay
                     try:
-                        await asyncio.sleep(delay)
+                        await self.clock.sleep(delay)
                     finally:
                         lane.retry_at = None
                 # an endpoint-wide failure: the gate in _attempt holds every key back
@@ -312,7 +313,7 @@ class Outbox:
     async def _attempt(self, row: EventRow) -> Attempt:
         async with self._slots:
             await self._gate()
-            started = time.monotonic()
+            started = self.clock.monotonic()
             self._in_flight += 1
             try:
                 attempt = await self.sender.send(row)
@@ -328,13 +329,13 @@ class Outbox:
         while True:
             if self.disabled is not None:
                 await asyncio.Event().wait()  # until cancelled: only a new webhooks.url re-enables
-            delay = self._endpoint_not_before - time.monotonic()
+            delay = self._endpoint_not_before - self.clock.monotonic()
             if delay <= 0:
                 return
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
 
     def _failed(self, row: EventRow, attempt: Attempt, started: float) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.last_failure = {"at": iso8601(time.time()), "event": row.id, "type": row.type, "key": row.key,
                              **describe(attempt)}
         if attempt.outcome == "retry" and attempt.scope == "endpoint":
@@ -484,7 +485,7 @@ class Outbox:
 
     # -- introspection ------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         failing = {k: {"failures": lane.failures, "last_error": lane.last_error,
                        "retry_in_s": round(max(0.0, lane.retry_at - now), 3) if lane.retry_at else None}
                    for k, lane in self._lanes.items() if lane.failures}
@@ -529,7 +530,7 @@ async def heartbeat(journal: Journal, outbox: Outbox, interval_s: float, started
         await journal.record(online_event(outbox, started_mono, journal.boot_id), key="panel")
         outbox.online_sent = True
     while True:
-        await asyncio.sleep(interval_s)
+        await outbox.clock.sleep(interval_s)
         if not outbox.accepting("panel.heartbeat"):
             log.info("heartbeat not recorded: the outbox is %s", "disabled" if outbox.disabled else "full")
             continue

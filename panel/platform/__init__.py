@@ -3,6 +3,7 @@ systemd notify, logs, files, system info, retention and factory reset.
 """
 
 
+from ._component import BaseComponent, Component, Hooks, Lifecycle, StopReason
 from ._clock import Clock, FakeClock, LoopClock, TimerHandle
 from ._config import (
     BOARD_TO_BCM,
@@ -40,6 +41,11 @@ from ._supervisor import Supervisor
 from ._sysinfo import addresses
 
 __all__ = [
+    "BaseComponent",
+    "Component",
+    "Hooks",
+    "Lifecycle",
+    "StopReason",
     "AccessRow",
     "BOARD_TO_BCM",
     "ButtonConfig",

@@ -30,6 +30,9 @@ class Clock(Protocol):
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         """Run ``callback`` (on the event loop) once ``monotonic()`` reaches ``when``."""
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time (backoffs, periodic work): a fake clock moves it in tests."""
+
 
 class LoopClock:
     """The real clock: asyncio's loop time is ``time.monotonic``."""
@@ -53,6 +56,9 @@ class LoopClock:
         # loop.time() is time.monotonic() for the default loop; convert anyway in case it is not.
         delay = when - time.monotonic()
         return self.loop.call_at(self.loop.time() + max(0.0, delay), callback)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
 
 
 @dataclass(order=True)
@@ -85,6 +91,20 @@ class FakeClock:
         timer = _FakeTimer(when, next(self._seq), callback)
         heapq.heappush(self._timers, timer)
         return timer
+
+    async def sleep(self, seconds: float) -> None:
+        """Resolves when ``advance`` moves the clock past now + ``seconds``."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        timer = self.call_at(self._now + max(0.0, seconds), wake)
+        try:
+            await fut
+        finally:
+            timer.cancel()
 
     def advance(self, seconds: float) -> None:
         """Move time forward, firing every timer that falls due, each at its own instant."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ._clock import Clock
 from ._store import Store, Tx
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,9 @@ def prune(tx: Tx, keep: int, *, events_are_history: bool) -> tuple[int, int]:
 
 
 async def keep_history_bounded(store: Store, keep: int, *, events_are_history: bool,
-                               interval_s: float = INTERVAL_S) -> None:
+                               interval_s: float = INTERVAL_S, clock: Clock | None = None) -> None:
     while True:
         access, events = await store.write(lambda tx: prune(tx, keep, events_are_history=events_are_history))
         if access or events:
             log.info("history trimmed", extra={"access_rows": access, "events": events, "keep": keep})
-        await asyncio.sleep(interval_s)
+        await (clock.sleep(interval_s) if clock is not None else asyncio.sleep(interval_s))

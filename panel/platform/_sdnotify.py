@@ -11,6 +11,10 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class Notifier:
             self._sock = None
 
 
-async def feed_watchdog(notifier: Notifier, healthy: Callable[[], bool]) -> None:
+async def feed_watchdog(notifier: Notifier, healthy: Callable[[], bool], clock: Clock | None = None) -> None:
     """Ping the watchdog every half interval while ``healthy()``; a failing check stops the pings."""
     if notifier.watchdog_s is None:
         return
@@ -71,4 +75,4 @@ async def feed_watchdog(notifier: Notifier, healthy: Callable[[], bool]) -> None
             log.critical("health check failed; no longer feeding the systemd watchdog, which will restart "
                          "the panel unless the check passes again within %g s", notifier.watchdog_s)
         was_healthy = ok
-        await asyncio.sleep(interval)
+        await (clock.sleep(interval) if clock is not None else asyncio.sleep(interval))

@@ -15,13 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._clock import Clock, LoopClock
+
 log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "restarting", "finished", "stopped", "failed"]
 
 
 @dataclass
-class Component:
+class SupervisedTask:
     name: str
     factory: Callable[[], Awaitable[None]]
     max_restarts: int
@@ -36,27 +38,28 @@ class Component:
 
 
 class Supervisor:
-    def __init__(self) -> None:
-        self.components: list[Component] = []
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or LoopClock()
+        self.tasks: list[SupervisedTask] = []
         self.failed = asyncio.Event()
         self.failure: str | None = None
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]], *, max_restarts: int = 5,
-              window_s: float = 60.0, backoff_s: float = 0.1, max_backoff_s: float = 10.0) -> Component:
+              window_s: float = 60.0, backoff_s: float = 0.1, max_backoff_s: float = 10.0) -> SupervisedTask:
         """Run ``factory()`` as a task; restart it when it raises, up to ``max_restarts`` per ``window_s``."""
-        if any(c.name == name for c in self.components):
+        if any(c.name == name for c in self.tasks):
             raise ValueError(f"a component named {name!r} is already supervised")
-        comp = Component(name, factory, max_restarts, window_s, backoff_s, max_backoff_s)
+        comp = SupervisedTask(name, factory, max_restarts, window_s, backoff_s, max_backoff_s)
         comp.task = asyncio.create_task(self._run(comp), name=f"component:{name}")
-        self.components.append(comp)
+        self.tasks.append(comp)
         return comp
 
-    async def _run(self, comp: Component) -> None:
+    async def _run(self, comp: SupervisedTask) -> None:
         backoff = comp.backoff_s
         while True:
             comp.state = "running"
             comp.starts += 1
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 await comp.factory()
                 comp.state = "finished"
@@ -66,7 +69,7 @@ class Supervisor:
                 raise
             except Exception as e:
                 comp.last_error = f"{type(e).__name__}: {e}"
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 if now - started >= comp.window_s:
                     # It ran well for a whole window: this crash is news, not a crash loop.
                     backoff = comp.backoff_s
@@ -83,19 +86,31 @@ class Supervisor:
                 log.error("component %s crashed, restarting in %.2f s", comp.name, delay, exc_info=True,
                           extra={"component": comp.name, "error": comp.last_error,
                                  "crashes": len(comp.crashes)})
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
                 backoff = min(backoff * 2, comp.max_backoff_s)
 
     def status(self) -> dict[str, dict[str, object]]:
         return {c.name: {"state": c.state, "restarts": max(0, c.starts - 1), "crashes": len(c.crashes),
                          "last_error": c.last_error}
-                for c in self.components}
+                for c in self.tasks}
+
+    async def cancel(self, *names: str, timeout_s: float = 0.5) -> None:
+        """Cancel the named tasks (their owner is stopping) and wait up to ``timeout_s`` for them together."""
+        tasks = []
+        for comp in self.tasks:
+            if comp.name in names and comp.task is not None and not comp.task.done():
+                comp.task.cancel()
+                tasks.append(comp.task)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                log.error("task %s did not stop within %.2f s", task.get_name(), timeout_s)
 
     async def stop(self, timeout_s: float = 1.0, total_s: float | None = None) -> None:
         """Cancel components in reverse start order, each given ``timeout_s`` to finish and all of
         them together at most ``total_s``: a stubborn component must not eat the stop budget."""
         deadline = None if total_s is None else time.monotonic() + total_s
-        for comp in reversed(self.components):
+        for comp in reversed(self.tasks):
             task = comp.task
             if task is None or task.done():
                 continue
