@@ -128,7 +128,7 @@ def test_jcs_matches_rfc_8785() -> None:
 
 @pytest.mark.parametrize("value, text", [
     (0, "0"), (-0.0, "0"), (3.0, "3"), (-1.5, "-1.5"), (1e21, "1e+21"), (1e20, "100000000000000000000"),
-    (1e-7, "1e-7"), (0.000001, "0.000001"), (123456789012345680000, "123456789012345680000"),
+    (1e-7, "1e-7"), (0.000001, "0.000001"), (123456789012345680000.0, "123456789012345680000"),
     (1767225630.125, "1767225630.125"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
 ])
 def test_jcs_numbers_print_like_ecmascript(value: float, text: str) -> None:
@@ -283,3 +283,11 @@ def test_docs_examples_are_valid_commands_and_replies() -> None:
 def test_docs_acl_is_the_one_the_tests_run_with() -> None:
     [(_, text)] = _blocks("text acl")
     assert text + "\n" == acl_text()
+
+
+def test_what_jcs_cannot_represent_is_malformed_not_a_crash() -> None:
+    """Integers beyond 2**53 lose digits as IEEE doubles, a lone surrogate is not UTF-8: both are refused."""
+    for bad in ({"id": "cmd-00000001", "n": 2**60}, {"id": "cmd-00000001", "s": "\ud800"}):
+        with pytest.raises(CommandRefused) as e:
+            canonical("panel-1", bad)
+        assert e.value.code == "malformed" and "RFC 8785" in str(e.value)

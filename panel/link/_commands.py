@@ -12,14 +12,13 @@ with a stable ``code`` from ``REFUSALS`` (or ``ok``).
 from __future__ import annotations
 
 import base64
-import decimal
 import hashlib
 import hmac
 import json
-import math
 import re
 from typing import Annotated, Any, Literal, Union
 
+import rfc8785
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -391,45 +390,11 @@ def best_effort_ids(obj: Any) -> tuple[str | None, str | None]:
 # -- canonical form and signature ------------------------------------------------------------------
 
 
-def _number(value: int | float) -> str:
-    """ECMAScript's Number::toString, as RFC 8785 (JCS) requires: 3.0 -> "3", 1e-7 -> "1e-7"."""
-    f = float(value)
-    if not math.isfinite(f):
-        raise ValueError("NaN and Infinity are not JSON")
-    if f == 0:
-        return "0"
-    sign = "-" if f < 0 else ""
-    d = decimal.Decimal(repr(abs(f)))  # repr: the shortest digits that round-trip
-    t = d.as_tuple()
-    digits = "".join(map(str, t.digits)).rstrip("0") or "0"
-    assert isinstance(t.exponent, int)
-    n = len(t.digits) + t.exponent  # the decimal point sits after n digits
-    k = len(digits)
-    if k <= n <= 21:
-        return sign + digits + "0" * (n - k)
-    if 0 < n <= 21:
-        return sign + digits[:n] + "." + digits[n:]
-    if -6 < n <= 0:
-        return sign + "0." + "0" * (-n) + digits
-    exp = n - 1
-    mantissa = digits[0] + ("." + digits[1:] if k > 1 else "")
-    return f"{sign}{mantissa}e{'+' if exp > 0 else '-'}{abs(exp)}"
-
-
 def jcs(value: Any) -> str:
-    """RFC 8785 JSON canonicalization: sorted keys (UTF-16 order), no whitespace, ES number format."""
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, (int, float)):
-        return _number(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ",".join(jcs(v) for v in value) + "]"
-    if isinstance(value, dict):
-        keys = sorted(value, key=lambda k: k.encode("utf-16-be"))
-        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + jcs(value[k]) for k in keys) + "}"
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    """RFC 8785 JSON canonicalization (JCS), by the ``rfc8785`` package: sorted keys (UTF-16 order), no
+    whitespace, ECMAScript number format. Raises ``rfc8785.CanonicalizationError`` (a ``ValueError``) for
+    what JCS cannot represent: NaN, infinities, integers beyond 2**53, unpaired surrogates."""
+    return rfc8785.dumps(value).decode("utf-8")
 
 
 def canonical(panel_id: str, obj: dict[str, Any]) -> bytes:
@@ -439,9 +404,9 @@ def canonical(panel_id: str, obj: dict[str, Any]) -> bytes:
     even when both share a key."""
     body = {k: v for k, v in obj.items() if k != "sig"}
     try:
-        return SIG_CONTEXT + b"\n" + panel_id.encode() + b"\n" + jcs(body).encode("utf-8")
-    except UnicodeEncodeError:
-        raise CommandRefused("malformed", "the command contains an unpaired UTF-16 surrogate") from None
+        return SIG_CONTEXT + b"\n" + panel_id.encode() + b"\n" + rfc8785.dumps(body)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError) as e:
+        raise CommandRefused("malformed", f"the command cannot be canonicalized (RFC 8785): {e}") from None
 
 
 def sign(key: str, panel_id: str, obj: dict[str, Any]) -> str:
