@@ -108,6 +108,7 @@ class Panel:
         self.lights = Lights(self.cfg.lights, self.hw.lights, self.door.main_relay)
         self.journal.subscribe(self.lights.on_event)
         self.calls = CallManager(self.cfg, self.journal, self.clock)
+        self.door.calls = self.calls  # the door decides which call a release belongs to
         self.calls.recover()  # before the buttons are wired: a zombie call is closed before a new one
         self._wire_inputs(loop)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Cause = Literal["call", "remote", "exit_button", "installer"]
 Method = Literal["mqtt", "api", "exit_button", "data_channel", "sim"]
-LockReason = Literal["timeout", "relock_on_open", "released", "max_on", "tamper", "shutdown", "error"]
+LockReason = Literal["timeout", "relock_on_open", "released", "max_on", "tamper", "shutdown", "error", "restart"]
 PressOutcome = Literal["ignored", "busy"]
 
 
