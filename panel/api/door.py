@@ -33,6 +33,8 @@ class _JournalledRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        if not self.path.endswith(("/open", "/hold")):
+            return handler  # not a release: a refused relay release is no refused unlock
 
         async def route(request: Request) -> Response:
             try:
@@ -42,6 +44,7 @@ class _JournalledRoute(APIRoute):
                 panel = getattr(request.app.state, "panel", None)
                 if who is not None and panel is not None:
                     relay = request.path_params.get("relay_id")
+                    relay = relay if relay in panel.door.relays else None  # never a caller's junk in the journal
                     problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: "
                                          f"{err['msg']}" for err in e.errors())
                     panel.door.refused(UnlockRequest(_requester(who), method="api", relay=relay),

@@ -22,7 +22,7 @@ def _json(scope: Scope) -> bool:
     for name, value in scope.get("headers", []):
         if name == b"content-type":
             media = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+            return bool(media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json")))
     return True
 
 
@@ -44,7 +44,7 @@ class UniqueKeys:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     break
-        except Exception as e:  # e.g. the body limit: raised again where the route reads, handled as before
+        except Exception as e:  # noqa: BLE001 - e.g. the body limit: raised again where the route reads, handled as before
             failed = e
         body = b"".join(chunks)
         if failed is None and body:

@@ -131,8 +131,7 @@ class Door:
             log.warning("relay %s was released when the panel stopped; journalling its lock", g["relay"],
                         extra={"relay": g["relay"], "access_id": g["access_id"]})
             self.journal.record(DoorLocked(relay=g["relay"], reason="restart", on_s=on_s, access_id=g["access_id"]),
-                                key=g.get("call_guid") or "door",
-                                extra=lambda tx, _id, key=key: tx.execute("DELETE FROM kv WHERE key=?", (key,)))
+                                key=g.get("call_guid") or "door", extra=self._forget(g["relay"], g["access_id"]))
             closed.append(str(g["access_id"]))
         return closed
 
