@@ -164,8 +164,8 @@ class Door:
         duration = req.duration_s
         if who.role == "resident":
             if req.duration_s is not None or req.hold:
-                refuse("not_allowed_for_role", "duration_s/actor: a resident opens for the relay's hold time, "
-                       "as themself; omit them")
+                refuse("not_allowed_for_role", "duration_s: a resident opens for the relay's own hold time and "
+                       "holds no relay; omit it")
             call = self._call(guid, refuse)
             guid = call.guid
             if not (who.call_guid in (None, call.guid) and who.unit_id in (None, call.unit_id)) \
