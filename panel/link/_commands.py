@@ -60,7 +60,7 @@ REFUSALS: dict[str, str] = {
     "expiry_too_far": "exp is further ahead than mqtt.command_max_age_s (+5 s skew)",
     "replayed": "a command with this id was already accepted (ids are single-use, remembered across restarts)",
     "tamper_blocked": "remote unlocks are blocked since the tamper switch tripped",
-    "bad_duration": "duration_s is outside 0.5 s to the relay's max_on_s",
+    "bad_duration": "duration_s is longer than the relay's max_on_s (below 0.5 s or above 43200 s: malformed)",
     "unknown_relay": "there is no relay with that id",
     "no_call": "there is no call in progress",
     "already_answered": "the call was answered already (the message names by whom)",

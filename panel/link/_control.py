@@ -3,7 +3,7 @@
 Transport-free (panel/link/_mqtt.py feeds it payloads and publishes its replies), so the same
 checks apply to every way a command can arrive. The order of the checks is fixed and documented in
 docs/mqtt.md; the first that fails decides the reply's code. Until an ``open`` reaches
-``Door.unlock`` nothing here suspends: the unlock waits only for its one durable commit, which also
+``Door.open`` nothing here suspends: the unlock waits only for its one durable commit, which also
 records the spent command id.
 """
 
@@ -72,7 +72,6 @@ def _an_open(obj: Any, command: AnyCommand | None) -> bool:
     return obj.get("cmd") == "open" or ("cmd" not in obj and obj.get("action") == "open")
 
 
-HA_ACTOR = "homeassistant"
 # The media layer's refusal codes where the command channel has its own name for the same thing.
 SESSION_CODES = {"invalid_sdp": "bad_sdp", "invalid_ice_servers": "bad_ice_servers"}
 # How a hangup ends a session: the peer's side ended it (the answerer's call ends with it, "hangup").
