@@ -147,6 +147,7 @@ class Panel:
         self.journal.subscribe(self.lights.on_event)
         lc.add_started(Hooks("lights", on_stopping=lambda _r: self.lights.running(False)))
         self.calls = CallManager(self.cfg, self.journal, self.clock)
+        self.door.calls = self.calls  # the door decides which call a release belongs to
         self.calls.recover()  # before the buttons are wired: a zombie call is closed before a new one
         self.participants = Participants(self.calls, self.journal)
         self.call_links = CallLinks(self.cfg.links, self.calls, self.journal, self.participants, lambda: self.media)

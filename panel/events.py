@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Cause = Literal["call", "remote", "exit_button", "installer"]
 Method = Literal["mqtt", "api", "exit_button", "data_channel", "sim"]
-LockReason = Literal["timeout", "relock_on_open", "released", "max_on", "tamper", "shutdown", "error"]
+LockReason = Literal["timeout", "relock_on_open", "released", "max_on", "tamper", "shutdown", "error", "restart"]
 PressOutcome = Literal["ignored", "busy"]
 
 
@@ -53,7 +53,9 @@ class DoorLocked(EventData):
     """The relay de-energised."""
 
     relay: str
-    reason: LockReason
+    reason: LockReason = Field(description="why; restart: the release was in force when the panel's process died, "
+                               "journalled at its next start (on_s is then an estimate: the time since the release, "
+                               "at most its duration)")
     access_id: str | None = Field(None, description="the release that ended, if any")
     on_s: float = Field(description="how long the relay was energised")
 

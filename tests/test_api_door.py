@@ -189,3 +189,89 @@ async def test_call_history_is_scoped_to_the_credential(rig: Rig) -> None:
         assert r.json()["total"] == 2 and len(r.json()["calls"]) == 1 and r.json()["calls"][0]["guid"] == g303
         r = await c.get("/api/v1/calls", headers=installer, params={"per_page": 1000})
         assert r.status_code == 422 and "per_page" in r.json()["message"]
+
+
+async def test_a_resident_who_answered_a_call_cannot_release_another_relay(rig: Rig) -> None:
+    alice = bearer(await token(rig, "resident", "alice"))  # unit 303: no relays configured, so the door's first
+    async with served(rig) as c:
+        guid = await _ring(rig)
+        assert (await c.post("/api/v1/calls/answer", headers=alice, json={})).status_code == 200
+        # The attack: the answered call of 303 was a key to every relay.
+        r = await c.post("/api/v1/door/open", headers=alice, json={"relay": "gate"})
+        assert r.status_code == 403 and r.json()["code"] == "relay_not_allowed", r.text
+        assert "gate" in r.json()["message"] and "303" in r.json()["message"]
+        assert [s.state for s in rig.relay_pin("gate").states] == [False]
+        r = await c.post("/api/v1/door/open", headers=alice, json={})  # their own door still opens
+        assert r.status_code == 200 and (r.json()["relay"], r.json()["call_guid"]) == ("main", guid)
+    await rig.settle()
+    [refused] = rig.events("door.unlock_refused")
+    assert (refused["actor"], refused["relay"], refused["code"], refused["call_guid"]) == \
+        ("alice", "gate", "relay_not_allowed", guid)
+    assert [(a["actor"], a["relay"]) for a in rig.access_log()] == [("alice", "main")]
+
+
+async def test_a_resident_releases_the_relays_configured_for_their_unit(tmp_path: Path) -> None:
+    door = copy.deepcopy(BASE_CONFIG["door"])
+    door["relays"].append(GATE)
+    buttons = copy.deepcopy(BASE_CONFIG["buttons"])
+    buttons[1]["unit"]["relays"] = ["gate"]  # 304's residents open the gate; 303's the door (the default)
+    rig = api_rig(tmp_path, door=door, buttons=buttons)
+    try:
+        dave = bearer(await token(rig, "resident", "dave", unit_id="304"))
+        async with served(rig) as c:
+            await rig.drive(rig.cfg.buttons[1], True)
+            await rig.drive(rig.cfg.buttons[1], False)
+            assert (await c.post("/api/v1/calls/answer", headers=dave, json={})).status_code == 200
+            r = await c.post("/api/v1/door/open", headers=dave, json={"relay": "main"})
+            assert r.status_code == 403 and r.json()["code"] == "relay_not_allowed", r.text
+            r = await c.post("/api/v1/door/open", headers=dave, json={})  # the unit's first relay
+            assert r.status_code == 200 and r.json()["relay"] == "gate" and r.json()["actor"] == "dave", r.text
+            assert rig.relay_on("gate")
+        await rig.settle()
+        refusals = [(e["actor"], e["relay"], e["code"], e["method"]) for e in rig.events("door.unlock_refused")]
+        assert refusals == [("dave", "main", "relay_not_allowed", "api")]
+        assert [(a["actor"], a["relay"]) for a in rig.access_log()] == [("dave", "gate")]
+        assert [s.state for s in rig.relay_pin("main").states] == [False]
+    finally:
+        await rig.close()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"duration_s": True}, "duration_s"),
+    ({"duration_s": "1"}, "duration_s"),
+    ({"relay": 1}, "relay"),
+    ({"call_guid": True}, "call_guid"),
+    ({"relay": "main", "turbo": 1}, "turbo"),
+])
+async def test_open_body_with_a_loosely_typed_or_unknown_field_is_refused_naming_it(
+        rig: Rig, body: dict[str, object], field: str) -> None:
+    backend = bearer(await token(rig, "backend", "crm"))
+    async with served(rig) as c:
+        r = await c.post("/api/v1/door/open", headers=backend, json=body)
+        assert r.status_code == 422 and r.json()["code"] == "invalid_request", r.text
+        assert r.json()["errors"][0].startswith(f"{field}: "), r.json()
+    await rig.settle()
+    assert [s.state for s in rig.relay_pin().states] == [False]
+    [refused] = rig.events("door.unlock_refused")
+    assert (refused["code"], refused["actor"], refused["method"]) == ("invalid_request", "backend:crm", "api")
+    assert refused["message"].startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/door/open", "/api/v1/door/relays/gate/hold"])
+async def test_a_duplicate_json_key_is_refused_naming_it_and_nothing_moves(rig: Rig, path: str) -> None:
+    installer = bearer(await token(rig, "installer"))
+    doubled = b'{"call_guid": null, "relay": "main", "relay": "gate"}' if path.endswith("open") else \
+        b'{"seconds": 1, "seconds": 60}'
+    async with served(rig) as c:
+        r = await c.post(path, headers={**installer, "content-type": "application/json"}, content=doubled)
+        assert r.status_code == 422 and r.json()["code"] == "invalid_request", r.text
+        key = "relay" if path.endswith("open") else "seconds"
+        assert r.json()["errors"] == [f"{key}: duplicate key; every key may appear once in an object"]
+        nested = b'{"a": [{"b": 1, "b": 2}]}'
+        r = await c.post(path, headers={**installer, "content-type": "application/json"}, content=nested)
+        assert r.status_code == 422 and r.json()["errors"][0].startswith("a.0.b: duplicate key"), r.text
+        # The same body without the duplicate is fine.
+        r = await c.post(path, headers=installer, json={"relay": "gate"} if path.endswith("open") else {"seconds": 1})
+        assert r.status_code == 200, r.text
+    assert [s.state for s in rig.relay_pin("main").states] == [False]
+    assert [a["relay"] for a in rig.access_log()] == ["gate"]

@@ -110,6 +110,36 @@ def test_malformed_messages_name_the_field() -> None:
         parse({"id": "abcd-1234", "cmd": "open", "dur": 3})
 
 
+@pytest.mark.parametrize("fields, field", [
+    ({"id": 12345678901}, "id"),
+    ({"exp": "1767225630"}, "exp"),
+    ({"exp": True}, "exp"),
+    ({"nonce": 1234567890123}, "nonce"),
+    ({"sig": 1}, "sig"),
+    ({"duration_s": "1"}, "duration_s"),
+    ({"duration_s": True}, "duration_s"),
+    ({"duration_s": 0.1}, "duration_s"),  # below any relay's floor: the schema's, on every channel
+    ({"relay": "Main Door"}, "relay"),
+    ({"call_guid": ""}, "call_guid"),
+])
+def test_the_envelope_and_open_are_strict_and_name_the_field(fields: dict[str, Any], field: str) -> None:
+    # Lax validation turned "1" and true into 1.0: an open with them moved the relay.
+    with pytest.raises(CommandRefused) as exc:
+        parse({"id": "abcd-1234", "cmd": "open", "exp": 1767225630, **fields})
+    assert exc.value.code == "malformed" and str(exc.value).startswith(f"{field}: "), str(exc.value)
+
+
+def test_a_duplicate_key_is_malformed_naming_its_path_whatever_the_command() -> None:
+    for payload, path in ((b'{"id": "abcd-1234", "cmd": "open", "relay": "main", "relay": "gate"}', "relay"),
+                          (b'{"id": "abcd-1234", "id": "abcd-5678", "cmd": "status"}', "id"),
+                          (b'{"id": "abcd-1234", "cmd": "offer", "ice_servers": [{"urls": "a", "urls": "b"}]}',
+                           "ice_servers.0.urls")):
+        with pytest.raises(CommandRefused) as exc:
+            decode(payload)
+        assert exc.value.code == "malformed" and str(exc.value).startswith(f"{path}: duplicate key"), str(exc.value)
+        assert exc.value.partial["id"]  # still read for the reply's id, never acted on
+
+
 # -- canonical form and signatures -----------------------------------------------------------------
 
 

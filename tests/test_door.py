@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,12 @@ from typing import Any
 import pytest
 
 from panel.daemon import Panel
-from panel.errors import UnlockRefused
-from panel.platform import Store
+from panel.door import Requester, UnlockRequest
+from panel.errors import ConfigError, UnlockRefused
+from panel.platform import Store, parse_config
 
 from .rig import Rig, make_config
-from .support import config_dict
+from .support import config_dict, start_panel
 
 
 @pytest.fixture
@@ -208,6 +211,11 @@ async def test_tamper_tripping_while_the_release_is_being_written_moves_nothing(
     assert exc.value.code == "tamper_blocked"
     await rig.settle()
     assert [s.state for s in rig.relay_pin().states] == [False]
+    # Its door.unlocked was already on disk: it gets its door.locked, so no backend sees it in force.
+    [unlocked] = rig.events("door.unlocked")
+    [locked] = rig.events("door.locked")
+    assert (locked["access_id"], locked["reason"], locked["on_s"]) == (unlocked["access_id"], "tamper", 0)
+    assert rig.store.get_kv("door_grant:main") is None
 
 
 async def test_tamper_active_at_boot_is_reported_and_blocks(tmp_path: Path) -> None:
@@ -243,3 +251,94 @@ async def test_state_reports_relays_grants_and_inputs(rig: Rig) -> None:
     assert main["grant"]["call_guid"] == "g-9"
     full = await rig.panel.state()
     assert set(full["inputs"]) >= {"button:b303", "door_contact", "exit_button", "tamper"}
+
+
+@pytest.mark.parametrize("requester, method", [
+    (Requester("guest", "guest-1"), "api"),  # a guest invited into a call
+    (Requester("viewer", "viewer-1", subject="viewer-1", unit_id="303"), "api"),
+    (Requester("", "nobody"), "mqtt"),
+    (Requester("exit_button", "exit_button"), "api"),  # a role that exists on one channel only
+    (Requester("homeassistant", "homeassistant"), "api"),
+])
+async def test_roles_the_door_does_not_know_or_that_speak_on_another_channel_are_refused(
+        rig: Rig, requester: Requester, method: str) -> None:
+    with pytest.raises(UnlockRefused) as exc:
+        await rig.door.open(UnlockRequest(requester, method=method))  # type: ignore[arg-type]
+    assert exc.value.code == "not_allowed_for_role"
+    await rig.settle()
+    [refused] = rig.events("door.unlock_refused")
+    assert (refused["code"], refused["actor"], refused["method"]) == ("not_allowed_for_role", requester.actor, method)
+    assert [s.state for s in rig.relay_pin().states] == [False] and rig.access_log() == []
+
+
+async def test_only_the_backend_names_another_actor(rig: Rig) -> None:
+    installer = Requester("installer", "installer")
+    with pytest.raises(UnlockRefused) as exc:
+        await rig.door.open(UnlockRequest(installer, method="api", on_behalf_of="resident-1"))
+    assert exc.value.code == "not_allowed_for_role"
+    grant = await rig.door.open(UnlockRequest(Requester.backend(), method="mqtt", on_behalf_of="resident-1"))
+    assert (grant.info.actor, grant.info.cause, grant.duration_s) == ("resident-1", "remote", 2)
+
+
+def test_a_unit_naming_a_relay_the_door_does_not_have_is_a_config_error() -> None:
+    data = config_dict()
+    data["buttons"][1]["unit"]["relays"] = ["main", "gate"]
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert exc.value.problems == ["buttons[1].unit.relays[1]: there is no relay 'gate'; expected one of 'main'"]
+    data["buttons"][1]["unit"]["relays"] = []
+    with pytest.raises(ConfigError, match=r"unit\.relays"):
+        parse_config(data)
+
+
+async def test_a_release_that_ended_normally_is_not_closed_again_at_the_next_start(tmp_path: Path) -> None:
+    rig = Rig(make_config(tmp_path))
+    await rig.door.unlock(cause="remote", actor="backend", method="mqtt")
+    assert rig.store.get_kv("door_grant:main")["access_id"] == rig.access_log()[0]["id"]
+    await rig.advance(2.01)
+    assert rig.store.get_kv("door_grant:main") is None
+    await rig.close()
+    again = Rig(make_config(tmp_path))
+    await again.settle()
+    assert again.door.recovered == []
+    assert [e["reason"] for e in again.events("door.locked")] == ["timeout"]
+    await again.close()
+
+
+@pytest.mark.slow
+def test_a_release_cut_by_sigkill_gets_its_door_locked_at_the_next_start(tmp_path: Path) -> None:
+    data = config_dict()
+    data["door"]["relays"][0].update(hold_s=30, max_on_s=60)  # still in force when the process dies
+    p = start_panel(tmp_path, data)
+    db = tmp_path / "state" / "panel.db"
+
+    def events(type_: str) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return [json.loads(r[0]) for r in conn.execute("SELECT data FROM events WHERE type=? ORDER BY seq",
+                                                             (type_,))]
+        finally:
+            conn.close()
+
+    try:
+        out = p.api("POST", "/api/v1/sim/exit").json()
+        assert "door.unlocked" in [e["type"] for e in out["events"]]
+        assert p.api("GET", "/api/v1/sim/state").json()["door"]["relays"]["main"]["energised"] is True
+    finally:
+        p.kill()
+    [unlocked] = events("door.unlocked")
+    assert events("door.locked") == []  # the backend would see the door released forever
+    p.start()
+    try:
+        [locked] = events("door.locked")
+        assert (locked["relay"], locked["reason"], locked["access_id"]) == ("main", "restart", unlocked["access_id"])
+        assert 0 <= locked["on_s"] <= 30  # unknown exactly: no longer than its grant, nor than until now
+        assert p.api("GET", "/api/v1/sim/state").json()["door"]["relays"]["main"]["energised"] is False
+    finally:
+        assert p.stop() == 0
+    # Paired once: a second start has nothing left to close.
+    p.start()
+    try:
+        assert len(events("door.locked")) == 1
+    finally:
+        assert p.stop() == 0

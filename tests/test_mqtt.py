@@ -177,6 +177,73 @@ async def test_every_bad_command_is_refused_with_its_code_and_the_relay_never_mo
     assert "tamper_blocked" in {e["code"] for e in events(panel, "door.unlock_refused")}
 
 
+# Every one of these was accepted by lax validation (``"1"`` -> 1.0, ``true`` -> 1.0) and moved the relay,
+# while the HTTP route refused the same body: one strict schema for both channels now.
+@pytest.mark.parametrize("fields, field", [
+    ({"duration_s": "1"}, "duration_s"),
+    ({"duration_s": True}, "duration_s"),
+    ({"exp": "EXP"}, "exp"),  # a fresh expiry, as a string
+    ({"exp": True}, "exp"),
+    ({"nonce": 12345678}, "nonce"),
+    ({"relay": ["main"]}, "relay"),
+    ({"call_guid": 7}, "call_guid"),
+    ({"actor": 7}, "actor"),
+])
+async def test_open_with_a_loosely_typed_field_is_malformed_naming_it_and_nothing_moves(
+        panel: Panel, backend: Client, fields: dict[str, Any], field: str) -> None:
+    pin = relay_pin(panel)
+    pin.clear_states()
+    if fields.get("exp") == "EXP":
+        fields = {"exp": str(round(time.time() + 10))}
+    body = cmd(exp_in=None if "exp" in fields else 10, **fields)  # signed as sent: only the schema refuses it
+    reply = await backend.request(A, body)
+    assert reply["code"] == "malformed", reply
+    assert reply["message"].startswith(f"{field}: "), reply
+    assert [s.state for s in pin.states] == [False], "the relay moved"
+    assert access_log(panel) == []
+    await panel.journal.flush()
+    [refused] = events(panel, "door.unlock_refused")
+    assert (refused["code"], refused["method"], refused["relay"]) == ("malformed", "mqtt", "main")
+    assert refused["message"].startswith(f"{field}: ")
+
+
+async def test_open_with_a_duplicate_key_is_malformed_and_nothing_moves(panel: Panel, backend: Client) -> None:
+    pin = relay_pin(panel)
+    pin.clear_states()
+    good = cmd(relay="main")
+    text = json.dumps(good)
+    # The same command with the relay named twice: json.loads alone would keep the second.
+    doubled = text[:-1] + ', "relay": "gate"}'
+    reply = await backend.request(A, doubled.encode())
+    assert (reply["code"], reply["id"]) == ("malformed", good["id"]), reply
+    assert reply["message"].startswith("relay: duplicate key"), reply
+    nested = text[:-1] + ', "x": {"a": 1, "a": 2}}'
+    reply = await backend.request(A, nested.encode())
+    assert reply["code"] == "malformed" and reply["message"].startswith("x.a: duplicate key"), reply
+    assert [s.state for s in pin.states] == [False], "the relay moved"
+    await panel.journal.flush()
+    assert [e["code"] for e in events(panel, "door.unlock_refused")] == ["malformed", "malformed"]
+    assert (await backend.request(A, good))["code"] == "ok"  # the command itself was fine
+
+
+async def test_open_reply_reports_the_duration_the_relay_was_granted(broker: Broker, backend: Client,
+                                                                     tmp_path: Path) -> None:
+    data = panel_config(broker, tmp_path / "state")
+    data["door"]["relays"].append({"id": "gate", "pin": 19, "mode": "bistable", "hold_s": 5, "max_on_s": 60})
+    panel = await start(data, broker)
+    try:
+        first = await backend.request(A, cmd(relay="gate", duration_s=50))
+        assert (first["code"], first["duration_s"]) == ("ok", 50), first
+        # Already on: the relay's max_on_s counts from the first energise, so this one gets < 60 s.
+        second = await backend.request(A, cmd(relay="gate", duration_s=60))
+        assert second["code"] == "ok", second
+        remaining = panel.door.state()["relays"]["gate"]["remaining_s"]
+        assert second["duration_s"] < 60 and second["duration_s"] == pytest.approx(remaining, abs=0.5)
+        assert f"for {second['duration_s']:g} s" in second["message"]
+    finally:
+        await panel.stop("test over")
+
+
 async def test_replayed_ids_are_remembered_across_a_restart(broker: Broker, backend: Client, tmp_path: Path) -> None:
     data = panel_config(broker, tmp_path / "state")
     command = cmd(exp_in=30)

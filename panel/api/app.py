@@ -37,6 +37,7 @@ from .limits import BodyLimit
 from .principals import ApiAuth
 from .state import ApiState
 from .roles import MUTATING, SIM_PREFIX, authorize, openapi_security, rule_for
+from .strictjson import UniqueKeys
 
 if TYPE_CHECKING:
     from ..daemon import Panel
@@ -91,6 +92,7 @@ def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = Non
 
     app.add_api_route("/api/v1/docs", docs, methods=["GET"], include_in_schema=False)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(UniqueKeys)  # inside BodyLimit: it reads only what the limit let through
     app.add_middleware(BodyLimit, max_bytes=panel.cfg.api.max_body_bytes if panel is not None else DEFAULT_MAX_BODY)
     return app
 

@@ -7,14 +7,23 @@ from ._feedback import ToneFeedback, ToneName
 from ._inputs import DebouncedInput
 from ._lights import Lights
 from ._relay import GUARD_MARGIN_S, Relay
-from ._service import Door
+from ._request import ROLES, Requester, UnlockRequest
+from ._service import Door, Grant
+from ._wire import HoldFields, OpenFields, WireModel
 
 __all__ = [
     "DebouncedInput",
     "Door",
     "GUARD_MARGIN_S",
+    "Grant",
+    "HoldFields",
     "Lights",
+    "OpenFields",
+    "ROLES",
     "Relay",
+    "Requester",
     "ToneFeedback",
     "ToneName",
+    "UnlockRequest",
+    "WireModel",
 ]

@@ -28,7 +28,9 @@ from pydantic import (
     ValidationError,
 )
 
+from ..door import OpenFields
 from ..errors import PanelError
+from ..wire import DuplicateKey, loads_unique
 
 MAX_PAYLOAD = 4096
 # An offer carries a WebRTC offer: a few KB from a browser, bounded at 64 KiB; with JSON escaping, ICE
@@ -57,7 +59,7 @@ REFUSALS: dict[str, str] = {
     "expiry_too_far": "exp is further ahead than mqtt.command_max_age_s (+5 s skew)",
     "replayed": "a command with this id was already accepted (ids are single-use, remembered across restarts)",
     "tamper_blocked": "remote unlocks are blocked since the tamper switch tripped",
-    "bad_duration": "duration_s is outside 0.5 s to the relay's max_on_s",
+    "bad_duration": "duration_s is longer than the relay's max_on_s (below 0.5 s or above 43200 s: malformed)",
     "unknown_relay": "there is no relay with that id",
     "no_call": "there is no call in progress",
     "already_answered": "the call was answered already (the message names by whom)",
@@ -85,9 +87,12 @@ REFUSALS: dict[str, str] = {
 class CommandRefused(PanelError):
     """A command was refused; nothing moved. ``code`` is one of ``REFUSALS``."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, partial: Any = None) -> None:
         assert code in REFUSALS, code
         self.code = code
+        # What could be read of a refused payload anyway (a duplicate key's last value wins here),
+        # only to echo its id and cmd in the reply and journal a refused open: never acted on.
+        self.partial = partial
         super().__init__(message)
 
 
@@ -95,7 +100,8 @@ class CommandRefused(PanelError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "1" is not a number and true is not one either, in the envelope as in the command's fields.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 Actor = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -114,15 +120,11 @@ class Envelope(Strict):
                             "form; required with mqtt.require_signed_commands")
 
 
-class OpenCommand(Envelope):
-    """Release the door (energise a relay)."""
+class OpenCommand(Envelope, OpenFields):
+    """Release the door (energise a relay). Its fields are ``POST /api/v1/door/open``'s body
+    (panel/door/_wire.py), so both channels refuse the same payloads."""
 
     cmd: Literal["open"]
-    relay: str | None = Field(None, max_length=64, description="relay id; default: the first (the door)")
-    duration_s: float | None = Field(None, description="seconds, 0.5 to the relay's max_on_s; default: its hold_s")
-    call_guid: str | None = Field(None, max_length=64, description="the answered call this release belongs to; "
-                                  "default: the answered call in progress, if any")
-    actor: Actor = Field("backend", description="who asked, for the access log, e.g. a resident id")
 
 
 class AnswerCommand(Envelope):
@@ -273,10 +275,6 @@ REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, 
 # -- parsing ---------------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _too_large(size: int) -> CommandRefused:
     return CommandRefused("malformed", f"the payload is {size} bytes; at most {MAX_PAYLOAD} are allowed "
                           f"({MAX_OFFER_PAYLOAD} for an offer)")
@@ -287,9 +285,13 @@ def decode(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_OFFER_PAYLOAD:
         raise _too_large(len(payload))
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        obj = loads_unique(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise CommandRefused("malformed", "the payload is not UTF-8 text") from None
+    except DuplicateKey as e:
+        raise CommandRefused("malformed", str(e), partial=json.loads(payload)) from None
+    except RecursionError:
+        raise CommandRefused("malformed", "the payload is not JSON (nested too deeply)") from None
     except ValueError as e:
         raise CommandRefused("malformed", f"the payload is not JSON ({e})") from None
     if not isinstance(obj, dict):

@@ -3,7 +3,7 @@
 Transport-free (panel/link/_mqtt.py feeds it payloads and publishes its replies), so the same
 checks apply to every way a command can arrive. The order of the checks is fixed and documented in
 docs/mqtt.md; the first that fails decides the reply's code. Until an ``open`` reaches
-``Door.unlock`` nothing here suspends: the unlock waits only for its one durable commit, which also
+``Door.open`` nothing here suspends: the unlock waits only for its one durable commit, which also
 records the spent command id.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from ..door import Requester, UnlockRequest
 from ..errors import CallError, UnlockRefused
-from ..events import DoorUnlockRefused
 from ..media.errors import SessionRefused
 from ..platform import Config
 from ._commands import (
@@ -58,7 +58,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HA_ACTOR = "homeassistant"
+
+def _open_request(c: OpenCommand) -> UnlockRequest:
+    """The MQTT open as the door's request: the backend asks, ``actor`` names on whose behalf."""
+    return UnlockRequest(Requester.backend(), method="mqtt", relay=c.relay, call_guid=c.call_guid,
+                         duration_s=c.duration_s, on_behalf_of=c.actor)
+
+
+def _an_open(obj: Any, command: AnyCommand | None) -> bool:
+    """A refused payload that meant to be an ``open`` (Sensorberg's open/true too), parsed or not."""
+    if command is not None or not isinstance(obj, dict):
+        return False
+    return obj.get("cmd") == "open" or ("cmd" not in obj and obj.get("action") == "open")
+
+
 # The media layer's refusal codes where the command channel has its own name for the same thing.
 SESSION_CODES = {"invalid_sdp": "bad_sdp", "invalid_ice_servers": "bad_ice_servers"}
 # How a hangup ends a session: the peer's side ended it (the answerer's call ends with it, "hangup").
@@ -95,7 +108,7 @@ class Control:
             try:
                 obj = decode(payload)
             except CommandRefused as e:
-                undecodable = e
+                undecodable, obj = e, e.partial
             if refusal is not None:
                 raise refusal
             if retained:
@@ -164,16 +177,13 @@ class Control:
         return CallReply(code="ok", message=message, id=c.id, cmd=c.cmd, call=call.to_dict())
 
     async def _open(self, c: OpenCommand) -> OpenReply:
-        cause, guid = self._call_for(c.call_guid)
-        grant = await self.door.unlock(cause=cause, actor=c.actor, method="mqtt", relay=c.relay, call_guid=guid,
-                                       duration_s=c.duration_s, extra=self.seen.writer(c.id, c.cmd, c.exp))
-        rcfg = self.cfg.relay(grant.info.relay)
-        # The door's rule for the length of a release (the grant's monotonic deadline is not a duration).
-        seconds = c.duration_s if c.duration_s is not None else (
-            rcfg.max_on_s if rcfg.mode == "bistable" else rcfg.hold_s)
-        return OpenReply(code="ok", message=f"door released: relay {grant.info.relay} for {seconds:g} s",
-                         id=c.id, cmd=c.cmd, access_id=grant.info.access_id, relay=grant.info.relay,
-                         duration_s=seconds, cause=cause, call_guid=guid)
+        # The door decides (which call, which relay, how long) and journals a refusal itself.
+        grant = await self.door.open(_open_request(c), extra=self.seen.writer(c.id, c.cmd, c.exp))
+        info = grant.info
+        assert info.cause in ("call", "remote")  # what the door makes of the backend's release
+        return OpenReply(code="ok", message=f"door released: relay {info.relay} for {grant.duration_s:g} s",
+                         id=c.id, cmd=c.cmd, access_id=info.access_id, relay=info.relay,
+                         duration_s=grant.duration_s, cause=info.cause, call_guid=info.call_guid)
 
     # -- media sessions ---------------------------------------------------------------------------------
     def _media(self) -> MediaService:
@@ -247,31 +257,19 @@ class Control:
             raise CommandRefused("calls_unavailable", "this panel runs without calls; nothing to answer or end")
         return self.calls
 
-    def _call_for(self, guid: str | None) -> tuple[Literal["call", "remote"], str | None]:
-        """An open names its call, or belongs to the answered call in progress, or is a plain remote open."""
-        if self.calls is None:
-            if guid is not None:
-                raise CommandRefused("calls_unavailable", "this panel runs without calls; omit call_guid")
-            return "remote", None
-        if guid is not None:
-            return "call", self.calls.active_call_for_unlock(guid).guid
-        try:
-            return "call", self.calls.active_call_for_unlock(None).guid
-        except CallError:
-            return "remote", None
-
     async def _refused(self, e: CommandRefused | UnlockRefused | CallError, obj: Any, command: AnyCommand | None,
                        spent: bool) -> Reply:
         cid, cmd = (command.id, command.cmd) if command is not None else best_effort_ids(obj)
         message = str(e)
         log.warning("command refused: %s: %s", e.code, message,
                     extra={"code": e.code, "command_id": cid, "cmd": cmd})
-        if isinstance(command, OpenCommand) and not isinstance(e, UnlockRefused):
-            # Door.unlock journals its own refusals; these are ours (auth, freshness, replay, call).
+        if not isinstance(e, UnlockRefused) and (isinstance(command, OpenCommand) or _an_open(obj, command)):
+            # The door journals its own refusals; these are the channel's (schema, auth, freshness,
+            # replay), in the door's shape. An open too malformed to read names no relay or actor.
+            req = (_open_request(command) if isinstance(command, OpenCommand)
+                   else UnlockRequest(Requester.backend(), method="mqtt"))
             try:
-                self.journal.record(DoorUnlockRefused(relay=command.relay, cause="remote", actor=command.actor,
-                                                      method="mqtt", call_guid=command.call_guid, code=e.code,
-                                                      message=message), key=command.call_guid or "door")
+                self.door.refused(req, e.code, message)
             except Exception:  # the store itself may be what failed; the reply still goes out
                 log.exception("could not journal a refused unlock")
         if spent and command is not None and command.cmd in ("open", "status"):
@@ -291,14 +289,14 @@ class Control:
             if retained:
                 raise CommandRefused("retained", "a retained lock command is stale; Home Assistant publishes "
                                      "lock commands without retain unless told otherwise")
-            if not self.mqtt.homeassistant_allow_open:
-                raise CommandRefused("ha_open_disabled", "Home Assistant may not open this door; set "
-                                     "mqtt.homeassistant_allow_open = true to allow it (see docs/mqtt.md)")
             if word in ("OPEN", "UNLOCK"):
-                cause, guid = self._call_for(None)
-                grant = await self.door.unlock(cause=cause, actor=HA_ACTOR, method="mqtt", call_guid=guid)
+                # The door decides, mqtt.homeassistant_allow_open included.
+                grant = await self.door.open(UnlockRequest(Requester.homeassistant(), method="mqtt"))
                 return Reply(code="ok", message=f"door released for Home Assistant (access {grant.info.access_id})",
                              cmd=word.lower())
+            if not self.mqtt.homeassistant_allow_open:
+                raise CommandRefused("ha_open_disabled", "Home Assistant may not use this door's lock; set "
+                                     "mqtt.homeassistant_allow_open = true to allow it (see docs/mqtt.md)")
             if word == "LOCK":
                 released = self.door.release()
                 return Reply(code="ok", message="release ended" if released else "the door was not released",
@@ -309,8 +307,7 @@ class Control:
             log.warning("Home Assistant lock command refused: %s: %s", e.code, e,
                         extra={"code": e.code, "cmd": word.lower()[:16]})
             if word in ("OPEN", "UNLOCK") and not isinstance(e, UnlockRefused):
-                self.journal.record(DoorUnlockRefused(relay=None, cause="remote", actor=HA_ACTOR, method="mqtt",
-                                                      code=e.code, message=str(e)), key="door")
+                self.door.refused(UnlockRequest(Requester.homeassistant(), method="mqtt"), e.code, str(e))
             return Reply(code=e.code, message=str(e), cmd=word.lower()[:16] or None)
 
     # -- state ---------------------------------------------------------------------------------------

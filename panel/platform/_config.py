@@ -90,6 +90,9 @@ class UnitConfig(Model):
 
     id: str = Field(min_length=1, max_length=64, description="the unit's id in the backend")
     label: str = Field(min_length=1, max_length=64, description="what the visitor and the resident see, e.g. \"303\"")
+    relays: list[Annotated[str, Field(pattern=_SLUG)]] | None = Field(
+        None, min_length=1, max_length=8, description="the door relays a resident who answered this unit's call may "
+        "open (ids from door.relays), the first by default; absent: the door's first relay")
 
 
 class InputConfig(Model):
@@ -632,6 +635,11 @@ def _cross_checks(cfg: Config) -> list[str]:
         if r.max_on_s < r.hold_s:
             problems.append(f"door.relays[{i}].max_on_s: {_fmt(r.max_on_s)} is not allowed; expected at least "
                             f"hold_s ({_fmt(r.hold_s)}), the limit must not cut every normal release short")
+    for i, b in enumerate(cfg.buttons):
+        for j, rid in enumerate(b.unit.relays or []):
+            if rid not in relay_ids:
+                problems.append(f"buttons[{i}].unit.relays[{j}]: there is no relay {rid!r}; expected one of "
+                                + ", ".join(repr(r) for r in sorted(relay_ids)))
     for name in ("contact", "exit_button"):
         inp = getattr(cfg.door, name)
         if inp is not None:
