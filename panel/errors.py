@@ -71,6 +71,7 @@ CODES: dict[str, Code] = {
     "not_your_call": _c(403, "the call was answered by someone else", mqtt=True),
     "not_your_session": _c(403, "the media session belongs to another credential"),
     "not_your_unit": _c(403, "the call rings another unit"),
+    "relay_not_allowed": _c(403, "a resident opens only the relays of the unit whose call they answered"),
     "route_not_authorised": _c(403, "no role may call this route"),
     # 404: the thing named does not exist
     "no_snapshot": _c(404, "no snapshot for that call"),
@@ -153,7 +154,7 @@ CODES: dict[str, Code] = {
     "bad_sdp": _c(400, "the offer's sdp is not a usable SDP offer (or is larger than 64 KiB); the message says "
                        "what is wrong", mqtt=True),
     "bad_signature": _c(401, "sig does not verify with the panel's command_key", mqtt=True),
-    "calls_unavailable": _c(503, "this panel runs without the call manager", mqtt=True),
+    "calls_unavailable": _c(409, "this panel runs without the call manager", mqtt=True),
     "cannot_verify": _c(503, "the command is signed but the panel has no command_key to check it", mqtt=True),
     "clock_unsynced": _c(401, "the panel's clock is not synchronised yet and the command has no nonce", mqtt=True),
     "expired": _c(401, "exp is in the past", mqtt=True),

@@ -10,8 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..auth import CredentialError
-from ..errors import CallError, PanelError, UnlockRefused
+from ..errors import PanelError, http_status
 
 
 class OkBody(BaseModel):
@@ -36,14 +35,6 @@ class ApiError(Exception):
         self.headers = headers
         self.errors = errors
         super().__init__(message)
-
-
-# Refusal codes that mean "the request was fine but the panel's state forbids it".
-_CONFLICT = {"tamper_blocked", "tamper_active", "already_answered", "no_call", "call_over"}
-
-
-# Call errors that are not "the call's state forbids it" (409).
-_CALL_STATUS = {"unknown_call": 404, "unknown_button": 404, "invalid_actor": 422, "invalid_query": 422}
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -73,24 +64,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(ErrorBody(code=code, message=str(exc.detail)).model_dump(exclude_none=True),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(UnlockRefused)
-    async def _refused(request: Request, exc: UnlockRefused) -> JSONResponse:
-        status = 409 if exc.code in _CONFLICT else 422
-        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
-                            status_code=status)
-
-    @app.exception_handler(CallError)
-    async def _call(request: Request, exc: CallError) -> JSONResponse:
-        status = _CALL_STATUS.get(exc.code, 409)
-        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
-                            status_code=status)
-
-    @app.exception_handler(CredentialError)
-    async def _credential(request: Request, exc: CredentialError) -> JSONResponse:
-        status = 422 if exc.code == "weak_password" else 500
-        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
-                            status_code=status)
-
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Still logged with its traceback by the server; the client gets the uniform shape, no details.
@@ -99,5 +72,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PanelError)
     async def _panel(request: Request, exc: PanelError) -> JSONResponse:
+        # Every domain error, whichever service raised it: its status comes from the one table.
         return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
-                            status_code=500)
+                            status_code=http_status(exc.code))
