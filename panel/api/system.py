@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..platform import _sysinfo as sysinfo
+from ..platform import sysinfo
 from .deps import Caller, PanelDep
 from .errors import OkBody
 

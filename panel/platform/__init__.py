@@ -38,6 +38,7 @@ from ._sdnotify import Notifier, feed_watchdog
 from ._selftest import format_table, run_selftest
 from ._store import MIGRATIONS, AccessRow, EventRow, Store, Tx
 from ._supervisor import Supervisor
+from . import _sysinfo as sysinfo
 from ._sysinfo import addresses
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "Tx",
     "VideoConfig",
     "addresses",
+    "sysinfo",
     "factory_reset",
     "feed_watchdog",
     "format_table",

@@ -1,24 +1,23 @@
 """What the machine is and how it is doing: model, uptime, temperature, network, storage.
 
-Plain reads of /proc, /sys and one ioctl per interface, no extra dependency. Every function here
-blocks briefly on the file system: call them from a worker thread (``asyncio.to_thread``).
+psutil reads /proc and /sys for us (uptime, temperatures, memory, interfaces and their addresses); only the
+board's model comes from the device tree. Every function here blocks briefly on the file system: call them
+from a worker thread (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
-import os
 import platform
 import shutil
 import socket
-import struct
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-_SIOCGIFADDR = 0x8915
-SYS = Path("/sys")
+import psutil
+
 PROC = Path("/proc")
 
 
@@ -30,99 +29,61 @@ class Interface:
     addresses: list[str] = field(default_factory=list)
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip().rstrip("\x00")
-    except OSError:
-        return None
-
-
 def model() -> str:
     """The board's model ("Raspberry Pi 4 Model B Rev 1.4"), else the machine type."""
-    return _read(PROC / "device-tree" / "model") or f"{platform.machine()} ({platform.system()} {platform.release()})"
+    try:
+        text = (PROC / "device-tree" / "model").read_text(encoding="utf-8", errors="replace").strip().rstrip("\x00")
+    except OSError:
+        text = ""
+    return text or f"{platform.machine()} ({platform.system()} {platform.release()})"
 
 
 def system_uptime_s() -> float | None:
-    text = _read(PROC / "uptime")
     try:
-        return round(float(text.split()[0]), 1) if text else None
-    except ValueError:
+        return round(time.time() - psutil.boot_time(), 1)
+    except (OSError, RuntimeError):
         return None
 
 
 def cpu_temperature_c() -> float | None:
-    """The CPU/SoC thermal zone in degrees Celsius; None on machines without one (VMs, containers)."""
-    zones = sorted((SYS / "class" / "thermal").glob("thermal_zone*"))
+    """The CPU/SoC sensor in degrees Celsius; None on machines without one (VMs, containers)."""
+    try:
+        sensors = psutil.sensors_temperatures()
+    except (OSError, AttributeError):
+        return None
     best: float | None = None
-    for zone in zones:
-        kind = (_read(zone / "type") or "").lower()
-        raw = _read(zone / "temp")
-        try:
-            value = int(raw) / 1000 if raw else None
-        except ValueError:
-            value = None
-        if value is None:
-            continue
-        if any(word in kind for word in ("cpu", "soc", "x86_pkg")):
-            return round(value, 1)
-        best = best if best is not None else round(value, 1)
+    for name, readings in sensors.items():
+        for r in readings:
+            if any(word in f"{name} {r.label}".lower() for word in ("cpu", "soc", "x86_pkg", "coretemp")):
+                return round(r.current, 1)
+            best = best if best is not None else round(r.current, 1)
     return best
 
 
 def load_average() -> list[float] | None:
     try:
-        return [round(x, 2) for x in os.getloadavg()]
+        return [round(x, 2) for x in psutil.getloadavg()]
     except OSError:
         return None
 
 
 def memory() -> dict[str, int] | None:
-    text = _read(PROC / "meminfo")
-    if not text:
+    try:
+        vm = psutil.virtual_memory()
+    except OSError:
         return None
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            values[key] = int(parts[0]) * 1024
-    if "MemTotal" not in values:
-        return None
-    return {"total_bytes": values["MemTotal"], "available_bytes": values.get("MemAvailable", values.get("MemFree", 0))}
-
-
-def _ipv4(name: str) -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            packed = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
-        except OSError:
-            return None
-    return socket.inet_ntoa(packed[20:24])
-
-
-def _ipv6() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in (_read(PROC / "net" / "if_inet6") or "").splitlines():
-        parts = line.split()
-        if len(parts) < 6:
-            continue
-        addr = str(ipaddress.IPv6Address(bytes.fromhex(parts[0])))
-        out.setdefault(parts[5], []).append(addr)
-    return out
+    return {"total_bytes": vm.total, "available_bytes": vm.available}
 
 
 def interfaces() -> list[Interface]:
-    v6 = _ipv6()
+    stats = psutil.net_if_stats()
     out: list[Interface] = []
-    for _, name in socket.if_nameindex():
-        net = SYS / "class" / "net" / name
-        state = _read(net / "operstate")
-        flags = _read(net / "flags")
-        up = state == "up" or (state == "unknown" and flags is not None and int(flags, 16) & 1 == 1)
-        addrs = [a for a in [_ipv4(name)] if a] + v6.get(name, [])
-        mac = _read(net / "address")
-        out.append(Interface(name=name, mac=mac if mac and mac != "00:00:00:00:00:00" else None, up=up,
-                             addresses=addrs))
+    for name, addrs in psutil.net_if_addrs().items():
+        mac = next((a.address for a in addrs if a.family == psutil.AF_LINK), None)
+        ips = [a.address.split("%")[0] for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)]
+        st = stats.get(name)
+        out.append(Interface(name=name, mac=mac if mac and mac != "00:00:00:00:00:00" else None,
+                             up=bool(st and st.isup), addresses=ips))
     return out
 
 
