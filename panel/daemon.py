@@ -45,11 +45,11 @@ from .platform import (
 )
 
 if TYPE_CHECKING:
-    from .link import ClockSync, MqttLink, Outbox, Sender
     from .api.app import ApiServer
     from .api.principals import ApiAuth
     from .api.state import ApiState
     from .api.tls import ServerCert
+    from .link import ClockSync, MqttLink, Outbox, Sender
     from .media.service import MediaService
     from .media.visitor import VisitorMedia
 
@@ -208,7 +208,9 @@ class Panel:
         """Camera, microphone and speaker; never fails the start: the door and calls work without media."""
         if self.cfg.media is None:
             return
-        from .media.service import start_media  # lazily: aiortc, av and numpy cost memory and start time
+        from .media.service import (
+            start_media,  # lazily: aiortc, av and numpy cost memory and start time
+        )
         from .media.visitor import start_visitor_media
 
         self.media = start_media(self)

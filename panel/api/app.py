@@ -35,8 +35,8 @@ from . import (
 from .errors import ErrorBody, install_error_handlers
 from .limits import BodyLimit
 from .principals import ApiAuth
-from .state import ApiState
 from .roles import MUTATING, SIM_PREFIX, authorize, openapi_security, rule_for
+from .state import ApiState
 from .strictjson import UniqueKeys
 
 if TYPE_CHECKING:

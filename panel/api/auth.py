@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth import MAX_LEN, MIN_LEN
+from ..platform import iso8601 as iso
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import ISSUABLE, RESERVED_SUBJECTS, ApiAuth, Principal, Role
@@ -33,10 +33,6 @@ def _auth(request: Request) -> ApiAuth:
 AuthDep = Annotated[ApiAuth, Depends(_auth)]
 
 
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Strict(BaseModel):

@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from ..events import Cause, Method
 from ..platform import EventRow
+from ..platform import iso8601 as iso
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
@@ -45,10 +46,6 @@ _TYPE_RE = re.compile(r"^[a-z_]+(\.[a-z_]+)?(\.\*)?$|^[a-z_]+\.\*$")
 _401 = {"description": "no, unknown, expired or revoked credential"}
 
 
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- access log --------------------------------------------------------------------------------------

@@ -30,11 +30,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..events import CallLinkCreated, CallLinkRevoked, Participant
 from ..platform import LinksConfig
+from ..platform import iso8601 as iso
 from ._participants import NameRefused, Participants, clean_name
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ _TOKEN_RE = re.compile(r"^cl1\.([0-9a-f]{12})\.([A-Za-z0-9-]{1,64})\.([0-9]{1,12
 CALL_END_STATES = frozenset({"ended", "declined", "canceled", "missed", "failed"})
 
 
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class LinkRefused(Exception):

@@ -17,7 +17,6 @@ import sqlite3
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ..errors import CallError
@@ -31,6 +30,7 @@ from ..events import (
     UnitRef,
 )
 from ..platform import ButtonConfig, Clock, Config, EventRow, Journal, TimerHandle, Tx
+from ..platform import iso8601 as iso
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ PRUNE_EVERY = 100
 PressAction = Literal["created", "ignored", "canceled", "busy", "replaced", "closed"]
 
 
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -23,7 +23,6 @@ import random
 import socket
 import ssl
 from collections import deque
-from datetime import datetime, timezone
 from typing import Any
 
 import aiomqtt
@@ -35,6 +34,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..auth import Secrets
 from ..errors import ConfigError
 from ..platform import Config, EventRow, Journal
+from ..platform import iso8601 as _iso
 from ._commands import MAX_PACKET, CommandRefused, Reply
 from ._control import Control
 from ._freshness import ClockSync
@@ -61,8 +61,6 @@ def _json(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def describe(e: BaseException) -> str:

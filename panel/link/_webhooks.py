@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -29,7 +29,7 @@ import httpx
 
 from .. import __version__
 from ..auth import WebhookSecretError, decode_secret
-from ..platform import EventRow
+from ..platform import EventRow, iso8601
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,6 @@ def sign(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str
                     for k in keys)
 
 
-def iso8601(t: float) -> str:
-    """UTC with milliseconds and a ``Z``: ``2025-03-14T09:26:53.589Z``."""
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def body_of(row: EventRow) -> bytes:

@@ -31,11 +31,12 @@ import ssl
 import struct
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from aioice import stun
 from aiortc import RTCIceServer, RTCPeerConnection
+
+from ..platform import iso8601 as iso
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ (\w+)", re.
 _URL = re.compile(r"^(?P<scheme>stuns?|turns?):(?P<host>[^?:\s]+)(:(?P<port>\d{1,5}))?(\?transport=(?P<transport>\w+))?$")
 
 
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,12 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..events import CallSnapshot
 from ..platform import EventRow, SnapshotsConfig, Store, Tx, fsync_dir
+from ..platform import iso8601 as iso
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
 from .jpeg import Jpeg, JpegFrames, Picture, decode_gop
@@ -63,8 +63,6 @@ class SnapshotError(MediaError):
     code = "snapshot_error"
 
 
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ systemd notify, logs, files, system info, retention and factory reset.
 """
 
 
+from . import _sysinfo as sysinfo
+from ._clock import Clock, FakeClock, LoopClock, TimerHandle, iso8601
 from ._component import BaseComponent, Component, Hooks, Lifecycle, StopReason
-from ._clock import Clock, FakeClock, LoopClock, TimerHandle
 from ._config import (
     BOARD_TO_BCM,
     ButtonConfig,
@@ -38,10 +39,10 @@ from ._sdnotify import Notifier, feed_watchdog
 from ._selftest import format_table, run_selftest
 from ._store import MIGRATIONS, AccessRow, EventRow, Store, Tx
 from ._supervisor import Supervisor
-from . import _sysinfo as sysinfo
 from ._sysinfo import addresses
 
 __all__ = [
+    "iso8601",
     "BaseComponent",
     "Component",
     "Hooks",

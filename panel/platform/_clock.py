@@ -13,7 +13,23 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime, timezone
+from typing import Protocol, overload
+
+
+@overload
+def iso8601(t: float) -> str: ...
+
+
+@overload
+def iso8601(t: None) -> None: ...
+
+
+def iso8601(t: float | None) -> str | None:
+    """The one timestamp format on every wire and page: UTC, milliseconds, "Z" (2026-11-30T05:02:34.566Z)."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class TimerHandle(Protocol):
