@@ -36,6 +36,7 @@ from .link import (
 from .platform import (
     Clock,
     Config,
+    ConfigService,
     EventRow,
     Hardware,
     Journal,
@@ -61,7 +62,7 @@ class Panel:
     store_class: type[Store] = Store
     def __init__(self, cfg: Config, secrets: Secrets, *, simulate: bool, clock: Clock | None = None,
                  notifier: Notifier | None = None, clock_sync: ClockSync | None = None) -> None:
-        self.cfg = cfg
+        self.config = ConfigService(cfg)  # the one config in force; components subscribe to its live keys
         self.secrets = secrets
         self.simulated = simulate
         self.clock = clock or LoopClock()
@@ -83,7 +84,19 @@ class Panel:
         self.media: MediaService | None = None
         self.visitor: Any = None  # snapshots, MJPEG and feedback tones (panel.media.visitor)
         self._stopped = False
-        self.config_path: Path | None = None  # the file the API's config update writes
+
+    @property
+    def cfg(self) -> Config:
+        return self.config.current
+
+    @property
+    def config_path(self) -> Path | None:
+        """The file the API's config update writes."""
+        return self.config.path
+
+    @config_path.setter
+    def config_path(self, path: Path | None) -> None:
+        self.config.path = path
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -110,6 +123,11 @@ class Panel:
         self.calls = CallManager(self.cfg, self.journal, self.clock)
         self.calls.recover()  # before the buttons are wired: a zombie call is closed before a new one
         self._wire_inputs(loop)
+        self.config.subscribe(("door",), self.door.reconfigure, "door")
+        self.config.subscribe(("lights",), lambda cfg: self.lights.reconfigure(cfg.lights), "lights")
+        self.config.subscribe(("calls", "buttons"), self.calls.reconfigure, "calls")
+        self.config.subscribe(("panel",), self.journal.reconfigure, "journal")
+        self.config.subscribe(("log",), lambda cfg: logging.getLogger().setLevel(cfg.log.level.upper()), "log level")
 
     async def start_services(self) -> None:
         sender = self._webhook_sender()  # first: a webhook URL without a secret must stop the start
@@ -174,6 +192,7 @@ class Panel:
                           media=lambda: self.media)
         link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync)
         await link.prepare()
+        self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")
         return link
 
     def _start_webhooks(self, sender: Sender) -> None:

@@ -110,10 +110,10 @@ async def test_other_keys_are_written_and_flagged_for_a_restart(rig: Rig) -> Non
     ({"set": {"calls..x": 1}}, 422, "invalid_request", "calls..x"),
     ({"set": {"calls.ring_timeout_s": None}}, 422, "invalid_request", "unset"),
     ({"set": {}}, 422, "invalid_request", "set"),
-    ({"set": {"media": {"video": {"source": "h264_pipe", "command": ["sh", "-c", "id"]}}}}, 403, "locked_key",
+    ({"set": {"media": {"video": {"source": "h264_pipe", "command": ["sh", "-c", "id"]}}}}, 403, "config_local_only",
      "media.video.command"),
-    ({"set": {"secrets.file": "/etc/shadow"}}, 403, "locked_key", "secrets.file"),
-    ({"set": {"api.tls": "off", "api.allow_plain_http": True}}, 403, "locked_key", "api.allow_plain_http"),
+    ({"set": {"secrets.file": "/etc/shadow"}}, 403, "config_local_only", "secrets.file"),
+    ({"set": {"api.tls": "off", "api.allow_plain_http": True}}, 403, "config_local_only", "api.allow_plain_http"),
     ({"set": {"calls.ring_timeout_s": 20}, "dry_run": "yes"}, 422, "invalid_request", "dry_run"),
 ])
 async def test_a_bad_change_names_the_key_and_writes_nothing(rig: Rig, body: dict[str, Any], status: int, code: str,

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..events import CallLinkCreated, CallLinkRevoked, Participant
-from ..platform import LinksConfig
+from ..platform import Config, LinksConfig
 from ._participants import NameRefused, Participants, clean_name
 
 if TYPE_CHECKING:
@@ -131,7 +131,15 @@ class CallLinks:
             found = panel.__dict__["_call_links"] = cls(panel.cfg.links, panel.calls, panel.journal,
                                                         Participants.for_panel(panel),
                                                         lambda: getattr(panel, "media", None))
+            config = getattr(panel, "config", None)
+            if config is not None:
+                config.subscribe(("links",), found.reconfigure, "call links")
         return found  # type: ignore[no-any-return]
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Take changed live keys (links.ttl_s, max_participants, max_previews, idle_s): new links,
+        joins and previews follow them; a link already handed out keeps its expiry."""
+        self.cfg = cfg.links
 
     # -- the signing key -------------------------------------------------------------------------------
     async def key(self) -> bytes:

@@ -6,6 +6,7 @@ systemd notify, logs, files, system info, retention and factory reset.
 from ._clock import Clock, FakeClock, LoopClock, TimerHandle
 from ._config import (
     BOARD_TO_BCM,
+    Apply,
     ButtonConfig,
     Config,
     IceServerConfig,
@@ -21,12 +22,16 @@ from ._config import (
     StorageConfig,
     TonesConfig,
     VideoConfig,
+    declared_apply,
     format_validation_errors,
+    key_apply,
+    leaf_keys,
     load_config,
     parse_config,
     parse_pin,
     resolve_paths,
 )
+from ._config_service import ConfigChange, ConfigService, Reconfigure
 from ._files import fsync_dir, write_atomic
 from ._gpio import Hardware, make_pin_factory
 from ._journal import Extra, Journal
@@ -41,10 +46,13 @@ from ._sysinfo import addresses
 
 __all__ = [
     "AccessRow",
+    "Apply",
     "BOARD_TO_BCM",
     "ButtonConfig",
     "Clock",
     "Config",
+    "ConfigChange",
+    "ConfigService",
     "EventRow",
     "Extra",
     "FakeClock",
@@ -60,6 +68,7 @@ __all__ = [
     "MjpegConfig",
     "Notifier",
     "PanelInfo",
+    "Reconfigure",
     "RelayConfig",
     "SecretsConfig",
     "SnapshotsConfig",
@@ -71,12 +80,15 @@ __all__ = [
     "Tx",
     "VideoConfig",
     "addresses",
+    "declared_apply",
     "factory_reset",
     "feed_watchdog",
     "format_table",
     "format_validation_errors",
     "fsync_dir",
     "keep_history_bounded",
+    "key_apply",
+    "leaf_keys",
     "load_config",
     "lock_storage",
     "make_pin_factory",
