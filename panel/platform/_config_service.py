@@ -26,7 +26,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from ..errors import ConfigChangeRefused, ConfigError
-from ._config import Config, key_apply, load_config, parse_config, resolve_paths
+from ._config import Config, declared_apply, key_apply, load_config, parse_config, resolve_paths
 from ._files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -218,18 +218,19 @@ class ConfigService:
             raise ConfigChangeRefused("invalid_request", f"set: at most {MAX_CHANGES} keys at once")
         for key in [*sets, *unsets]:
             parse_path(key)
+        # Asked for by name (or inside a table given as the value): refused before the value is even
+        # validated, so probing a local-only key teaches nothing about it. Unknown keys are left to the
+        # validation, which names them with a suggestion.
+        asked = [*unsets, *(k for p, v in sets.items() for k in flatten(v, p))]
+        self._refuse_local_only(sorted({k.removesuffix("[]") for k in asked if declared_apply(k) == "local-only"}))
         path = self.path
         if path is None:
             raise ConfigChangeRefused("no_config_file", "this panel was started without a config file it can edit")
         async with self._lock:
             new_text, before, new_cfg = await asyncio.to_thread(self._prepare, path, sets, unsets)
             changed = diff(before, new_cfg)  # what this request changes in the file
-            local = [p for p in changed if key_apply(p) == "local-only"]
-            if local:
-                raise ConfigChangeRefused(
-                    "config_local_only", f"{', '.join(local)}: can only be changed in the config file on the panel "
-                    "itself (wiring, identities, security and anything that widens access are never changed "
-                    "remotely); nothing was changed", keys=local)
+            # e.g. a first media.* key creates the whole [media] table
+            self._refuse_local_only([p for p in changed if key_apply(p) == "local-only"])
             differs = diff(self._current, new_cfg)  # what the running panel does not do yet
             live = [p for p in differs if key_apply(p) == "live"]
             pending = [p for p in differs if key_apply(p) != "live"]
@@ -248,6 +249,14 @@ class ConfigService:
             self._current = running
             self._notify(running, live)
         return ConfigChange(changed, live, pending, False)
+
+    @staticmethod
+    def _refuse_local_only(keys: list[str]) -> None:
+        if keys:
+            raise ConfigChangeRefused(
+                "config_local_only", f"{', '.join(keys)}: can only be changed in the config file on the panel "
+                "itself (wiring, identities, security and anything that widens access are never changed "
+                "remotely); nothing was changed", keys=keys)
 
     def _prepare(self, path: Path, sets: dict[str, Any], unsets: list[str]) -> tuple[str, Config, Config]:
         try:
