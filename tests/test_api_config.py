@@ -150,14 +150,14 @@ async def test_every_live_key_reaches_every_component_that_uses_it(rig: Rig) -> 
         # calls.other_button_during_call = replace; calls.same_button_during_call = cancel
         replaced = calls.press("b304")
         assert replaced.action == "replaced" and replaced.replaced is not None
-        assert replaced.replaced.guid == first.call.guid  # type: ignore[union-attr]
+        assert replaced.replaced.guid == first.call.guid
         assert calls.press("b304").action == "canceled" and calls.current is None
         await rig.settle()
         # calls.ring_timeout_s: missed after 20 s, not 45
         missed = calls.press("b303")
         await rig.settle()
         await rig.advance(19.9)
-        assert calls.current is not None and calls.current.guid == missed.call.guid  # type: ignore[union-attr]
+        assert calls.current is not None and calls.current.guid == missed.call.guid
         await rig.advance(0.2)
         assert calls.current is None
         assert rig.events("call.status_updated")[-1]["status"] == "missed"
