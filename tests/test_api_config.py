@@ -82,9 +82,20 @@ LIVE_CHANGES: dict[str, Any] = {
 }
 
 
-def test_the_live_key_list_covers_every_live_key() -> None:
+# Live keys of the media section (the rig above has none; the test below runs a panel with media).
+MEDIA_LIVE_CHANGES: dict[str, Any] = {
+    "media.snapshots.at_press": True,
+    "media.snapshots.max_calls": 1,
+    "media.snapshots.max_mb": 50,
+    "media.snapshots.min_free_mb": 10,
+    "media.snapshots.wait_s": 5,
+    "media.mjpeg.max_viewers": 1,
+}
+
+
+def test_the_live_key_lists_cover_every_live_key() -> None:
     live = {k for k in leaf_keys() if key_apply(k) == "live"}
-    assert {generic(k) for k in LIVE_CHANGES} == live
+    assert {generic(k) for k in [*LIVE_CHANGES, *MEDIA_LIVE_CHANGES]} == live
 
 
 async def test_every_live_key_reaches_every_component_that_uses_it(rig: Rig) -> None:
@@ -320,5 +331,46 @@ async def test_mqtt_follows_a_change_over_the_api(broker: Broker, tmp_path: Path
         await _until(lambda: pin.state is False, 5, "the relay never dropped")
         on, off = [s.timestamp for s in pin.states if s.state is True][0], pin.states[-1].timestamp
         assert 2.8 <= off - on <= 3.5  # the relay's actual hold: 3 s, not the 2 s it started with
+    finally:
+        await panel.stop("test over")
+
+
+# -- media ------------------------------------------------------------------------------------------------
+
+
+async def test_live_media_keys_reach_snapshots_and_mjpeg(tmp_path: Path) -> None:
+    from panel.media.snapshots import MIB
+
+    from .media_rig import INSTALLER as MEDIA_INSTALLER
+    from .media_rig import api, eventually, media_config, ring, start_panel_inprocess
+
+    media = media_config(snapshots={"at_press": False, "max_calls": 5}, mjpeg={"max_viewers": 4})
+    panel = await start_panel_inprocess(tmp_path, media)
+    data = config_dict(media=media)
+    data["storage"] = {"dir": str(tmp_path / "state")}
+    data["api"] = {"listen": "127.0.0.1:0"}
+    panel.config_path = _write(tmp_path / "panel.toml", data)
+    try:
+        visitor = panel.visitor
+        assert visitor is not None and visitor.snapshots is not None and visitor.mjpeg is not None
+        assert visitor.jpegs is not None
+        async with api(panel) as c:
+            r = await c.patch("/api/v1/config", headers=bearer(MEDIA_INSTALLER), json={"set": MEDIA_LIVE_CHANGES})
+            assert r.status_code == 200, r.text
+            assert r.json()["applied"] == sorted(MEDIA_LIVE_CHANGES) and r.json()["restart_required"] == []
+        files = visitor.snapshots.files
+        assert (files.max_calls, files.max_bytes, files.min_free) == (1, 50 * MIB, 10 * MIB)
+        assert visitor.jpegs.wait_s == 5 and visitor.mjpeg.cfg.max_viewers == 1
+        # at_press was off at start: now every press stores a picture, and only the last call's are kept
+        guids = []
+        for _ in range(2):
+            guid = await ring(panel)
+            await eventually(lambda g=guid: any(json.loads(row[0])["guid"] == g for row in panel.store.read_sync(
+                lambda conn: conn.execute("SELECT data FROM events WHERE type='call.snapshot'").fetchall())),
+                what="call.snapshot")
+            await panel.calls.end(guid, "alice")
+            guids.append(guid)
+        root = panel.cfg.storage.dir / "snapshots"
+        assert [p.name for p in root.iterdir()] == [guids[1]]
     finally:
         await panel.stop("test over")

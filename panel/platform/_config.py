@@ -487,10 +487,10 @@ class SnapshotsConfig(Model):
     below is reached the oldest call's pictures are deleted first (docs/media.md, Snapshots)."""
 
     APPLY: ClassVar[dict[str, Apply]] = {
-        "at_press": "restart", "max_calls": "restart", "max_mb": "restart", "min_free_mb": "restart",
+        "at_press": "live", "max_calls": "live", "max_mb": "live", "min_free_mb": "live",
         "prebuffer_s": "restart", "prebuffer_fps": "restart", "prebuffer_max_mb": "restart", "url_ttl_s": "restart",
         "base_url": "local-only",
-        "quality": "restart", "wait_s": "restart",
+        "quality": "restart", "wait_s": "live",
     }
 
     at_press: bool = Field(True, description="take a picture at every press and store it with the call")
@@ -525,7 +525,7 @@ class SnapshotsConfig(Model):
 class MjpegConfig(Model):
     """The MJPEG live stream (GET /api/v1/video.mjpeg) for clients that can only show a web view."""
 
-    APPLY: ClassVar[dict[str, Apply]] = {"enabled": "local-only", "max_fps": "restart", "max_viewers": "restart"}
+    APPLY: ClassVar[dict[str, Apply]] = {"enabled": "local-only", "max_fps": "restart", "max_viewers": "live"}
 
     enabled: bool = Field(True, description="serve the MJPEG stream (with a call or live-view credential)")
     max_fps: float = Field(5.0, ge=0.5, le=30, description="pictures per second at most, whatever the camera does")
