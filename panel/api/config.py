@@ -61,7 +61,8 @@ class ConfigPatch(Strict):
     set: dict[Annotated[str, Field(max_length=128)], ConfigValue] = Field(
         default_factory=dict, max_length=ConfigService.MAX_CHANGES, description="dotted key path -> new value")
     unset: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, max_length=ConfigService.MAX_CHANGES, description="keys to remove (back to their default)")
+        default_factory=list, max_length=ConfigService.MAX_CHANGES,
+        description="keys to remove (back to their default)")
     dry_run: bool = Field(False, description="validate and report, write nothing")
 
 

@@ -120,6 +120,8 @@ class InputConfig(Model):
 class ButtonConfig(InputConfig):
     """A call button: a debounced press calls one unit."""
 
+    # ``unit`` is a floor of "live" for its keys (UnitConfig's own keys are the backend's id and label); a
+    # key added there that widens access (which relays a unit may open) must be listed as local-only here.
     APPLY: ClassVar[dict[str, Apply]] = {**InputConfig.APPLY, "id": "restart", "unit": "live"}
 
     id: str = Field(pattern=_SLUG, description="a short name for the button, e.g. \"b303\"")
@@ -140,6 +142,8 @@ class RelayConfig(Model):
     locked either way.
     """
 
+    # Only the hold time is live: max_on_s is the safety cap on any energised period (raising it lets a
+    # remote hold keep the door open longer), and the rest is wiring.
     APPLY: ClassVar[dict[str, Apply]] = {
         "id": "local-only", "active": "local-only", "boot_pull_verified": "local-only", "pin": "local-only",
         "mode": "local-only", "hold_s": "live", "max_on_s": "local-only", "lock": "local-only",
@@ -186,6 +190,7 @@ class RelayConfig(Model):
 class DoorConfig(Model):
     """The door: the relays that release it, its contact, the exit button, and when to raise door events."""
 
+    # The exit button's tamper override opens the door while the housing reports an attack: local-only.
     APPLY: ClassVar[dict[str, Apply]] = {
         "contact": "local-only", "exit_button": "local-only", "held_open_s": "live", "open_grace_s": "live",
         "relock_on_open": "live", "exit_button_overrides_tamper": "local-only",
@@ -370,14 +375,16 @@ class WebhooksConfig(Model):
 
 
 class MqttConfig(Model):
+    # Broker, identity and topics say who may command the door; signing, command age and Home Assistant's
+    # unsigned OPEN say how: all local-only. Only timings and the discovery switches wait for a restart.
     APPLY: ClassVar[dict[str, Apply]] = {
         "host": "local-only", "port": "local-only", "tls": "local-only", "ca_file": "local-only",
-        "key_file": "local-only", "username": "local-only", "client_id": "local-only", "keepalive_s": "restart",
-        "reconnect_max_s": "restart", "require_signed_commands": "local-only", "command_max_age_s": "local-only",
-        "homeassistant_discovery": "restart", "discovery_prefix": "restart",
-        "homeassistant_allow_open": "local-only",
-        "cert_file": "local-only", "topic_prefix": "local-only",
+        "cert_file": "local-only", "key_file": "local-only", "username": "local-only", "client_id": "local-only",
+        "topic_prefix": "local-only", "keepalive_s": "restart", "reconnect_max_s": "restart",
+        "require_signed_commands": "local-only", "command_max_age_s": "local-only",
+        "homeassistant_discovery": "restart", "discovery_prefix": "restart", "homeassistant_allow_open": "local-only",
     }
+
     host: str | None = Field(None, description="the backend's MQTT broker; unset disables the control channel")
     port: int = Field(8883, ge=1, le=65535)
     tls: bool = Field(True, description="TLS with server verification; plain TCP only for loopback tests")
@@ -434,8 +441,8 @@ class VideoConfig(Model):
 
     APPLY: ClassVar[dict[str, Apply]] = {
         "source": "restart", "device": "local-only", "input_format": "restart", "command": "local-only",
-        "width": "restart", "height": "restart", "fps": "restart", "codec": "restart", "gop_s": "restart",
-        "file": "local-only", "bitrate_kbps": "restart",
+        "file": "local-only", "width": "restart", "height": "restart", "fps": "restart", "codec": "restart",
+        "bitrate_kbps": "restart", "gop_s": "restart",
     }
 
     source: Literal["synthetic", "v4l2", "h264_pipe", "h264_file", "none"] = Field(
@@ -487,10 +494,9 @@ class SnapshotsConfig(Model):
     below is reached the oldest call's pictures are deleted first (docs/media.md, Snapshots)."""
 
     APPLY: ClassVar[dict[str, Apply]] = {
-        "at_press": "live", "max_calls": "live", "max_mb": "live", "min_free_mb": "live",
-        "prebuffer_s": "restart", "prebuffer_fps": "restart", "prebuffer_max_mb": "restart", "url_ttl_s": "restart",
-        "base_url": "local-only",
-        "quality": "restart", "wait_s": "live",
+        "at_press": "live", "max_calls": "live", "max_mb": "live", "min_free_mb": "live", "quality": "restart",
+        "prebuffer_s": "restart", "prebuffer_fps": "restart", "prebuffer_max_mb": "restart", "wait_s": "live",
+        "url_ttl_s": "restart", "base_url": "local-only",
     }
 
     at_press: bool = Field(True, description="take a picture at every press and store it with the call")
@@ -551,10 +557,10 @@ class LinksConfig(Model):
     """Call links: during a call the resident (or the backend) shares a signed, expiring, revocable link
     that lets someone preview the call and join it from a browser (docs/pages.md)."""
 
+    # Switching links on lets people outside the building into calls: local-only like the base URL.
     APPLY: ClassVar[dict[str, Apply]] = {
         "enabled": "local-only", "ttl_s": "live", "max_participants": "live", "max_previews": "live",
-        "base_url": "local-only",
-        "idle_s": "live",
+        "idle_s": "live", "base_url": "local-only",
     }
 
     enabled: bool = Field(True, description="allow call links and invites")
@@ -584,11 +590,13 @@ class MediaConfig(Model):
     and retries.
     """
 
+    # ICE servers point the panel at outside hosts (and name a password variable); live view, its audio
+    # and joining a call view-only widen who sees and hears the entrance: all local-only.
     APPLY: ClassVar[dict[str, Apply]] = {
         "max_sessions": "restart", "ice_servers": "local-only", "whep_ice_servers": "restart",
-        "ice_probe_interval_s": "restart", "ice_probe_timeout_s": "restart", "token_ttl_s": "restart",
-        "peer_timeout_s": "restart", "monitor": "local-only", "monitor_audio": "local-only", "linger_s": "restart",
-        "ice_gather_budget_s": "restart", "join_view_only": "local-only",
+        "ice_gather_budget_s": "restart", "ice_probe_interval_s": "restart", "ice_probe_timeout_s": "restart",
+        "token_ttl_s": "restart", "peer_timeout_s": "restart", "monitor": "local-only", "monitor_audio": "local-only",
+        "join_view_only": "local-only", "linger_s": "restart",
     }
 
     video: VideoConfig = VideoConfig()
