@@ -329,7 +329,7 @@ async def test_mqtt_follows_a_change_over_the_api(broker: Broker, tmp_path: Path
             reply = await backend.request(A, body)
         assert reply["code"] == "ok" and reply["duration_s"] == 3, reply
         await _until(lambda: pin.state is False, 5, "the relay never dropped")
-        on, off = [s.timestamp for s in pin.states if s.state is True][0], pin.states[-1].timestamp
+        on, off = next(s.timestamp for s in pin.states if s.state is True), pin.states[-1].timestamp
         assert 2.8 <= off - on <= 3.5  # the relay's actual hold: 3 s, not the 2 s it started with
     finally:
         await panel.stop("test over")

@@ -11,7 +11,15 @@ import pytest
 import tomli_w
 
 from panel.errors import ConfigChangeRefused, ConfigError
-from panel.platform import Config, ConfigService, declared_apply, key_apply, leaf_keys, parse_config, resolve_paths
+from panel.platform import (
+    Config,
+    ConfigService,
+    declared_apply,
+    key_apply,
+    leaf_keys,
+    parse_config,
+    resolve_paths,
+)
 
 from .support import config_dict
 

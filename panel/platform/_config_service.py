@@ -26,7 +26,14 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from ..errors import ConfigChangeRefused, ConfigError
-from ._config import Config, declared_apply, key_apply, load_config, parse_config, resolve_paths
+from ._config import (
+    Config,
+    declared_apply,
+    key_apply,
+    load_config,
+    parse_config,
+    resolve_paths,
+)
 from ._files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,7 @@ class _Subscriber:
 
 
 def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
 
 
 # -- the file's text ---------------------------------------------------------------------------------
@@ -85,7 +92,7 @@ def diff(old: Config, new: Config) -> list[str]:
     """The dotted paths whose value differs (a list whose length changed is named itself)."""
     a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
     changed = [k for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)]
-    return sorted({k[:-2] if k.endswith("[]") else k for k in changed})
+    return sorted({k.removesuffix("[]") for k in changed})
 
 
 def parse_path(path: str) -> list[str | int]:
