@@ -28,6 +28,7 @@ from .platform import (
     ButtonConfig,
     Clock,
     Config,
+    ConfigService,
     EventRow,
     Hardware,
     Hooks,
@@ -73,7 +74,7 @@ class Panel:
 
     def __init__(self, cfg: Config, secrets: Secrets, *, simulate: bool, clock: Clock | None = None,
                  notifier: Notifier | None = None, clock_sync: ClockSync | None = None) -> None:
-        self.cfg = cfg
+        self.config = ConfigService(cfg)  # the one config in force; components subscribe to its live keys
         self.secrets = secrets
         self.simulated = simulate
         self.clock: Clock = clock or LoopClock()
@@ -103,8 +104,20 @@ class Panel:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped = False
         self._core_built = False
-        self.config_path: Path | None = None  # the file the API's config update writes
         self.storage_lock: Any = None  # held for the daemon's life (see serve)
+
+    @property
+    def cfg(self) -> Config:
+        return self.config.current
+
+    @property
+    def config_path(self) -> Path | None:
+        """The file the API's config update writes."""
+        return self.config.path
+
+    @config_path.setter
+    def config_path(self, path: Path | None) -> None:
+        self.config.path = path
 
     # -- start ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,6 +172,12 @@ class Panel:
 
         lc.add_started(Hooks("calls", on_stopping=calls_stopping))
         self._wire_inputs(loop)
+        self.config.subscribe(("door",), self.door.reconfigure, "door")
+        self.config.subscribe(("lights",), lambda cfg: self.lights.reconfigure(cfg.lights), "lights")
+        self.config.subscribe(("calls", "buttons"), self.calls.reconfigure, "calls")
+        self.config.subscribe(("panel",), self.journal.reconfigure, "journal")
+        self.config.subscribe(("links",), self.call_links.reconfigure, "call links")
+        self.config.subscribe(("log",), lambda cfg: logging.getLogger().setLevel(cfg.log.level.upper()), "log level")
 
         def inputs_stopping(_r: StopReason) -> None:
             for inp in self.inputs.values():
@@ -294,6 +313,7 @@ class Panel:
                           media=lambda: self.media)
         link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync)
         await link.prepare()
+        self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")
         return link
 
     def _webhook_delivered(self, row: EventRow) -> None:

@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .errors import ConfigError
-from .platform import Config, parse_config
+from .platform import Config, declared_apply, parse_config
 from .platform import _config as config_mod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,19 +209,31 @@ def _config_allowed(name: str, field: FieldInfo) -> str:
     return "; ".join(parts)
 
 
+APPLY_WORDS = {"live": "live", "restart": "restart", "local-only": "**local only**"}
+
+
+def _config_apply(model: type[BaseModel], name: str, path: str, table: bool) -> str:
+    """When a change to the key takes effect; a table without its own classification: per key."""
+    if table and name not in getattr(model, "APPLY", {}):
+        return "per key"
+    apply = declared_apply(path)
+    return APPLY_WORDS[apply] if apply is not None else "?"
+
+
 def _key_table(model: type[BaseModel], prefix: str) -> list[str]:
-    rows = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
+    rows = ["| key | type | default | allowed | description | changes |", "|---|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         tp, _ = _strip(field.annotation)
         item = _list_item(tp)
         desc = field.description or ""
-        if _is_model(tp) or (item is not None and _is_model(item)):
-            sub = f"{prefix}.{name}" if prefix else name
-            if item is not None:
-                sub += "[]"
+        path = f"{prefix}.{name}" if prefix else name
+        table = _is_model(tp) or (item is not None and _is_model(item))
+        if table:
+            sub = path + ("[]" if item is not None else "")
             desc = (desc + "; " if desc else "") + f"keys: [{sub}](#{_anchor(sub)})"
         rows.append(f"| `{name}` | {_config_type(name, field)} | {_config_default(field)} | "
-                    f"{_cell(_config_allowed(name, field))} | {_cell(desc)} |")
+                    f"{_cell(_config_allowed(name, field))} | {_cell(desc)} | "
+                    f"{_config_apply(model, name, path, table)} |")
     return rows
 
 
@@ -343,6 +355,14 @@ def render_configuration() -> str:
         "- Unknown keys are errors, never ignored.",
         "- Relative paths are relative to the config file's folder.",
         "- Times are in the unit named in the table (seconds unless it says otherwise).",
+        "- The *changes* column says what a change to the key through `PATCH /api/v1/config` (or the installer "
+        "page) does: **live** takes effect at once in every part of the panel that uses it; **restart** is saved "
+        "and takes effect at the next start (`restart_required` lists it); **local only** is refused over the API "
+        "(`403 config_local_only`, nothing changed) and changed only by editing the file on the panel itself: GPIO "
+        "wiring and levels, the tamper switch, door contact and exit button, identities and broker, signing "
+        "requirements, URLs, storage and history bounds, and anything that widens access. A local-only table "
+        "makes every key in it local only; adding or removing a list entry (a button, a relay, a light) is wiring, "
+        "so local only too.",
         "",
         "## Sections",
         "",

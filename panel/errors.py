@@ -232,3 +232,14 @@ class StoreError(PanelError):
     """The durable store failed (disk full, corrupt database, read-only file system)."""
 
     code = "store_error"
+
+
+class ConfigChangeRefused(PanelError):
+    """A configuration change was refused; nothing was written or applied. ``code`` says why, stably:
+    config_local_only (a key only the file on the panel may change; ``keys`` names them), invalid_request
+    (a key path that is not one), no_config_file, config_unreadable, config_read_only."""
+
+    def __init__(self, code: str, message: str, keys: list[str] | None = None) -> None:
+        self.code = code
+        self.keys = keys or []
+        super().__init__(message)

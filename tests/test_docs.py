@@ -104,7 +104,15 @@ def test_configuration_reference_lists_every_key_with_type_default_and_range(gen
         for name, field in model.model_fields.items():
             cells = _row(body, name)
             where = f"{path}.{name}"
-            assert len(cells) == 5, (where, cells)
+            assert len(cells) == 6, (where, cells)
+            # when a change takes effect, from the model's classification (a table may leave it to its keys)
+            tp, _ = docgen._strip(field.annotation)
+            item = docgen._list_item(tp)
+            table = docgen._is_model(tp) or (item is not None and docgen._is_model(item))
+            apply = docgen.declared_apply(where)
+            assert apply is not None, f"{where} is not classified live, restart or local-only"
+            want = "per key" if table and name not in model.APPLY else docgen.APPLY_WORDS[apply]
+            assert cells[5] == want, (where, cells[5])
             if field.is_required():
                 assert cells[2] == "**required**", where
             tp, _ = docgen._strip(field.annotation)

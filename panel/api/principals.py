@@ -34,7 +34,7 @@ from .limits import LoginThrottle, RateLimiter
 
 if TYPE_CHECKING:
     from ..daemon import Panel
-    from ..platform import Store, Tx
+    from ..platform import Config, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,18 @@ class ApiAuth:
         self.hashing = asyncio.Semaphore(2)
         self._generation: tuple[float, int, int] | None = None  # (checked at, file mtime_ns, generation)
         self._announce(self.installer.ensure())
+        config = getattr(panel, "config", None)
+        if config is not None:
+            config.subscribe(("api",), self.reconfigure, "API sessions and limits")
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Live api.* keys: new sessions get the new lifetime; the throttles keep their per-address
+        counts and apply the new rates from the next request."""
+        api = cfg.api
+        self.session_ttl_s = api.session_ttl_s
+        self.login.base_s, self.login.lockout_after = api.login_backoff_s, api.login_lockout_after
+        self.mutations.rate = api.mutations_per_minute / 60.0
+        self.mutations.burst = float(max(5, api.mutations_per_minute // 4))
 
     @classmethod
     def for_panel(cls, panel: Panel) -> ApiAuth:

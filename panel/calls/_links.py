@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..events import CallLinkCreated, CallLinkRevoked, Participant
-from ..platform import LinksConfig
+from ..platform import Config, LinksConfig
 from ..platform import iso8601 as iso
 from ._participants import NameRefused, Participants, clean_name
 
@@ -125,6 +125,11 @@ class CallLinks:
     @classmethod
     def for_panel(cls, panel: Any) -> CallLinks:
         return panel.call_links  # type: ignore[no-any-return]  # built by the composition root
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Take changed live keys (links.ttl_s, max_participants, max_previews, idle_s): new links,
+        joins and previews follow them; a link already handed out keeps its expiry."""
+        self.cfg = cfg.links
 
     # -- the signing key -------------------------------------------------------------------------------
     async def key(self) -> bytes:

@@ -160,6 +160,12 @@ class CallManager:
         self._closed = False
         self._recovering: list[asyncio.Future[Any]] = []
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Take changed live keys (calls.*, buttons[].unit.*): the next press uses them; a call in
+        progress keeps the timeouts it started with."""
+        self.cfg = cfg
+        self.policy = cfg.calls
+
     # -- lifecycle ----------------------------------------------------------------------------------
     def recover(self) -> list[Call]:
         """Close calls left live by a process that died, as failed with reason "restart", and trim

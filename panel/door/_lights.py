@@ -24,6 +24,7 @@ BLINKS: dict[str, tuple[float, float, int | None]] = {
 
 class Lights:
     def __init__(self, cfgs: list[LightConfig], leds: dict[str, LED], main_relay: str) -> None:
+        self._leds = leds
         self._by_role: dict[str, list[LED]] = {}
         for cfg in cfgs:
             self._by_role.setdefault(cfg.role, []).append(leds[cfg.id])
@@ -31,6 +32,17 @@ class Lights:
         self.call_pattern: LightPattern = "off"
         self.door_released = False
         self.shown: dict[str, str] = {}  # role -> pattern now shown (for state and tests)
+
+    def reconfigure(self, cfgs: list[LightConfig]) -> None:
+        """A light changed role (``lights[].role``): each light shows at once what its new role shows now."""
+        self._by_role = {}
+        for cfg in cfgs:
+            self._by_role.setdefault(cfg.role, []).append(self._leds[cfg.id])
+        shown, self.shown = self.shown, {}
+        for led in self._leds.values():
+            led.off()
+        for role, mode in shown.items():
+            self._set(role, mode)
 
     def _set(self, role: str, mode: str) -> None:
         if self.shown.get(role) == mode and mode != "flash":

@@ -90,6 +90,11 @@ class Relay:
         self.guard = HardCutoff(device, cfg.id)
         device.off()
 
+    def reconfigure(self, cfg: RelayConfig) -> None:
+        """Take changed live keys (hold_s); a release in progress keeps the deadline it was given."""
+        assert cfg.id == self.id and cfg.pin == self.cfg.pin, "wiring is never changed at run time"
+        self.cfg = cfg
+
     @property
     def energised(self) -> bool:
         return self.energised_at is not None

@@ -226,6 +226,14 @@ class Door:
         except UnlockRefused:
             pass
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Take changed live keys (door.*, door.relays[].hold_s) from the config service; the next
+        release and the next door opening use them."""
+        self.cfg = cfg
+        self.door_cfg = cfg.door
+        for rid, relay in self.relays.items():
+            relay.reconfigure(cfg.relay(rid))
+
     # -- releases ---------------------------------------------------------------------------------
     async def unlock(self, *, cause: Cause, actor: str, method: Method, relay: str | None = None,
                      call_guid: str | None = None, duration_s: float | None = None,

@@ -83,7 +83,7 @@ class Control:
                  clock: Clock, clock_sync: ClockSync, seen: SeenCommands, nonces: Nonces,
                  media: Callable[[], MediaService | None] | None = None) -> None:
         self.cfg = cfg
-        self.mqtt = cfg.mqtt
+        self.mqtt = cfg.mqtt  # no mqtt key is live: identity and signing rules stay as started
         self.panel_id = cfg.panel.id
         self.secrets = secrets
         self.door = door
@@ -97,6 +97,10 @@ class Control:
         self.media = media or (lambda: None)
 
     # -- the backend's commands -------------------------------------------------------------------
+    def reconfigure(self, cfg: Config) -> None:
+        """Live keys changed (relay hold times, panel name): replies and state read the new config."""
+        self.cfg = cfg
+
     async def execute(self, payload: bytes, *, retained: bool = False,
                       refusal: CommandRefused | None = None) -> Reply:
         """One command in, its reply out. ``refusal``: the transport already knows it must refuse."""

@@ -104,6 +104,7 @@ class MqttLink:
         self._dirty = asyncio.Event()
         self._events: deque[EventRow] = deque(maxlen=EVENT_BUFFER)
         self._published: dict[str, str] = {}
+        self._discovery_stale = False  # the panel's name changed: republish discovery from the publisher
         self._handlers: set[asyncio.Task[None]] = set()
         self._unsubscribe = journal.subscribe(self._on_event)
 
@@ -191,9 +192,7 @@ class MqttLink:
         self.last_error = None
         log.info("mqtt connected", extra={"broker": f"{self.m.host}:{self.m.port}", "client_id": self.client_id})
         await self._publish_state(client)
-        if self.m.homeassistant_discovery:
-            for topic, config in discovery_messages(self.cfg, self.topics).items():
-                await client.publish(topic, _json(config) if config is not None else b"", qos=1, retain=True)
+        await self._publish_discovery(client)
         tasks = [asyncio.create_task(self._receive(client), name="mqtt-receive"),
                  asyncio.create_task(self._publisher(client), name="mqtt-publish"),
                  asyncio.create_task(self._ticker(), name="mqtt-tick")]
@@ -277,10 +276,30 @@ class MqttLink:
             self._events.append(row)
         self._dirty.set()
 
+    def reconfigure(self, cfg: Config) -> None:
+        """panel.name or panel.board changed: Home Assistant's device gets them (retained discovery
+        republished at once if connected, else at the next connect). Broker, identity and topics are
+        local-only keys, so the connection itself never changes here."""
+        renamed = cfg.panel != self.cfg.panel
+        self.cfg = cfg
+        self.control.reconfigure(cfg)
+        if renamed:
+            self._discovery_stale = True
+            self.poke()
+
+    async def _publish_discovery(self, client: aiomqtt.Client) -> None:
+        self._discovery_stale = False
+        if not self.m.homeassistant_discovery:
+            return
+        for topic, config in discovery_messages(self.cfg, self.topics).items():
+            await client.publish(topic, _json(config) if config is not None else b"", qos=1, retain=True)
+
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            if self._discovery_stale:
+                await self._publish_discovery(client)
             await self._publish_state(client)
             while self._events:
                 await self._publish_event(client, self._events.popleft())

@@ -388,6 +388,14 @@ class Snapshots:
         self.taken = 0
         self.failed = 0
 
+    def reconfigure(self, cfg: SnapshotsConfig) -> None:
+        """Live keys (at_press, max_calls, max_mb, min_free_mb): the next press and the next stored picture
+        follow them; pictures already kept are trimmed to the new bounds when the next one is stored."""
+        self.cfg = cfg
+        self.files.max_calls = cfg.max_calls
+        self.files.max_bytes = int(cfg.max_mb * MIB)
+        self.files.min_free = int(cfg.min_free_mb * MIB)
+
     async def start(self) -> None:
         await self._io(self.files.scan)
         self.signer = UrlSigner(await UrlSigner.load_key(self.journal.store), self.cfg.url_ttl_s)

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..door import ToneFeedback
-from ..platform import EventRow
+from ..platform import Config, EventRow
 from .errors import TokenRefused
 from .jpeg import JpegFrames
 from .mjpeg import MjpegStreamer
@@ -52,11 +52,28 @@ class VisitorMedia:
             self.door_tones = TonePlayer(hub.mixer, cfg.tones, "tones:door")
             self.feedback = ToneFeedback(self.call_tones, self.door_tones, panel.door.main_relay)
         self._unsubscribe: Any = None
+        self._unconfigure: Any = None
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Live media.snapshots.* and media.mjpeg.max_viewers keys; the rest of media is restart or local-only."""
+        if cfg.media is None:
+            return  # removing [media] is local-only: never while running
+        self.cfg = self.cfg.model_copy(update={"snapshots": cfg.media.snapshots, "mjpeg": cfg.media.mjpeg})
+        if self.jpegs is not None:
+            self.jpegs.wait_s = cfg.media.snapshots.wait_s
+        if self.snapshots is not None:
+            self.snapshots.reconfigure(cfg.media.snapshots)
+        if self.mjpeg is not None:
+            self.mjpeg.cfg = cfg.media.mjpeg
 
     async def start(self) -> None:
         if self.snapshots is not None:
             await self.snapshots.start()
         self._unsubscribe = self.panel.journal.subscribe(self.on_event)
+        config = getattr(self.panel, "config", None)
+        if config is not None:
+            self._unconfigure = config.subscribe(("media.snapshots", "media.mjpeg"), self.reconfigure,
+                                                 "snapshots and MJPEG")
         self.media.tokens.on_revoke(self._revoked)
 
     def on_event(self, row: EventRow) -> None:
@@ -112,6 +129,8 @@ class VisitorMedia:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._unconfigure is not None:
+            self._unconfigure()
         for part in (self.mjpeg, self.snapshots, self.call_tones, self.door_tones, self.jpegs):
             if part is not None:
                 try:

@@ -8,6 +8,7 @@ from ._clock import Clock, FakeClock, LoopClock, TimerHandle, iso8601
 from ._component import BaseComponent, Component, Hooks, Lifecycle, StopReason
 from ._config import (
     BOARD_TO_BCM,
+    Apply,
     ButtonConfig,
     Config,
     IceServerConfig,
@@ -23,12 +24,16 @@ from ._config import (
     StorageConfig,
     TonesConfig,
     VideoConfig,
+    declared_apply,
     format_validation_errors,
+    key_apply,
+    leaf_keys,
     load_config,
     parse_config,
     parse_pin,
     resolve_paths,
 )
+from ._config_service import ConfigChange, ConfigService, Reconfigure
 from ._files import fsync_dir, write_atomic
 from ._gpio import Hardware, make_pin_factory
 from ._journal import Extra, Journal
@@ -49,10 +54,13 @@ __all__ = [
     "Lifecycle",
     "StopReason",
     "AccessRow",
+    "Apply",
     "BOARD_TO_BCM",
     "ButtonConfig",
     "Clock",
     "Config",
+    "ConfigChange",
+    "ConfigService",
     "EventRow",
     "Extra",
     "FakeClock",
@@ -68,6 +76,7 @@ __all__ = [
     "MjpegConfig",
     "Notifier",
     "PanelInfo",
+    "Reconfigure",
     "RelayConfig",
     "SecretsConfig",
     "SnapshotsConfig",
@@ -80,12 +89,15 @@ __all__ = [
     "VideoConfig",
     "addresses",
     "sysinfo",
+    "declared_apply",
     "factory_reset",
     "feed_watchdog",
     "format_table",
     "format_validation_errors",
     "fsync_dir",
     "keep_history_bounded",
+    "key_apply",
+    "leaf_keys",
     "load_config",
     "lock_storage",
     "make_pin_factory",

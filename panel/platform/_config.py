@@ -13,7 +13,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +29,9 @@ from pydantic_core import PydanticCustomError
 from ..errors import ConfigError
 
 Level = Literal["high", "low"]
+# When a changed key takes effect: at once (live), at the next start (restart), or only when edited in
+# the file on the panel itself (local-only: wiring, identities, security and anything that widens access).
+Apply = Literal["live", "restart", "local-only"]
 Pull = Literal["up", "down", "none"]
 
 # The 40-pin header's physical numbering mapped to BCM GPIO numbers.
@@ -83,10 +86,16 @@ def parse_pin(value: Any) -> int:
 class Model(BaseModel):
     # Strict: TOML values are typed, so "yes" for a bool or "30" for a number is a mistake to report.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Key -> when a change to it takes effect (see ``key_apply``). A table-valued key may be left out:
+    # its keys carry their own; one that is listed is a floor for every key beneath it.
+    APPLY: ClassVar[dict[str, Apply]] = {}
 
 
 class UnitConfig(Model):
     """The unit a button rings: a flat or an office, a ring group of residents in the backend."""
+
+    # Which relays a unit's residents may open widens access: only in the file on the panel.
+    APPLY: ClassVar[dict[str, Apply]] = {"relays": "local-only"}
 
     id: str = Field(min_length=1, max_length=64, description="the unit's id in the backend")
     label: str = Field(min_length=1, max_length=64, description="what the visitor and the resident see, e.g. \"303\"")
@@ -97,6 +106,11 @@ class UnitConfig(Model):
 
 class InputConfig(Model):
     """A switch on a GPIO input, debounced by the panel (gpiozero's own debounce is off)."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "pin": "local-only", "pull": "local-only", "active": "local-only", "debounce_ms": "restart",
+        "stuck_s": "restart",
+    }
 
     pin: int = Field(description="BCM GPIO number or \"GPIOn\"/\"BOARDn\"")
     pull: Pull = Field("up", description="the Pi's internal pull resistor")
@@ -111,6 +125,10 @@ class InputConfig(Model):
 
 class ButtonConfig(InputConfig):
     """A call button: a debounced press calls one unit."""
+
+    # ``unit`` is a floor of "live" for its keys (UnitConfig's own keys are the backend's id and label); a
+    # key added there that widens access (which relays a unit may open) must be listed as local-only here.
+    APPLY: ClassVar[dict[str, Apply]] = {**InputConfig.APPLY, "id": "restart", "unit": "live"}
 
     id: str = Field(pattern=_SLUG, description="a short name for the button, e.g. \"b303\"")
     unit: UnitConfig
@@ -129,6 +147,13 @@ class RelayConfig(Model):
     relay's NO contact and a fail-safe maglock to its NC contact, so a relay at rest keeps the door
     locked either way.
     """
+
+    # Only the hold time is live: max_on_s is the safety cap on any energised period (raising it lets a
+    # remote hold keep the door open longer), and the rest is wiring.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "id": "local-only", "active": "local-only", "boot_pull_verified": "local-only", "pin": "local-only",
+        "mode": "local-only", "hold_s": "live", "max_on_s": "local-only", "lock": "local-only",
+    }
 
     id: str = Field(pattern=_SLUG, description="a short name for the relay, e.g. \"main\"")
     active: Level = Field("high", description="the level that energises the relay coil")
@@ -171,6 +196,12 @@ class RelayConfig(Model):
 class DoorConfig(Model):
     """The door: the relays that release it, its contact, the exit button, and when to raise door events."""
 
+    # The exit button's tamper override opens the door while the housing reports an attack: local-only.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "contact": "local-only", "exit_button": "local-only", "held_open_s": "live", "open_grace_s": "live",
+        "relock_on_open": "live", "exit_button_overrides_tamper": "local-only",
+    }
+
     relays: list[RelayConfig] = Field(min_length=1, description="the first relay releases the door")
     contact: InputConfig | None = Field(None, description="door contact; active means open")
     exit_button: InputConfig | None = Field(None, description="request-to-exit button inside")
@@ -183,6 +214,8 @@ class DoorConfig(Model):
 
 class LightConfig(Model):
     """A status light (an LED with its series resistor, or a lamp through a driver)."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {"id": "restart", "pin": "local-only", "active": "local-only", "role": "live"}
 
     id: str = Field(pattern=_SLUG, description="a short name for the light, e.g. \"status\"")
     pin: int = Field(description="BCM GPIO number or \"GPIOn\"/\"BOARDn\"")
@@ -197,6 +230,8 @@ class LightConfig(Model):
 class PanelInfo(Model):
     """Who this panel is."""
 
+    APPLY: ClassVar[dict[str, Apply]] = {"id": "local-only", "name": "live", "board": "live"}
+
     id: str = Field(pattern=_SLUG, description="unique per panel; also its MQTT client id")
     name: str = Field(min_length=1, max_length=64, description="what the backend shows, e.g. \"Main entrance\"")
     board: str | None = Field(None, description="board revision, e.g. \"pi4-relayhat-v1\" (see hardware/)")
@@ -205,12 +240,18 @@ class PanelInfo(Model):
 class GpioConfig(Model):
     """How the panel reaches the GPIO pins."""
 
+    APPLY: ClassVar[dict[str, Apply]] = {"pin_factory": "local-only"}
+
     pin_factory: Literal["lgpio", "rpigpio", "native", "mock"] = Field(
         "lgpio", description="lgpio on a Pi; mock for simulation (panel run --simulate forces it)")
 
 
 class StorageConfig(Model):
     """The durable store: one SQLite database (WAL, synchronous=FULL) and the snapshots."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "dir": "local-only", "outbox_max_events": "local-only", "history_max_rows": "local-only",
+    }
 
     dir: Path = Field(Path("/var/lib/panel"), strict=False, description="database and snapshots live here")
     outbox_max_events: int = Field(100_000, ge=100, le=10_000_000,
@@ -221,6 +262,12 @@ class StorageConfig(Model):
 
 class ApiConfig(Model):
     """The panel's local HTTP API."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "listen": "local-only", "tls": "local-only", "allow_plain_http": "local-only", "cert_file": "local-only",
+        "key_file": "local-only", "session_ttl_s": "live", "login_backoff_s": "live", "login_lockout_after": "live",
+        "mutations_per_minute": "live", "max_body_bytes": "restart",
+    }
 
     listen: str = Field("127.0.0.1:8080", description="host:port of the local HTTP API")
     tls: Literal["auto", "on", "off"] = Field(
@@ -271,11 +318,15 @@ class ApiConfig(Model):
 class SecretsConfig(Model):
     """Where the secrets are; the keys of the secrets file are listed under Secrets file below."""
 
+    APPLY: ClassVar[dict[str, Apply]] = {"file": "local-only"}
+
     file: Path | None = Field(None, strict=False, description="TOML file with the secrets, mode 0600, owned by the service user")
 
 
 class LogConfig(Model):
     """Logs go to stderr, which systemd hands to journald."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {"level": "live", "format": "restart"}
 
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="the least severe level logged")
     format: Literal["json", "text"] = Field("json", description="json: one object per line, for journald; text: for a terminal")
@@ -283,6 +334,11 @@ class LogConfig(Model):
 
 class CallsConfig(Model):
     """What a press starts and how long a call may last; the rules are in docs/calls.md."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "call_type": "live", "ring_timeout_s": "live", "max_call_s": "live", "same_button_during_call": "live",
+        "other_button_during_call": "live",
+    }
 
     call_type: Literal["audio", "video"] = Field("video", description="what a press starts; audio calls can switch to video")
     ring_timeout_s: float = _seconds(5, 600, 45.0, "unanswered this long after the press, the call is missed")
@@ -297,6 +353,11 @@ class CallsConfig(Model):
 
 class WebhooksConfig(Model):
     """Signed events to the backend (Standard Webhooks), from the durable outbox: docs/webhooks.md."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "url": "local-only", "timeout_s": "restart", "max_backoff_s": "restart", "heartbeat_s": "restart",
+        "max_in_flight": "restart",
+    }
 
     url: str | None = Field(None, description="the backend's webhook endpoint; https:// unless on loopback")
     timeout_s: float = _seconds(1, 60, 10.0, "per-request timeout")
@@ -320,6 +381,16 @@ class WebhooksConfig(Model):
 
 
 class MqttConfig(Model):
+    # Broker, identity and topics say who may command the door; signing, command age and Home Assistant's
+    # unsigned OPEN say how: all local-only. Only timings and the discovery switches wait for a restart.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "host": "local-only", "port": "local-only", "tls": "local-only", "ca_file": "local-only",
+        "cert_file": "local-only", "key_file": "local-only", "username": "local-only", "client_id": "local-only",
+        "topic_prefix": "local-only", "keepalive_s": "restart", "reconnect_max_s": "restart",
+        "require_signed_commands": "local-only", "command_max_age_s": "local-only",
+        "homeassistant_discovery": "restart", "discovery_prefix": "restart", "homeassistant_allow_open": "local-only",
+    }
+
     host: str | None = Field(None, description="the backend's MQTT broker; unset disables the control channel")
     port: int = Field(8883, ge=1, le=65535)
     tls: bool = Field(True, description="TLS with server verification; plain TCP only for loopback tests")
@@ -353,6 +424,8 @@ IceUrl = Annotated[str, AfterValidator(_ice_url)]
 class IceServerConfig(Model):
     """A STUN or TURN server handed to WebRTC peers (remote residents behind NAT need TURN)."""
 
+    APPLY: ClassVar[dict[str, Apply]] = {"urls": "local-only", "username": "local-only", "credential_env": "local-only"}
+
     urls: list[IceUrl] = Field(min_length=1, description="e.g. [\"stun:stun.example.net:3478\"] or "
                             "[\"turn:turn.example.net:3478?transport=udp\"]")
     username: str | None = Field(None, description="TURN user name")
@@ -371,6 +444,12 @@ class VideoConfig(Model):
     ``rpicam-vid``), passed through without decoding; ``h264_file`` loops an Annex-B ``.h264`` or an
     MPEG-TS file, passed through.
     """
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "source": "restart", "device": "local-only", "input_format": "restart", "command": "local-only",
+        "file": "local-only", "width": "restart", "height": "restart", "fps": "restart", "codec": "restart",
+        "bitrate_kbps": "restart", "gop_s": "restart",
+    }
 
     source: Literal["synthetic", "v4l2", "h264_pipe", "h264_file", "none"] = Field(
         "synthetic", description="where the picture comes from; none: audio only")
@@ -401,6 +480,10 @@ class VideoConfig(Model):
 class AudioConfig(Model):
     """Microphone and speaker, chosen by device name (``python -m sounddevice`` lists them)."""
 
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "input": "restart", "output": "restart", "tone_hz": "restart", "tone_level": "restart",
+    }
+
     input: str = Field("synthetic", min_length=1,
                        description="microphone: a device name (or part of it), \"synthetic\" for a test tone, "
                                    "or \"none\"")
@@ -415,6 +498,12 @@ class SnapshotsConfig(Model):
     """JPEG pictures of the visitor: one at every press (stored with the call), on demand, and an optional
     buffer of pictures from just before the press. Stored under ``storage.dir``/snapshots; when a bound
     below is reached the oldest call's pictures are deleted first (docs/media.md, Snapshots)."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "at_press": "live", "max_calls": "live", "max_mb": "live", "min_free_mb": "live", "quality": "restart",
+        "prebuffer_s": "restart", "prebuffer_fps": "restart", "prebuffer_max_mb": "restart", "wait_s": "live",
+        "url_ttl_s": "restart", "base_url": "local-only",
+    }
 
     at_press: bool = Field(True, description="take a picture at every press and store it with the call")
     max_calls: int = Field(500, ge=1, le=100_000, description="calls whose pictures are kept; the oldest go first")
@@ -448,6 +537,8 @@ class SnapshotsConfig(Model):
 class MjpegConfig(Model):
     """The MJPEG live stream (GET /api/v1/video.mjpeg) for clients that can only show a web view."""
 
+    APPLY: ClassVar[dict[str, Apply]] = {"enabled": "local-only", "max_fps": "restart", "max_viewers": "live"}
+
     enabled: bool = Field(True, description="serve the MJPEG stream (with a call or live-view credential)")
     max_fps: float = Field(5.0, ge=0.5, le=30, description="pictures per second at most, whatever the camera does")
     max_viewers: int = Field(4, ge=1, le=32, description="MJPEG viewers at once")
@@ -455,6 +546,11 @@ class MjpegConfig(Model):
 
 class TonesConfig(Model):
     """What the visitor hears from the panel's speaker, generated (not files) and mixed with the resident's voice."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "enabled": "restart", "level": "restart", "ringback_hz": "restart", "ringback_on_s": "restart",
+        "ringback_off_s": "restart",
+    }
 
     enabled: bool = Field(True, description="play ringback, answered, door-open and no-answer tones")
     level: float = Field(0.25, ge=0, le=1, description="tone amplitude, 1 = full scale")
@@ -466,6 +562,12 @@ class TonesConfig(Model):
 class LinksConfig(Model):
     """Call links: during a call the resident (or the backend) shares a signed, expiring, revocable link
     that lets someone preview the call and join it from a browser (docs/pages.md)."""
+
+    # Switching links on lets people outside the building into calls: local-only like the base URL.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "enabled": "local-only", "ttl_s": "live", "max_participants": "live", "max_previews": "live",
+        "idle_s": "live", "base_url": "local-only",
+    }
 
     enabled: bool = Field(True, description="allow call links and invites")
     ttl_s: float = _seconds(60, 86_400, 600.0, "how long a new call link can be opened; it also ends with its call")
@@ -493,6 +595,15 @@ class MediaConfig(Model):
     call connects at once. If a device fails the panel keeps running, reports ``media.device_lost``
     and retries.
     """
+
+    # ICE servers point the panel at outside hosts (and name a password variable); live view, its audio
+    # and joining a call view-only widen who sees and hears the entrance: all local-only.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "max_sessions": "restart", "ice_servers": "local-only", "whep_ice_servers": "restart",
+        "ice_gather_budget_s": "restart", "ice_probe_interval_s": "restart", "ice_probe_timeout_s": "restart",
+        "token_ttl_s": "restart", "peer_timeout_s": "restart", "monitor": "local-only", "monitor_audio": "local-only",
+        "join_view_only": "local-only", "linger_s": "restart",
+    }
 
     video: VideoConfig = VideoConfig()
     audio: AudioConfig = AudioConfig()
@@ -525,6 +636,7 @@ class MediaConfig(Model):
 
 
 class Config(Model):
+    APPLY: ClassVar[dict[str, Apply]] = {"tamper": "local-only"}
     panel: PanelInfo
     gpio: GpioConfig = GpioConfig()
     storage: StorageConfig = StorageConfig()
@@ -553,6 +665,78 @@ class Config(Model):
             if r.id == relay_id:
                 return r
         raise KeyError(relay_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# When a changed key takes effect
+
+_RANK: dict[Apply, int] = {"live": 0, "restart": 1, "local-only": 2}
+_INDEX_RE = re.compile(r"\[\d*\]")
+
+
+def _strictest(found: list[Apply]) -> Apply | None:
+    best: Apply | None = None
+    for a in found:
+        if best is None or _RANK[a] > _RANK[best]:
+            best = a
+    return best
+
+
+def _submodel(field: FieldInfo) -> type[Model] | None:
+    return next((t for t in _unwrap(field.annotation) if isinstance(t, type) and issubclass(t, Model)), None)
+
+
+def _subtree_apply(model: type[Model]) -> Apply | None:
+    """The strictest classification of any key beneath ``model`` (adding or removing a whole table or list
+    entry changes all of them)."""
+    found: list[Apply] = []
+    for name, field in model.model_fields.items():
+        if name in model.APPLY:
+            found.append(model.APPLY[name])
+        sub = _submodel(field)
+        if sub is not None and (below := _subtree_apply(sub)) is not None:
+            found.append(below)
+    return _strictest(found)
+
+
+def declared_apply(path: str, root: type[Model] | None = None) -> Apply | None:
+    """How a change to the key at ``path`` (``door.relays[0].hold_s`` or ``door.relays[].hold_s``) takes
+    effect, from the models' ``APPLY``: the strictest classification along the path (a local-only table
+    makes every key in it local-only); for a table or list of tables, also the strictest key beneath it.
+    None: the path is not a config key, or nothing along it is classified."""
+    model: type[Model] | None = root or Config
+    found: list[Apply] = []
+    sub: type[Model] | None = None
+    for name in _INDEX_RE.sub("", path).split("."):
+        if model is None or name not in model.model_fields:
+            return None
+        if name in model.APPLY:
+            found.append(model.APPLY[name])
+        sub = _submodel(model.model_fields[name])
+        model = sub
+    if sub is not None and (below := _subtree_apply(sub)) is not None:
+        found.append(below)
+    return _strictest(found)
+
+
+def key_apply(path: str) -> Apply:
+    """``declared_apply``, with anything unknown treated as local-only: a key nobody classified is never
+    changed from outside by accident."""
+    return declared_apply(path) or "local-only"
+
+
+def leaf_keys(model: type[Model] | None = None, prefix: str = "") -> list[str]:
+    """Every key that holds a value rather than a table, as a generic path (``door.relays[].hold_s``)."""
+    out: list[str] = []
+    for name, field in (model or Config).model_fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        sub = _submodel(field)
+        if sub is None:
+            out.append(path)
+        else:
+            many = any(typing.get_origin(t) is list for t in [field.annotation, *typing.get_args(field.annotation)])
+            out += leaf_keys(sub, path + ("[]" if many else ""))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

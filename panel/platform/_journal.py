@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..events import EVENT_TYPES, EventData
 from ._clock import Clock
-from ._config import PanelInfo
+from ._config import Config, PanelInfo
 from ._store import EventRow, Store, Tx
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ class Journal:
         self._pending: set[asyncio.Future[EventRow]] = set()
         # Records may be made from plain callbacks; their futures belong to the daemon's loop.
         self.loop = asyncio.get_running_loop()
+
+    def reconfigure(self, cfg: Config) -> None:
+        """panel.name or panel.board changed: every event from now on carries the new name."""
+        self.panel = cfg.panel
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         self._subscribers.append(fn)
