@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ..auth import CredentialInfo, InstallerCredential
+from ..calls import RESERVED_PREFIXES as _RESERVED_PREFIXES
 from .errors import ApiError
 from .limits import LoginThrottle, RateLimiter
 
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Role = Literal["viewer", "resident", "installer", "backend"]
-ROLES: tuple[Role, ...] = ("viewer", "resident", "installer", "backend")
+Role = Literal["viewer", "resident", "installer", "backend", "guest"]
+# ``guest``: minted only by an invite into one call (panel/calls CallService.invite): view and talk in
+# that call, nothing else. Nobody issues it through /auth/tokens, and the door refuses it.
+ROLES: tuple[Role, ...] = ("viewer", "resident", "installer", "backend", "guest")
 Kind = Literal["session", "token", "static"]
 TOKEN_PREFIX = "pnl_"
 # Who may issue a token of which role (nobody issues installer credentials: the installer logs in).
@@ -50,6 +53,8 @@ ISSUABLE: dict[Role, frozenset[Role]] = {
 # Names the panel uses for itself in logs and calls; a token subject must not pretend to be one.
 RESERVED_SUBJECTS = frozenset({"installer", "installer-token", "panel", "visitor", "backend", "exit_button",
                                "homeassistant", "sim"})
+# Prefixes the panel's own actors use (``backend:<subject>``, ``guest:<id>``, ``res:<id>``): panel/calls.
+RESERVED_PREFIXES = _RESERVED_PREFIXES
 MAX_LIVE_TOKENS = 10_000
 REMEMBER_REVOKED_S = 3600.0  # a revoked token is remembered this long, to say "revoked" rather than "invalid"
 

@@ -84,6 +84,8 @@ class Call:
     ended_by: str | None = None  # who declined, ended, canceled or failed it
     reason: str | None = None
     acknowledged: bool = False  # the backend acknowledged call.created
+    # What the panel sends muted in this call (its microphone, its camera); the media layer applies it.
+    muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     created_mono: float | None = None  # None for a call read back from the log after a restart
 
     @property
@@ -121,12 +123,13 @@ class Call:
             "ended_by": self.ended_by,
             "reason": self.reason,
             "participants": list(self.participants),
+            "muted": dict(self.muted),
             **self.times().model_dump(),
             "duration_s": None if duration is None else round(max(0.0, duration), 3),
         }
 
     def snapshot(self) -> Call:
-        return dataclasses.replace(self, participants=list(self.participants))
+        return dataclasses.replace(self, participants=list(self.participants), muted=dict(self.muted))
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Call:
@@ -334,6 +337,29 @@ class CallManager:
         reason = _actor(reason, "reason")
         call = await self._resolve(guid)
         return await self._finish_with(call, "failed", who="panel", reason=reason)
+
+    def end_now(self, guid: str, who: str, reason: str) -> asyncio.Future[EventRow] | None:
+        """``end`` for synchronous callers (a revoked or expired credential): the call moves now, the
+        write is returned; None when ``guid`` is not the live call."""
+        call = self.current
+        if call is None or call.guid != guid or not call.live:
+            return None
+        return self._transition(call, "ended", who=_actor(who, "who"), reason=_actor(reason, "reason"))
+
+    async def live_call(self, guid: str | None) -> Call:
+        """The live call ``guid`` names (``None``: the one in progress), or CallError saying why not."""
+        return (await self._resolve(guid)).snapshot()
+
+    def set_muted(self, guid: str, kind: Literal["audio", "video"], muted: bool) -> None:
+        """Record what the panel sends muted in the live call ``guid`` (the media layer applies it)."""
+        call = self.current
+        if call is None or call.guid != guid:
+            raise self._not_live_error_sync(guid)
+        call.muted[kind] = muted
+
+    def muted(self, guid: str) -> dict[str, bool]:
+        call = self.get(guid)
+        return dict(call.muted) if call is not None else {"audio": False, "video": False}
 
     def media_connected(self, guid: str) -> None:
         call = self.current
