@@ -152,9 +152,14 @@ async def test_decline_end_and_mute(rig: Rig) -> None:
         assert r.status_code == 403 and r.json()["code"] == "not_your_call"
         r = await c.post("/api/v1/calls/mute", headers=alice, json={"audio": True})
         assert r.status_code == 200 and r.json()["muted"] == {"audio": True, "video": False}
-        assert r.json()["media"] is False  # no media layer in this rig: recorded only
+        # No media layer in this rig: the call records it (media sessions that join later start muted;
+        # tests/test_media_sessions.py proves the microphone and camera really stop).
+        assert r.json()["media"] is False
+        assert rig.panel.calls.current is not None and rig.panel.calls.current.muted == {"audio": True, "video": False}
         r = await c.post("/api/v1/calls/mute", headers=alice, json={"video": True, "audio": False})
         assert r.json()["muted"] == {"audio": False, "video": True}
+        r = await c.get("/api/v1/state", headers=alice)
+        assert r.json()["call"]["call"]["muted"] == {"audio": False, "video": True}
         r = await c.post("/api/v1/calls/end", headers=bob, json={})
         assert r.status_code == 403 and r.json()["code"] == "not_your_call"
         r = await c.post("/api/v1/calls/end", headers=alice, json={})

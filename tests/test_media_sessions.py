@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from panel.api.principals import ApiAuth
 from panel.daemon import Panel
 from panel.media.audio import dominant_frequency
 from panel.media.errors import SessionRefused, TokenRefused
@@ -19,6 +20,7 @@ from panel.media.sessions import Session
 from .media_resident import Resident
 from .media_rig import (
     Resources,
+    api,
     assert_no_leaks,
     eventually,
     media_config,
@@ -127,6 +129,49 @@ async def test_mute_from_either_side_is_applied_and_reported(panel: Panel) -> No
     error = await resident.wait_message(lambda m: m["type"] == "error")
     assert error["code"] == "invalid_message" and "kind" in error["message"]
     await resident.close()
+
+
+async def test_api_mute_reaches_every_session_of_the_call_and_unmute_resumes(panel: Panel) -> None:
+    """POST /api/v1/calls/mute really stops what the panel sends (old code: a getattr of a method nobody
+    had, so the resident kept hearing and seeing the entrance), and a session joining later starts muted."""
+    guid = await ring(panel)
+    media = media_of(panel)
+    resident = Resident(tone_hz=RESIDENT_TONE)
+    await join(panel, resident, media.issue_call_token(guid, "alice"))
+    await resident.wait_pictures(5)
+    await resident.wait_channel_open()
+    await eventually(lambda: rms(resident.received_audio(0.3)) > 1000, what="the entrance tone at the resident")
+    secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role="resident", subject="alice",
+                                                            issued_by="test", ttl_s=3600, unit_id="303")
+    alice = {"Authorization": f"Bearer {secret}"}
+    viewer = Resident(audio="")
+    try:
+        async with api(panel) as c:
+            r = await c.post("/api/v1/calls/mute", headers=alice, json={"audio": True, "video": True})
+            assert r.status_code == 200, r.text
+            assert r.json()["muted"] == {"audio": True, "video": True} and r.json()["media"] is True
+            state = await resident.wait_message(lambda m: m["type"] == "state" and m["muted"]["call"]["audio"]
+                                                and m["muted"]["call"]["video"])
+            assert state["muted"]["panel"] == {"audio": False, "video": False}  # the session's own switch untouched
+            await eventually(lambda: rms(resident.received_audio(0.3)) < 50, what="silence from the muted microphone")
+            shown = (await c.get("/api/v1/state", headers=alice)).json()["call"]["call"]
+            assert shown["muted"] == {"audio": True, "video": True}
+
+            # A viewer joining the muted call gets no pictures either; the resident's audio is the clock.
+            await join(panel, viewer, media.issue_call_token(guid, "bob", view_only=True))
+            pictures = len(resident.pictures)
+            await resident.wait_audio(len(resident.received_audio()) / 48000 + 1.0)
+            assert len(resident.pictures) - pictures <= 2, "pictures kept coming with the call's camera muted"
+            assert viewer.pictures == [], "a session joining a muted call got pictures"
+
+            r = await c.post("/api/v1/calls/mute", headers=alice, json={"audio": False, "video": False})
+            assert r.json()["muted"] == {"audio": False, "video": False}
+            await eventually(lambda: rms(resident.received_audio(0.3)) > 1000, what="the tone back after unmute")
+            await resident.wait_pictures(len(resident.counters()) + 5)
+            await viewer.wait_pictures(3)
+    finally:
+        await viewer.close()
+        await resident.close()
 
 
 async def test_audio_only_start_then_video_and_back_with_renegotiation(panel: Panel) -> None:
