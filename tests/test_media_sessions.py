@@ -174,6 +174,33 @@ async def test_api_mute_reaches_every_session_of_the_call_and_unmute_resumes(pan
         await resident.close()
 
 
+async def test_revoking_the_answerers_credential_ends_its_session_and_the_call(panel: Panel) -> None:
+    """The answerer's media runs on their API credential (WHEP); revoking it ends the session *and* the call
+    (old code: the session ended and the call stayed connected, without media, until max_call_s)."""
+    guid = await ring(panel)
+    auth = ApiAuth.for_panel(panel)
+    secret, p = await auth.tokens.issue(kind="token", role="resident", subject="alice", issued_by="test",
+                                        ttl_s=3600, unit_id="303")
+    resident = Resident(tone_hz=RESIDENT_TONE)
+    try:
+        async with api(panel) as c:
+            r = await c.post("/api/v1/media/whep", content=await resident.offer(),
+                             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp"})
+            assert r.status_code == 201, r.text
+            await resident.accept(r.text)
+            await eventually(lambda: panel.calls.current is not None and panel.calls.current.state == "connected",
+                             what="call connected")
+            session_id = r.headers["location"].rsplit("/", 1)[1]
+            await auth.tokens.revoke([p.token_id])
+            await eventually(lambda: panel.calls.current is None, what="the call ended with the credential")
+            await panel.journal.flush()
+            assert call_statuses(panel, guid)[-1] == ("ended", "credential_revoked")
+            assert media_of(panel).session_info(session_id) is None
+            assert ("revoked" in {reason for sid, reason in media_of(panel).sessions.ended if sid == session_id})
+    finally:
+        await resident.close()
+
+
 async def test_audio_only_start_then_video_and_back_with_renegotiation(panel: Panel) -> None:
     before = Resources.now()
     guid = await ring(panel)
