@@ -138,7 +138,7 @@ async def whep_start(request: Request, authorization: Annotated[str | None, Head
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_sdp", "the SDP offer is not UTF-8 text", headers=CORS) from None
     try:
-        session = await media.sessions.create(offer, grant, who=who, origin="whep")
+        session = await media.open_session(offer, grant, who=who, origin="whep", ice_servers=None)
     except SessionRefused as e:
         raise _refused(e) from None
     location = f"{router.prefix}/whep/{session.id}"
@@ -154,13 +154,13 @@ async def whep_start(request: Request, authorization: Annotated[str | None, Head
 async def whep_end(session_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     media = _media(request)
     grant = _grant(request, media, authorization)
-    session = media.sessions.get(session_id)
+    session = media.session_info(session_id)
     if session is None:
         raise ApiError(404, "unknown_session", f"there is no session {session_id} (it ended, or never existed)",
                        headers=CORS)
-    if grant.token_id != session.grant.token_id and not grant.installer:
+    if grant.token_id != session.credential_id and not grant.installer:
         raise ApiError(403, "not_your_session", "this token did not start that session", headers=CORS)
-    await session.close("whep_delete")
+    await media.end_session(session.id, "whep_delete")
     return Response(status_code=200, headers=CORS)
 
 

@@ -35,6 +35,7 @@ class SessionHandle:
     who: str
     call_guid: str | None
     answer_sdp: str
+    credential_id: str  # the token id of the grant it was started with (who may end it)
 
 
 class MediaService:
@@ -156,7 +157,7 @@ class MediaService:
 
 def _handle(session: Any) -> SessionHandle:
     return SessionHandle(id=session.id, role=session.role, who=session.who, call_guid=session.call_guid,
-                         answer_sdp=session.answer_sdp)
+                         answer_sdp=session.answer_sdp, credential_id=session.grant.token_id)
 
 
 def simulated(cfg: MediaConfig) -> MediaConfig:
