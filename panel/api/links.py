@@ -26,7 +26,7 @@ from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
 from .roles import caller
-from .scope import actor, call_in_scope, call_service, refused, require_answered_by
+from .scope import actor, call_in_scope, call_service, refused
 
 router = APIRouter(prefix="/api/v1", tags=["call links"])
 
@@ -162,18 +162,12 @@ def _people(panel: Any, guid: str) -> list[ParticipantOut]:
 
 
 async def _answered_call(panel: Any, who: Principal, guid: str) -> Any:
-    """The live answered call ``guid``; residents only for the call they answered."""
-    call = panel.calls.get(guid)
-    if call is None:
-        past = await panel.calls.lookup(guid)
-        if past is None:
-            raise ApiError(404, "unknown_call", f"there is no call {guid!r} on this panel")
-        call = past
-    if who.role == "resident":
-        require_answered_by(who, call)
-    elif who.role not in ("installer", "backend"):
-        raise ApiError(403, "forbidden", "only the resident who answered, the backend or the installer may do this")
-    return call
+    """The call ``guid`` if the caller may manage its links (the CallService decides: residents only for
+    the call they answered)."""
+    try:
+        return await call_service(panel).link_call(actor(panel, who), guid)
+    except CallError as e:
+        raise refused(e) from None
 
 
 # -- the call's side -------------------------------------------------------------------------------------

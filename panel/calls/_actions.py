@@ -195,6 +195,19 @@ class CallService:
                  extra={"call": call.guid, "muted": muted, "by": actor.name})
         return MuteState(call.guid, muted, applied)
 
+    async def link_call(self, actor: Actor, guid: str) -> Call:
+        """The call whose links ``actor`` may make, list or revoke: the resident who answered it, the backend
+        or the installer. (Whether a link can be made now, CallLinks decides: live, answered, limits.)"""
+        self._only(actor, ("resident",), "share or manage call links")
+        call = self.calls.get(guid) or await self.calls.lookup(guid)
+        if call is None:
+            raise CallError("unknown_call", f"there is no call {guid!r} on this panel")
+        if not actor.covers(call):
+            raise CallError("not_your_call", f"call {call.guid} rings unit {call.unit_id}, which your credential "
+                            f"{actor.credential_id or actor.name} does not cover")
+        self._answerer_only(actor, call)
+        return call
+
     async def invite(self, actor: Actor, guid: str, subject: str, name: str | None, *, issue: GuestIssuer) -> Invitation:
         """Invite someone into the answered call in progress: a guest credential for this call only (view and
         talk; never the door, never end, never links or invites) and a call link for the page."""
