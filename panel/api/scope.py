@@ -10,7 +10,7 @@ from .errors import ApiError
 from .principals import Principal
 
 if TYPE_CHECKING:
-    from ..calls import Actor, Call, CallManager, CallService
+    from ..calls import Actor, CallManager, CallService
     from ..platform import EventRow
 
 UNSCOPED = frozenset({"installer", "backend"})
@@ -24,20 +24,6 @@ def call_in_scope(p: Principal, unit_id: str | None, guid: str | None) -> bool:
     if p.unit_id is not None and p.unit_id != unit_id:
         return False
     return p.call_guid is not None or p.unit_id is not None
-
-
-def require_call(p: Principal, call: Call) -> None:
-    if not call_in_scope(p, call.unit_id, call.guid):
-        raise ApiError(403, "not_your_call", f"call {call.guid} rings unit {call.unit_id}, which your credential "
-                       f"{p.token_id} does not cover")
-
-
-def require_answered_by(p: Principal, call: Call) -> None:
-    require_call(p, call)
-    if call.answered_by != p.subject:
-        who = f"answered by {call.answered_by}" if call.answered_by else "not answered"
-        raise ApiError(403, "not_your_call", f"call {call.guid} is {who}; only the resident who answered it may do "
-                       "this")
 
 
 def event_in_scope(p: Principal, row: EventRow, calls: CallManager | None) -> bool:

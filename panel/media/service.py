@@ -7,8 +7,8 @@ the reason is logged. Device failures at run time are health events, retried by 
 
 from __future__ import annotations
 
-import logging
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
