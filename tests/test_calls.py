@@ -753,7 +753,6 @@ async def test_the_call_service_refuses_a_guest_everything_whatever_the_adapter(
             await attempt
         assert e.value.code == "not_allowed_for_role"
     assert bench.calls.current is not None and bench.calls.current.live
-    service.close()
 
 
 async def test_the_call_service_scopes_residents_and_lets_the_backend_name_them(bench: Bench) -> None:
@@ -779,7 +778,6 @@ async def test_the_call_service_scopes_residents_and_lets_the_backend_name_them(
     with pytest.raises(CallError) as e:
         await service.mute(_resident("alice"), guid, audio=False)
     assert e.value.code == "call_over"
-    service.close()
 
 
 async def test_a_tied_credential_ends_only_its_own_call(bench: Bench) -> None:
@@ -806,4 +804,3 @@ async def test_a_tied_credential_ends_only_its_own_call(bench: Bench) -> None:
     assert bench.calls.current is not None
     await bench.advance(MAX_S)  # max_call_s comes before tok-b's expiry
     assert bench.events("call.status_updated")[-1]["reason"] == "max_call_s"
-    service.close()

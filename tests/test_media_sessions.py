@@ -124,7 +124,8 @@ async def test_mute_from_either_side_is_applied_and_reported(panel: Panel) -> No
     resident.send({"type": "mute", "kind": "audio", "muted": True})
     state = await resident.wait_message(lambda m: m["type"] == "state" and m["muted"]["remote"]["audio"])
     assert session.info()["muted"] == {"panel": {"audio": False, "video": False},
-                                       "remote": {"audio": True, "video": False}}
+                                       "remote": {"audio": True, "video": False},
+                                       "call": {"audio": False, "video": False}}
     resident.send({"type": "mute", "kind": "camera", "muted": True})
     error = await resident.wait_message(lambda m: m["type"] == "error")
     assert error["code"] == "invalid_message" and "kind" in error["message"]
@@ -428,3 +429,23 @@ async def test_mqtt_signalled_offer_gets_an_answer(panel: Panel) -> None:
     assert refused.value.code == "invalid_ice_servers"
     await resident.close()
 
+
+
+async def test_a_call_answered_over_whep_ends_when_the_answerers_credential_expires(panel: Panel) -> None:
+    """The call lasts as long as the credential it was answered with (old code: until max_call_s)."""
+    guid = await ring(panel)
+    secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role="resident", subject="alice",
+                                                            issued_by="test", ttl_s=2.0, unit_id="303")
+    resident = Resident(tone_hz=RESIDENT_TONE)
+    try:
+        async with api(panel) as c:
+            r = await c.post("/api/v1/media/whep", content=await resident.offer(),
+                             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp"})
+            assert r.status_code == 201, r.text
+            await resident.accept(r.text)
+            await eventually(lambda: panel.calls.current is None, timeout=10, what="the call ended at the expiry")
+            await panel.journal.flush()
+            assert call_statuses(panel, guid)[-1] == ("ended", "credential_expired")
+            await eventually(lambda: not media_of(panel).sessions.sessions, what="the call's sessions closed")
+    finally:
+        await resident.close()

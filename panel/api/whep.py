@@ -17,6 +17,7 @@ installer token, which grants live view only.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -73,6 +74,9 @@ def _from_principal(request: Request, media: MediaService, p: Any) -> Grant:
     if auth is not None:
         media.follow_revocations(auth.tokens)
     role = getattr(p, "role", None)
+    # A call answered with this credential ends when it expires (the media clock is monotonic).
+    until = (time.monotonic() + (p.expires - auth.tokens.now())
+             if auth is not None and getattr(p, "expires", None) is not None else None)
     if role in ("installer", "backend"):
         return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, view_only=True,
                      installer=role == "installer")
@@ -82,7 +86,7 @@ def _from_principal(request: Request, media: MediaService, p: Any) -> Grant:
         call_guid = call.guid
     if call_guid is not None and (p.call_guid is not None or role == "resident"):
         return Grant(token_id=p.token_id, kind="call", subject=p.subject, call_guid=call_guid,
-                     view_only=role != "resident")
+                     view_only=role != "resident", lasts_until_mono=until)
     return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True)
 
 

@@ -5,8 +5,6 @@ service every adapter (HTTP, MQTT) acts on calls through (``CallService``).
 
 from ._actions import (
     BACKEND,
-    CREDENTIAL_EXPIRED,
-    CREDENTIAL_REVOKED,
     RESERVED_PREFIXES,
     Actor,
     CallService,
@@ -16,7 +14,15 @@ from ._actions import (
 )
 from ._links import CallLinks, Link, LinkRefused, Subscription
 from ._participants import NAME_MAX, Participants
-from ._service import MAX_ACTOR_LEN, MAX_PER_PAGE, TRANSITIONS, Call, CallManager
+from ._service import (
+    CREDENTIAL_EXPIRED,
+    CREDENTIAL_REVOKED,
+    MAX_ACTOR_LEN,
+    MAX_PER_PAGE,
+    TRANSITIONS,
+    Call,
+    CallManager,
+)
 
 __all__ = [
     "BACKEND",

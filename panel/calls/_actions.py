@@ -26,7 +26,6 @@ from ..errors import CallError
 from ..events import CallInvited
 
 if TYPE_CHECKING:
-    from ..platform import TimerHandle
     from ._links import CallLinks, Link
     from ._service import Call, CallManager
 
@@ -37,8 +36,6 @@ MuteKind = Literal["audio", "video"]
 UNSCOPED: frozenset[str] = frozenset({"installer", "backend"})
 # Names a credential must not be minted for: the panel's own actors use them (logs, events, lists).
 RESERVED_PREFIXES = ("backend:", "installer:", "guest:", "res:")
-CREDENTIAL_REVOKED = "credential_revoked"
-CREDENTIAL_EXPIRED = "credential_expired"
 # A guest credential is minted by a callable the API supplies: (subject, name, call guid, issued by,
 # lifetime in s) -> (secret, credential id). The calls package never imports the API.
 GuestIssuer = Callable[[str, "str | None", str, str, float], Awaitable[tuple[str, str]]]
@@ -89,16 +86,6 @@ class Invitation:
     url: str
 
 
-@dataclass
-class _Tie:
-    """The credential an answer was made with."""
-
-    guid: str
-    credential_id: str
-    who: str
-    timer: TimerHandle | None
-
-
 class CallService:
     def __init__(self, calls: CallManager, media: Callable[[], Any], *,
                  reserved_subjects: Collection[str] = ()) -> None:
@@ -106,8 +93,6 @@ class CallService:
         self.media = media  # the running MediaService or None
         self.reserved_subjects = frozenset(s.lower() for s in reserved_subjects)
         self.links: CallLinks | None = None
-        self._tie: _Tie | None = None
-        self._unsubscribe = calls.journal.subscribe(self._on_event)
 
     @classmethod
     def for_calls(cls, calls: CallManager, media: Callable[[], Any], *,
@@ -254,53 +239,10 @@ class CallService:
 
     # -- the answerer's credential ------------------------------------------------------------------------
     def _tie_to(self, actor: Actor, call: Call) -> None:
-        if actor.credential_id is None:
-            return
-        tie = self._tie
-        if tie is not None and tie.guid == call.guid:
-            return  # the first answer's credential holds the call
-        self._untie()
-        timer = None
-        if actor.expires_in_s is not None:
-            # Through the clock seam: a monotonic deadline, no polling, cancelled when the call ends.
-            clock = self.calls.clock
-            guid = call.guid
-            timer = clock.call_at(clock.monotonic() + max(0.0, actor.expires_in_s), lambda: self._expired(guid))
-        self._tie = _Tie(call.guid, actor.credential_id, call.answered_by or actor.subject, timer)
-
-    def _untie(self) -> None:
-        tie, self._tie = self._tie, None
-        if tie is not None and tie.timer is not None:
-            tie.timer.cancel()
+        if actor.credential_id is not None:
+            self.calls.tie_credential(call.guid, actor.credential_id, actor.expires_in_s)
 
     def credential_revoked(self, credential_id: str) -> None:
         """A credential was revoked (sync: the API's revocation listener). If the call in progress was
         answered with it, the call ends now."""
-        tie = self._tie
-        if tie is not None and tie.credential_id == credential_id:
-            self._end_tied(tie, CREDENTIAL_REVOKED)
-
-    def _expired(self, guid: str) -> None:
-        tie = self._tie
-        if tie is not None and tie.guid == guid:
-            self._end_tied(tie, CREDENTIAL_EXPIRED)
-
-    def _end_tied(self, tie: _Tie, reason: str) -> None:
-        self._untie()
-        call = self.calls.current
-        if call is None or call.guid != tie.guid or not call.live:
-            return
-        log.info("call %s ends: the answerer's credential %s is %s", tie.guid, tie.credential_id,
-                 reason.split("_")[1], extra={"call": tie.guid, "token_id": tie.credential_id, "reason": reason})
-        self.calls.end_now(tie.guid, tie.who, reason)
-
-    def _on_event(self, row: Any) -> None:
-        if row.type == "call.status_updated" and row.data.get("status") in ("ended", "declined", "canceled",
-                                                                              "missed", "failed"):
-            tie = self._tie
-            if tie is not None and tie.guid == row.data.get("guid"):
-                self._untie()
-
-    def close(self) -> None:
-        self._untie()
-        self._unsubscribe()
+        self.calls.credential_revoked(credential_id)

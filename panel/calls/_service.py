@@ -48,6 +48,9 @@ TRANSITIONS: dict[CallState | None, frozenset[CallState]] = {
     **{s: frozenset() for s in END_STATES},
 }
 
+# An answer made with a revocable credential ends with it (ended, by the answerer, with these reasons).
+CREDENTIAL_REVOKED = "credential_revoked"
+CREDENTIAL_EXPIRED = "credential_expired"
 # With a media layer attached, an answered call that never gets media fails after this long.
 MEDIA_CONNECT_TIMEOUT_S = 30.0
 # Finished calls kept in memory, so commands naming a call that just ended get "call_over" at once.
@@ -163,6 +166,7 @@ class CallManager:
         self.ring_without_ack = cfg.webhooks.url is None
         self._recent: OrderedDict[str, Call] = OrderedDict()
         self._timers: list[TimerHandle] = []
+        self._tie: tuple[str, str] | None = None  # (call guid, the credential its answer was made with)
         self._created = 0
         self._closed = False
         self._recovering: list[asyncio.Future[Any]] = []
@@ -338,13 +342,36 @@ class CallManager:
         call = await self._resolve(guid)
         return await self._finish_with(call, "failed", who="panel", reason=reason)
 
-    def end_now(self, guid: str, who: str, reason: str) -> asyncio.Future[EventRow] | None:
-        """``end`` for synchronous callers (a revoked or expired credential): the call moves now, the
-        write is returned; None when ``guid`` is not the live call."""
+    def tie_credential(self, guid: str, credential_id: str, expires_in_s: float | None) -> None:
+        """The answer of live call ``guid`` was made with ``credential_id``: when it is revoked
+        (``credential_revoked``) or expires (in ``expires_in_s``; a timer through the clock, cancelled
+        with the call's other timers) the call ends as a hang-up by the answerer. The first answer's
+        credential holds the call; later ties are ignored."""
         call = self.current
-        if call is None or call.guid != guid or not call.live:
+        if call is None or call.guid != guid or not call.answered or self._tie is not None:
+            return
+        self._tie = (guid, credential_id)
+        if expires_in_s is not None:
+            self._timers.append(self.clock.call_at(self.clock.monotonic() + max(0.0, expires_in_s),
+                                                   lambda: self._credential_expired(guid)))
+
+    def _credential_expired(self, guid: str) -> None:
+        self._credential_ended(guid, CREDENTIAL_EXPIRED)
+
+    def credential_revoked(self, credential_id: str) -> asyncio.Future[EventRow] | None:
+        """A credential was revoked: the call answered with it ends now (the write is returned)."""
+        tie = self._tie
+        if tie is None or tie[1] != credential_id:
             return None
-        return self._transition(call, "ended", who=_actor(who, "who"), reason=_actor(reason, "reason"))
+        return self._credential_ended(tie[0], CREDENTIAL_REVOKED)
+
+    def _credential_ended(self, guid: str, reason: str) -> asyncio.Future[EventRow] | None:
+        call = self.current
+        if call is None or call.guid != guid or not call.live or call.answered_by is None:
+            return None
+        log.info("call %s ends: the answerer's credential is %s", guid, reason.removeprefix("credential_"),
+                 extra={"call": guid, "reason": reason})
+        return self._transition(call, "ended", who=call.answered_by, reason=reason)
 
     async def live_call(self, guid: str | None) -> Call:
         """The live call ``guid`` names (``None``: the one in progress), or CallError saying why not."""
@@ -499,6 +526,7 @@ class CallManager:
     def _retire(self, call: Call) -> None:
         if self.current is call:
             self.current = None
+            self._tie = None
             self._cancel_timers()
         self._recent[call.guid] = call
         self._recent.move_to_end(call.guid)

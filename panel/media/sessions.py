@@ -66,6 +66,8 @@ RETRY_AFTER_S = 10
 # Calls end their sessions with these reasons; a peer ending its session ends the call only for these.
 PEER_ENDED = frozenset({"remote_end", "peer_closed", "whep_delete"})
 PEER_LOST = frozenset({"peer_timeout", "peer_failed", "connect_timeout"})
+# Grants the backend's authenticated link makes for itself: no credential of anyone's to tie a call to.
+BACKEND_GRANTS = frozenset({"mqtt", "backend"})
 # The answerer's credential was revoked: the call ends as a hang-up would, with this reason.
 CREDENTIAL_REVOKED = "credential_revoked"
 
@@ -82,6 +84,8 @@ class CallControl(Protocol):
     async def fail(self, guid: str | None, reason: str) -> Any: ...
 
     def media_connected(self, guid: str) -> None: ...
+
+    def tie_credential(self, guid: str, credential_id: str, expires_in_s: float | None) -> None: ...
 
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any] | None] | dict[str, Any] | None]
@@ -672,6 +676,11 @@ class SessionManager:
                 del self.answerers[guid]
             status = 409 if e.code in ("already_answered", "call_over", "no_call", "not_answered") else 400
             raise SessionRefused(e.code, str(e), status) from None
+        grant = session.grant
+        if grant.token_id not in BACKEND_GRANTS:
+            # The call lasts as long as the credential it was answered with (docs/calls.md).
+            left = None if grant.lasts_until_mono is None else grant.lasts_until_mono - time.monotonic()
+            self.calls.tie_credential(guid, grant.token_id, left)
 
     async def answer_offer(self, sdp: str, *, token: str | None = None, call_guid: str | None = None,
                            who: str | None = None, ice_servers: list[dict[str, Any]] | None = None) -> str:
