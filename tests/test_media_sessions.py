@@ -449,3 +449,17 @@ async def test_a_call_answered_over_whep_ends_when_the_answerers_credential_expi
             await eventually(lambda: not media_of(panel).sessions.sessions, what="the call's sessions closed")
     finally:
         await resident.close()
+
+
+def test_nothing_outside_the_media_package_reaches_into_sessions() -> None:
+    """MediaService is the only way in: no module outside panel/media imports sessions.py or walks
+    ``media.sessions`` to a Session object."""
+    import re
+    from pathlib import Path as _Path
+
+    root = _Path(__file__).resolve().parent.parent / "panel"
+    pattern = re.compile(r"media\.sessions\b|from \.\.?media\.sessions import|\.sessions\.(create|get|sessions)\b")
+    offenders = [f"{path.relative_to(root.parent)}:{n}" for path in root.rglob("*.py")
+                 if "media" not in path.relative_to(root).parts[:1]
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert offenders == [], f"use MediaService's public methods instead: {offenders}"

@@ -112,10 +112,8 @@ def _link_headers(media: MediaService) -> list[str]:
     """ICE servers for the client (WHEP: Link rel="ice-server"), only when sessions use them."""
     if not media.cfg.whep_ice_servers:
         return []
-    from ..media.sessions import ice_servers_from_config
-
     links = []
-    for server in ice_servers_from_config(media.cfg.ice_servers):
+    for server in media.configured_ice_servers():
         urls = server.urls if isinstance(server.urls, list) else [server.urls]
         for url in urls:
             attrs = '; rel="ice-server"'

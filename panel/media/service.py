@@ -113,6 +113,13 @@ class MediaService:
         if self.sessions.get(session_id) is not None:
             asyncio.ensure_future(self.sessions.end(session_id, reason))
 
+    def configured_ice_servers(self) -> list[Any]:
+        """``media.ice_servers`` as RTCIceServer objects (TURN passwords from their environment variables),
+        e.g. for WHEP's Link headers."""
+        from .sessions import ice_servers_from_config
+
+        return ice_servers_from_config(self.cfg.ice_servers)
+
     # -- call-level mute --------------------------------------------------------------------------------
     def set_call_mute(self, call_guid: str, kind: MuteKind, muted: bool) -> int:
         """Mute (True) or unmute what the panel sends in a call: its microphone (``audio``: the peers hear
