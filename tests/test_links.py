@@ -271,6 +271,9 @@ async def test_an_invite_cannot_mint_a_second_answerer_or_a_panel_name(panel: Pa
             assert (await join_guest(c, sub["subscription"], guest)).status_code == 200
             r = await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": "Dave"}, headers=bearer(alice))
             assert (r.status_code, r.json()["code"]) == (422, "invitee_in_call")
+            # ... and by the subject the invite named (carol joined as "dave").
+            r = await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": "carol"}, headers=bearer(alice))
+            assert (r.status_code, r.json()["code"]) == (422, "invitee_in_call")
         finally:
             await guest.close()
     assert len(auth.tokens.list()) == before + 1  # carol's guest credential only

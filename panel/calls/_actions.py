@@ -219,7 +219,10 @@ class CallService:
             present.add(call.answered_by.lower())
         links = self.links
         if links is not None:
+            # Guests in the call: by display name, and by the subject their invite named.
             present |= {p.name.lower() for p in links.participants.list(call.guid)}
+            joined = links.participants.guest_links(call.guid)
+            present |= {lk.invited.lower() for lk in links.list(call.guid) if lk.invited and lk.id in joined}
         if low in present:
             raise CallError("invitee_in_call", f"subject: {subject!r} is already in call {call.guid}; an invite is "
                             "for someone who is not")
