@@ -160,6 +160,9 @@ async def test_decline_end_and_mute(rig: Rig) -> None:
         assert r.json()["muted"] == {"audio": False, "video": True}
         r = await c.get("/api/v1/state", headers=alice)
         assert r.json()["call"]["call"]["muted"] == {"audio": False, "video": True}
+        await rig.settle()
+        assert [(e["guid"], e["muted"], e["by"], e["media"]) for e in rig.events("call.muted")] == [
+            (guid, {"audio": True, "video": False}, "alice", False), (guid, {"audio": False, "video": True}, "alice", False)]
         r = await c.post("/api/v1/calls/end", headers=bob, json={})
         assert r.status_code == 403 and r.json()["code"] == "not_your_call"
         r = await c.post("/api/v1/calls/end", headers=alice, json={})

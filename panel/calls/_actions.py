@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import CallError
-from ..events import CallInvited
+from ..events import CallInvited, CallMuted
 
 if TYPE_CHECKING:
     from ._links import CallLinks, Link
@@ -175,6 +175,10 @@ class CallService:
             if media is not None:
                 applied = media.set_call_mute(call.guid, kind, value) > 0 or applied
         muted = self.calls.muted(call.guid)
+        # Journalled: the backend hears of it (webhook, MQTT event) and the retained MQTT call state is
+        # republished with the new ``muted``.
+        await self.calls.journal.record(CallMuted(guid=call.guid, muted=muted, by=actor.name, media=applied),
+                                        key=call.guid)
         log.info("call %s: panel sends %s", call.guid, ", ".join(f"{k} {'muted' if v else 'on'}"
                                                                   for k, v in muted.items()),
                  extra={"call": call.guid, "muted": muted, "by": actor.name})
