@@ -796,7 +796,9 @@ async def test_a_tied_credential_ends_only_its_own_call(bench: Bench) -> None:
     assert (last["guid"], last["status"], last["who"], last["reason"]) == (first, "ended", "alice",
                                                                            "credential_revoked")
     await bench.press()
-    second = bench.calls.current.guid  # type: ignore[union-attr]
+    current = bench.calls.current
+    assert current is not None
+    second = current.guid
     await service.answer(_resident("bob", credential_id="tok-b", expires_in_s=1000), second)
     await bench.advance(101)  # tok-a's old deadline passes: nothing happens to bob's call
     assert bench.calls.current is not None and bench.calls.current.guid == second

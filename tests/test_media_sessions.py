@@ -157,6 +157,11 @@ async def test_api_mute_reaches_every_session_of_the_call_and_unmute_resumes(pan
             await eventually(lambda: rms(resident.received_audio(0.3)) < 50, what="silence from the muted microphone")
             shown = (await c.get("/api/v1/state", headers=alice)).json()["call"]["call"]
             assert shown["muted"] == {"audio": True, "video": True}
+            await panel.journal.flush()
+            rows = panel.store.read_sync(lambda c: c.execute(
+                "SELECT data FROM events WHERE type='call.muted' ORDER BY seq").fetchall())
+            assert [(d["muted"], d["by"], d["media"]) for d in (json.loads(r[0]) for r in rows)] == [
+                ({"audio": True, "video": True}, "alice", True)]
 
             # A viewer joining the muted call gets no pictures either; the resident's audio is the clock.
             await join(panel, viewer, media.issue_call_token(guid, "bob", view_only=True))
@@ -435,7 +440,7 @@ async def test_a_call_answered_over_whep_ends_when_the_answerers_credential_expi
     """The call lasts as long as the credential it was answered with (old code: until max_call_s)."""
     guid = await ring(panel)
     secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role="resident", subject="alice",
-                                                            issued_by="test", ttl_s=2.0, unit_id="303")
+                                                            issued_by="test", ttl_s=4.0, unit_id="303")
     resident = Resident(tone_hz=RESIDENT_TONE)
     try:
         async with api(panel) as c:
