@@ -168,10 +168,11 @@ class CallService:
         self._answerer_only(actor, call)
         media = self.media()
         applied = False
-        for kind, value in (("audio", audio), ("video", video)):
+        changes: list[tuple[MuteKind, bool | None]] = [("audio", audio), ("video", video)]
+        for kind, value in changes:
             if value is None:
                 continue
-            self.calls.set_muted(call.guid, kind, value)  # type: ignore[arg-type]
+            self.calls.set_muted(call.guid, kind, value)
             if media is not None:
                 applied = media.set_call_mute(call.guid, kind, value) > 0 or applied
         muted = self.calls.muted(call.guid)
