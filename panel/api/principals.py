@@ -5,7 +5,8 @@ Three kinds of bearer credential, all sent as ``Authorization: Bearer <secret>``
 - ``session``: the installer's login session (``POST /api/v1/auth/login``), expires after
   ``api.session_ttl_s``, ends at logout and whenever the installer password changes;
 - ``token``: issued by the installer or the backend (``POST /api/v1/auth/tokens``) for a viewer,
-  a resident or a backend, with an expiry, optionally scoped to a unit and/or one call;
+  a resident or a backend, with an expiry, optionally scoped to a unit and/or one call; or minted by
+  an invite (``POST /api/v1/calls/{guid}/invite``) for a guest of one call;
 - ``static``: ``installer_token`` from the secrets file, for automation (role installer).
 
 The panel keeps only a SHA-256 of each secret (they are 256-bit random strings, so a fast hash is
