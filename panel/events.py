@@ -265,8 +265,9 @@ class CallLinkRevoked(EventData):
 
 
 class CallInvited(EventData):
-    """A further resident was invited into a call in progress: a call-scoped resident credential and a
-    call link were issued for them (neither secret is in the event)."""
+    """Someone was invited into a call in progress as a guest: a guest credential for that call (view and
+    talk; never the door, ending the call, links or invites) and a call link were issued for them
+    (neither secret is in the event)."""
 
     guid: str
     subject: str = Field(description="the invited resident's id")
@@ -275,6 +276,18 @@ class CallInvited(EventData):
     token_id: str = Field(description="the credential issued (revocable: DELETE /api/v1/auth/tokens/{id})")
     link_id: str
     expires_at: str
+
+
+class CallMuted(EventData):
+    """What the panel sends in a call was muted or unmuted (its microphone: the peers hear silence; its
+    camera: pictures stop), for every media session of the call."""
+
+    guid: str
+    muted: dict[str, bool] = Field(description="what the panel now sends muted in this call: {audio, video}",
+                                   examples=[{"audio": True, "video": False}])
+    by: str = Field(description="who muted or unmuted")
+    media: bool = Field(description="true if it reached a media session; false: recorded only (no media running "
+                                    "or no session yet; sessions that join later start muted)")
 
 
 class PanelStarted(EventData):
@@ -378,6 +391,7 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "call.link_created": CallLinkCreated,
     "call.link_revoked": CallLinkRevoked,
     "call.invited": CallInvited,
+    "call.muted": CallMuted,
     "media.device_lost": MediaDeviceLost,
     "media.device_recovered": MediaDeviceRecovered,
 }

@@ -55,6 +55,8 @@ async def token(rig: Rig, role: str, subject: str | None = None, **scope: Any) -
         return secret
     if role in ("viewer", "resident") and not scope:
         scope = {"unit_id": "303"}
+    if role == "guest" and not scope:
+        scope = {"call_guid": "no-such-call"}  # guests exist only for one call (an invite)
     secret, _ = await auth_of(rig).tokens.issue(kind="token", role=role, subject=subject or f"{role}-1",  # type: ignore[arg-type]
                                                 issued_by="test", ttl_s=3600, **scope)
     return secret

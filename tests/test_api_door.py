@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .api_support import api_rig, bearer, served, token
+from .api_support import api_rig, auth_of, bearer, served, token
 from .rig import Rig
 from .support import BASE_CONFIG
 
@@ -152,9 +152,17 @@ async def test_decline_end_and_mute(rig: Rig) -> None:
         assert r.status_code == 403 and r.json()["code"] == "not_your_call"
         r = await c.post("/api/v1/calls/mute", headers=alice, json={"audio": True})
         assert r.status_code == 200 and r.json()["muted"] == {"audio": True, "video": False}
-        assert r.json()["media"] is False  # no media layer in this rig: recorded only
+        # No media layer in this rig: the call records it (media sessions that join later start muted;
+        # tests/test_media_sessions.py proves the microphone and camera really stop).
+        assert r.json()["media"] is False
+        assert rig.panel.calls.current is not None and rig.panel.calls.current.muted == {"audio": True, "video": False}
         r = await c.post("/api/v1/calls/mute", headers=alice, json={"video": True, "audio": False})
         assert r.json()["muted"] == {"audio": False, "video": True}
+        r = await c.get("/api/v1/state", headers=alice)
+        assert r.json()["call"]["call"]["muted"] == {"audio": False, "video": True}
+        await rig.settle()
+        assert [(e["guid"], e["muted"], e["by"], e["media"]) for e in rig.events("call.muted")] == [
+            (guid, {"audio": True, "video": False}, "alice", False), (guid, {"audio": False, "video": True}, "alice", False)]
         r = await c.post("/api/v1/calls/end", headers=bob, json={})
         assert r.status_code == 403 and r.json()["code"] == "not_your_call"
         r = await c.post("/api/v1/calls/end", headers=alice, json={})
@@ -275,3 +283,51 @@ async def test_a_duplicate_json_key_is_refused_naming_it_and_nothing_moves(rig: 
         assert r.status_code == 200, r.text
     assert [s.state for s in rig.relay_pin("main").states] == [False]
     assert [a["relay"] for a in rig.access_log()] == ["gate"]
+
+
+async def test_revoking_the_answerers_credential_ends_the_call_as_a_hangup(rig: Rig) -> None:
+    """Old code: the call stayed live (and the door openable for it) until max_call_s."""
+    secret, p = await auth_of(rig).tokens.issue(kind="token", role="resident", subject="alice", issued_by="test",
+                                                ttl_s=3600, unit_id="303")
+    other, _ = await auth_of(rig).tokens.issue(kind="token", role="resident", subject="bob", issued_by="test",
+                                               ttl_s=3600, unit_id="303")
+    installer = bearer(await token(rig, "installer"))
+    async with served(rig) as c:
+        guid = await _ring(rig)
+        assert (await c.post("/api/v1/calls/answer", headers=bearer(secret), json={})).status_code == 200
+        # Revoking someone else's credential changes nothing.
+        await auth_of(rig).tokens.revoke([auth_of(rig).tokens.lookup(other).token_id])
+        assert rig.panel.calls.current is not None and rig.panel.calls.current.live
+        r = await c.delete(f"/api/v1/auth/tokens/{p.token_id}", headers=installer)
+        assert r.status_code == 200, r.text
+        # Ended before the revocation's response came back.
+        assert rig.panel.calls.current is None
+        await rig.settle()
+        last = rig.events("call.status_updated")[-1]
+        assert (last["guid"], last["status"], last["who"], last["reason"]) == (guid, "ended", "alice",
+                                                                               "credential_revoked")
+        r = await c.post("/api/v1/door/open", headers=installer, json={"call_guid": guid})
+        assert (r.status_code, r.json()["code"]) == (409, "call_over")
+
+
+async def test_the_answerers_credential_expiring_ends_the_call(rig: Rig) -> None:
+    """A timer through the clock seam, from the answer; old code: live until max_call_s (300 s)."""
+    secret, _ = await auth_of(rig).tokens.issue(kind="token", role="resident", subject="alice", issued_by="test",
+                                                ttl_s=120, unit_id="303")
+    async with served(rig) as c:
+        guid = await _ring(rig)
+        assert (await c.post("/api/v1/calls/answer", headers=bearer(secret), json={})).status_code == 200
+        await rig.advance(110)
+        assert rig.panel.calls.current is not None and rig.panel.calls.current.guid == guid
+        await rig.advance(15)
+        assert rig.panel.calls.current is None
+        last = rig.events("call.status_updated")[-1]
+        assert (last["guid"], last["status"], last["who"], last["reason"]) == (guid, "ended", "alice",
+                                                                               "credential_expired")
+        # The next call is not touched by the old timer, and an installer's answer ties to nothing.
+        guid2 = await _ring(rig)
+        r = await c.post("/api/v1/calls/answer", headers=bearer(await token(rig, "installer")), json={"who": "carol"})
+        assert r.status_code == 200
+        await rig.advance(200)
+        assert rig.events("call.status_updated")[-1]["reason"] != "credential_expired"
+        assert rig.events("call.status_updated")[-1]["guid"] == guid2

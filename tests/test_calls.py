@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from panel.calls import TRANSITIONS, CallManager
+from panel.calls import BACKEND, TRANSITIONS, Actor, CallManager, CallService
 from panel.errors import CallError
 from panel.platform import Config, FakeClock, Journal, Store, parse_config
 
@@ -722,3 +722,87 @@ def test_a_call_cut_by_sigkill_is_closed_at_the_next_start(tmp_path: Path) -> No
         assert (last["guid"], last["status"], last["previous_status"]) == (row["guid"], "failed", "ringing")
     finally:
         assert p.stop() == 0
+
+
+# -- the CallService: who may do what (the adapters only translate) --------------------------------------
+
+def _resident(subject: str, **kw: Any) -> Actor:
+    return Actor(kind="resident", name=subject, subject=subject, unit_id=kw.pop("unit_id", "303"), **kw)
+
+
+async def test_the_call_service_refuses_a_guest_everything_whatever_the_adapter(bench: Bench) -> None:
+    """Defence in depth behind the role table: an invited guest never answers, declines, ends, mutes or
+    invites, even with a credential for exactly this call."""
+    service = CallService(bench.calls, lambda: None)
+    await bench.press()
+    guid = bench.calls.current.guid  # type: ignore[union-attr]
+    guest = Actor(kind="guest", name="carol", subject="carol", call_guid=guid, credential_id="t1")
+
+    async def never_issued(*a: Any) -> tuple[str, str]:
+        raise AssertionError("a guest must not get a credential minted")
+
+    for attempt in (service.answer(guest, guid), service.decline(guest, guid), service.end(guest, guid),
+                    service.mute(guest, guid, audio=True), service.invite(guest, guid, "erin", None, issue=never_issued)):
+        with pytest.raises(CallError) as e:
+            await attempt
+        assert e.value.code == "not_allowed_for_role"
+    assert bench.calls.current is not None and bench.calls.current.state == "ringing"
+    await service.answer(_resident("alice"), guid)
+    for attempt in (service.end(guest, guid), service.mute(guest, guid, video=True)):
+        with pytest.raises(CallError) as e:
+            await attempt
+        assert e.value.code == "not_allowed_for_role"
+    assert bench.calls.current is not None and bench.calls.current.live
+
+
+async def test_the_call_service_scopes_residents_and_lets_the_backend_name_them(bench: Bench) -> None:
+    service = CallService(bench.calls, lambda: None)
+    await bench.press()
+    guid = bench.calls.current.guid  # type: ignore[union-attr]
+    with pytest.raises(CallError) as e:
+        await service.answer(_resident("zoe", unit_id="999"), guid)
+    assert e.value.code == "not_your_call"
+    with pytest.raises(CallError) as e:
+        await service.answer(_resident("bob"), guid, who="alice")
+    assert e.value.code == "acting_as_other"
+    call = await service.answer(BACKEND, None, who="alice")
+    assert call.answered_by == "alice"
+    with pytest.raises(CallError) as e:
+        await service.end(_resident("bob"), guid)
+    assert e.value.code == "not_your_call"  # only the answerer ends it
+    state = await service.mute(_resident("alice"), guid, audio=True)
+    assert (state.muted, state.media) == ({"audio": True, "video": False}, False)
+    assert bench.calls.state()["call"]["muted"] == {"audio": True, "video": False}
+    ended = await service.end(_resident("alice"), guid)
+    assert (ended.state, ended.ended_by, ended.reason) == ("ended", "alice", "hangup")
+    with pytest.raises(CallError) as e:
+        await service.mute(_resident("alice"), guid, audio=False)
+    assert e.value.code == "call_over"
+
+
+async def test_a_tied_credential_ends_only_its_own_call(bench: Bench) -> None:
+    """The answerer's credential ties to the call it answered: revoking it ends that call (ended, by the
+    answerer, credential_revoked); its expiry timer does not reach a later call."""
+    service = CallService(bench.calls, lambda: None)
+    await bench.press()
+    first = bench.calls.current.guid  # type: ignore[union-attr]
+    await service.answer(_resident("alice", credential_id="tok-a", expires_in_s=100), first)
+    service.credential_revoked("tok-other")
+    assert bench.calls.current is not None
+    service.credential_revoked("tok-a")
+    await bench.settle()
+    assert bench.calls.current is None
+    last = bench.events("call.status_updated")[-1]
+    assert (last["guid"], last["status"], last["who"], last["reason"]) == (first, "ended", "alice",
+                                                                           "credential_revoked")
+    await bench.press()
+    current = bench.calls.current
+    assert current is not None
+    second = current.guid
+    await service.answer(_resident("bob", credential_id="tok-b", expires_in_s=1000), second)
+    await bench.advance(101)  # tok-a's old deadline passes: nothing happens to bob's call
+    assert bench.calls.current is not None and bench.calls.current.guid == second
+    service.credential_revoked("tok-a")
+    assert bench.calls.current is not None
+    await bench.advance(MAX_S)  # max_call_s comes before tok-b's expiry
+    assert bench.events("call.status_updated")[-1]["reason"] == "max_call_s"

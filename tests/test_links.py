@@ -235,7 +235,7 @@ async def test_invite_issues_a_call_scoped_credential_and_a_link(panel: Panel) -
         assert r.status_code == 201, r.text
         inv = r.json()
         me = (await c.get("/api/v1/auth/me", headers=bearer(inv["token"]))).json()["credential"]
-        assert (me["role"], me["subject"], me["call_guid"]) == ("resident", "carol", guid)
+        assert (me["role"], me["subject"], me["call_guid"]) == ("guest", "carol", guid)
         assert (await c.get(f"/api/v1/calls/{guid}", headers=bearer(inv["token"]))).status_code == 200
         r = await c.post("/api/v1/link/subscribe", json={"name": "Carol"}, headers=bearer(inv["link"]))
         assert r.status_code == 201
@@ -246,7 +246,71 @@ async def test_invite_issues_a_call_scoped_credential_and_a_link(panel: Panel) -
         assert created[-1]["invited"] == "carol"
         assert inv["token"] not in str(invited) and inv["link"] not in str(created)  # no secret in an event
         r = await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": "panel"}, headers=bearer(alice))
-        assert r.status_code == 422
+        assert (r.status_code, r.json()["code"]) == (422, "reserved_subject")
+
+
+async def test_an_invite_cannot_mint_a_second_answerer_or_a_panel_name(panel: Panel) -> None:
+    """The answerer's own subject (any case), a participant's, and reserved names are refused; nothing is
+    minted for them (old code: a call-scoped *resident* credential for "alice" that opened the door)."""
+    guid = await answered_call(panel)
+    alice = await resident_token(panel, "alice")
+    auth = ApiAuth.for_panel(panel)
+    before = len(auth.tokens.list())
+    async with api(panel) as c:
+        for subject in ("alice", "ALICE"):
+            r = await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": subject}, headers=bearer(alice))
+            assert (r.status_code, r.json()["code"]) == (422, "invitee_in_call"), subject
+        for subject in ("backend:crm", "installer:bob", "Installer", "guest:p_x", "res:alice", "homeassistant"):
+            r = await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": subject}, headers=bearer(INSTALLER))
+            assert (r.status_code, r.json()["code"]) == (422, "reserved_subject"), subject
+        # A guest already in the call (joined through a link) is a participant too.
+        inv = (await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": "carol"}, headers=bearer(alice))).json()
+        sub = (await c.post("/api/v1/link/subscribe", json={"name": "dave"}, headers=bearer(inv["link"]))).json()
+        guest = Resident()
+        try:
+            assert (await join_guest(c, sub["subscription"], guest)).status_code == 200
+            r = await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": "Dave"}, headers=bearer(alice))
+            assert (r.status_code, r.json()["code"]) == (422, "invitee_in_call")
+            # ... and by the subject the invite named (carol joined as "dave").
+            r = await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": "carol"}, headers=bearer(alice))
+            assert (r.status_code, r.json()["code"]) == (422, "invitee_in_call")
+        finally:
+            await guest.close()
+    assert len(auth.tokens.list()) == before + 1  # carol's guest credential only
+    assert [e["subject"] for e in await events_of(panel, "call.invited")] == ["carol"]
+
+
+async def test_an_invited_guest_views_but_never_opens_ends_shares_or_invites(panel: Panel) -> None:
+    guid = await answered_call(panel)
+    alice = await resident_token(panel, "alice")
+    async with api(panel) as c:
+        inv = (await c.post(f"/api/v1/calls/{guid}/invite", json={"subject": "carol"}, headers=bearer(alice))).json()
+        carol = bearer(inv["token"])
+        # What a guest may do: see its call and who is in it.
+        assert (await c.get(f"/api/v1/calls/{guid}", headers=carol)).status_code == 200
+        r = await c.get(f"/api/v1/calls/{guid}/participants", headers=carol)
+        assert r.status_code == 200 and [p["name"] for p in r.json()["participants"]] == ["alice"]
+        # What it may never do.
+        refused = [
+            ("POST", "/api/v1/door/open", {"call_guid": guid}),
+            ("POST", "/api/v1/calls/end", {"call_guid": guid}),
+            ("POST", "/api/v1/calls/decline", {"call_guid": guid}),
+            ("POST", "/api/v1/calls/answer", {"call_guid": guid}),
+            ("POST", "/api/v1/calls/mute", {"call_guid": guid, "audio": True}),
+            ("POST", f"/api/v1/calls/{guid}/links", {}),
+            ("POST", f"/api/v1/calls/{guid}/invite", {"subject": "erin"}),
+            ("POST", "/api/v1/auth/tokens", {"role": "viewer", "subject": "x", "call_guid": guid}),
+        ]
+        for method, path, body in refused:
+            r = await c.request(method, path, json=body, headers=carol)
+            assert (r.status_code, r.json()["code"]) == (403, "forbidden"), (path, r.text)
+        assert panel.calls.current is not None and panel.calls.current.state in ("connecting", "connected")
+        assert await events_of(panel, "door.unlocked") == []
+        assert [e["invited"] for e in await events_of(panel, "call.link_created")] == ["carol"]
+        # The invite is revocable like any credential (installer or backend).
+        r = await c.delete(f"/api/v1/auth/tokens/{inv['token_id']}", headers=bearer(INSTALLER))
+        assert r.status_code == 200, r.text
+        assert (await c.get(f"/api/v1/calls/{guid}", headers=carol)).status_code == 401
 
 
 async def test_installer_sound_checks_reach_the_speaker_and_read_the_microphone(panel: Panel) -> None:

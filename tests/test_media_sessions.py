@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from panel.api.principals import ApiAuth
 from panel.daemon import Panel
 from panel.media.audio import dominant_frequency
 from panel.media.errors import SessionRefused, TokenRefused
@@ -19,6 +20,7 @@ from panel.media.sessions import Session
 from .media_resident import Resident
 from .media_rig import (
     Resources,
+    api,
     assert_no_leaks,
     eventually,
     media_config,
@@ -122,11 +124,89 @@ async def test_mute_from_either_side_is_applied_and_reported(panel: Panel) -> No
     resident.send({"type": "mute", "kind": "audio", "muted": True})
     state = await resident.wait_message(lambda m: m["type"] == "state" and m["muted"]["remote"]["audio"])
     assert session.info()["muted"] == {"panel": {"audio": False, "video": False},
-                                       "remote": {"audio": True, "video": False}}
+                                       "remote": {"audio": True, "video": False},
+                                       "call": {"audio": False, "video": False}}
     resident.send({"type": "mute", "kind": "camera", "muted": True})
     error = await resident.wait_message(lambda m: m["type"] == "error")
     assert error["code"] == "invalid_message" and "kind" in error["message"]
     await resident.close()
+
+
+async def test_api_mute_reaches_every_session_of_the_call_and_unmute_resumes(panel: Panel) -> None:
+    """POST /api/v1/calls/mute really stops what the panel sends (old code: a getattr of a method nobody
+    had, so the resident kept hearing and seeing the entrance), and a session joining later starts muted."""
+    guid = await ring(panel)
+    media = media_of(panel)
+    resident = Resident(tone_hz=RESIDENT_TONE)
+    await join(panel, resident, media.issue_call_token(guid, "alice"))
+    await resident.wait_pictures(5)
+    await resident.wait_channel_open()
+    await eventually(lambda: rms(resident.received_audio(0.3)) > 1000, what="the entrance tone at the resident")
+    secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role="resident", subject="alice",
+                                                            issued_by="test", ttl_s=3600, unit_id="303")
+    alice = {"Authorization": f"Bearer {secret}"}
+    viewer = Resident(audio="")
+    try:
+        async with api(panel) as c:
+            r = await c.post("/api/v1/calls/mute", headers=alice, json={"audio": True, "video": True})
+            assert r.status_code == 200, r.text
+            assert r.json()["muted"] == {"audio": True, "video": True} and r.json()["media"] is True
+            state = await resident.wait_message(lambda m: m["type"] == "state" and m["muted"]["call"]["audio"]
+                                                and m["muted"]["call"]["video"])
+            assert state["muted"]["panel"] == {"audio": False, "video": False}  # the session's own switch untouched
+            await eventually(lambda: rms(resident.received_audio(0.3)) < 50, what="silence from the muted microphone")
+            shown = (await c.get("/api/v1/state", headers=alice)).json()["call"]["call"]
+            assert shown["muted"] == {"audio": True, "video": True}
+            await panel.journal.flush()
+            rows = panel.store.read_sync(lambda c: c.execute(
+                "SELECT data FROM events WHERE type='call.muted' ORDER BY seq").fetchall())
+            assert [(d["muted"], d["by"], d["media"]) for d in (json.loads(r[0]) for r in rows)] == [
+                ({"audio": True, "video": True}, "alice", True)]
+
+            # A viewer joining the muted call gets no pictures either; the resident's audio is the clock.
+            await join(panel, viewer, media.issue_call_token(guid, "bob", view_only=True))
+            pictures = len(resident.pictures)
+            await resident.wait_audio(len(resident.received_audio()) / 48000 + 1.0)
+            assert len(resident.pictures) - pictures <= 2, "pictures kept coming with the call's camera muted"
+            assert viewer.pictures == [], "a session joining a muted call got pictures"
+
+            r = await c.post("/api/v1/calls/mute", headers=alice, json={"audio": False, "video": False})
+            assert r.json()["muted"] == {"audio": False, "video": False}
+            await eventually(lambda: rms(resident.received_audio(0.3)) > 1000, what="the tone back after unmute")
+            await resident.wait_pictures(len(resident.counters()) + 5)
+            await viewer.wait_pictures(3)
+    finally:
+        await viewer.close()
+        await resident.close()
+
+
+async def test_revoking_the_answerers_credential_ends_its_session_and_the_call(panel: Panel) -> None:
+    """The answerer's media runs on their API credential (WHEP); revoking it ends the session *and* the call
+    (old code: the session ended and the call stayed connected, without media, until max_call_s)."""
+    guid = await ring(panel)
+    auth = ApiAuth.for_panel(panel)
+    secret, p = await auth.tokens.issue(kind="token", role="resident", subject="alice", issued_by="test",
+                                        ttl_s=3600, unit_id="303")
+    resident = Resident(tone_hz=RESIDENT_TONE)
+    try:
+        async with api(panel) as c:
+            r = await c.post("/api/v1/media/whep", content=await resident.offer(),
+                             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp"})
+            assert r.status_code == 201, r.text
+            await resident.accept(r.text)
+            await eventually(lambda: panel.calls.current is not None and panel.calls.current.state == "connected",
+                             what="call connected")
+            session_id = r.headers["location"].rsplit("/", 1)[1]
+            await auth.tokens.revoke([p.token_id])
+            await eventually(lambda: panel.calls.current is None, what="the call ended with the credential")
+            await panel.journal.flush()
+            assert call_statuses(panel, guid)[-1] == ("ended", "credential_revoked")
+            assert media_of(panel).session_info(session_id) is None
+            # Whichever revocation listener runs first, the session is down and its call with it.
+            assert {reason for sid, reason in media_of(panel).sessions.ended if sid == session_id} & {
+                "revoked", "call_ended"}
+    finally:
+        await resident.close()
 
 
 async def test_audio_only_start_then_video_and_back_with_renegotiation(panel: Panel) -> None:
@@ -356,3 +436,37 @@ async def test_mqtt_signalled_offer_gets_an_answer(panel: Panel) -> None:
     assert refused.value.code == "invalid_ice_servers"
     await resident.close()
 
+
+
+async def test_a_call_answered_over_whep_ends_when_the_answerers_credential_expires(panel: Panel) -> None:
+    """The call lasts as long as the credential it was answered with (old code: until max_call_s)."""
+    guid = await ring(panel)
+    secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role="resident", subject="alice",
+                                                            issued_by="test", ttl_s=4.0, unit_id="303")
+    resident = Resident(tone_hz=RESIDENT_TONE)
+    try:
+        async with api(panel) as c:
+            r = await c.post("/api/v1/media/whep", content=await resident.offer(),
+                             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp"})
+            assert r.status_code == 201, r.text
+            await resident.accept(r.text)
+            await eventually(lambda: panel.calls.current is None, timeout=10, what="the call ended at the expiry")
+            await panel.journal.flush()
+            assert call_statuses(panel, guid)[-1] == ("ended", "credential_expired")
+            await eventually(lambda: not media_of(panel).sessions.sessions, what="the call's sessions closed")
+    finally:
+        await resident.close()
+
+
+def test_nothing_outside_the_media_package_reaches_into_sessions() -> None:
+    """MediaService is the only way in: no module outside panel/media imports sessions.py or walks
+    ``media.sessions`` to a Session object."""
+    import re
+    from pathlib import Path as _Path
+
+    root = _Path(__file__).resolve().parent.parent / "panel"
+    pattern = re.compile(r"media\.sessions\b|from \.\.?media\.sessions import|\.sessions\.(create|get|sessions)\b")
+    offenders = [f"{path.relative_to(root.parent)}:{n}" for path in root.rglob("*.py")
+                 if "media" not in path.relative_to(root).parts[:1]
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert offenders == [], f"use MediaService's public methods instead: {offenders}"

@@ -213,8 +213,9 @@ async def issue(body: TokenBody, panel: PanelDep, who: Caller, auth: AuthDep) ->
 
 
 def _visible_roles(who: Principal) -> frozenset[Role]:
-    return frozenset({"viewer", "resident", "installer", "backend"}) if who.role == "installer" \
-        else frozenset({"viewer", "resident", "backend"})
+    # Guests (invited into one call) are listed and revocable like the residents who invite them.
+    return frozenset({"viewer", "resident", "installer", "backend", "guest"}) if who.role == "installer" \
+        else frozenset({"viewer", "resident", "backend", "guest"})
 
 
 @router.get("/tokens", response_model=TokenList, summary="Live credentials (installer, backend)",

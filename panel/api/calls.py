@@ -1,24 +1,26 @@
 """Calls over the API: the call log (paged, filtered) and answer, decline, end and mute.
 
-Commands go through the CallManager, like the backend's MQTT commands, so the same rules hold
-("first answer wins", a second answer gets ``already_answered``). Installers and the backend may act
-on any call, naming the resident with ``who``; a resident acts as themself on the calls of their
-scope, and ends or mutes only the call they answered.
+Commands go through the CallService (panel/calls), like the backend's MQTT commands, so the same
+rules hold ("first answer wins", a second answer gets ``already_answered``). Installers and the
+backend may act on any call, naming the resident with ``who``; a resident acts as themself on the
+calls of their scope, and ends or mutes only the call they answered; a guest does none of this.
+These routes only translate.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..calls import MAX_ACTOR_LEN, MAX_PER_PAGE, Call
+from ..calls import MAX_ACTOR_LEN, MAX_PER_PAGE
+from ..errors import CallError
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import Principal
 from .roles import caller
-from .scope import call_in_scope, require_answered_by, require_call
+from .scope import actor, call_in_scope, call_service, refused
 
 router = APIRouter(prefix="/api/v1/calls", tags=["calls"])
 
@@ -103,7 +105,9 @@ class CallResult(OkBody):
 class MuteResult(OkBody):
     call_guid: str
     muted: dict[str, bool] = Field(description="what the panel sends muted in this call: {audio, video}")
-    media: bool = Field(description="true if a media session applied it; false: recorded only (no media layer)")
+    media: bool = Field(description="true if it reached at least one media session of the call; false: recorded "
+                                    "only (no media layer, or no session yet: sessions that join later start "
+                                    "muted)")
 
 
 def _record(d: dict[str, Any]) -> CallRecord:
@@ -115,7 +119,7 @@ def _record(d: dict[str, Any]) -> CallRecord:
 async def history(panel: PanelDep, who: Caller, page: int = Query(1, ge=1, le=100_000),
                   per_page: int = Query(20, ge=1, le=MAX_PER_PAGE), unit_id: str | None = Query(None, max_length=64),
                   status: Status | None = None, transitions: bool = False) -> CallPage:
-    if who.role in ("viewer", "resident"):
+    if who.role in ("viewer", "resident", "guest"):
         if who.call_guid is not None:  # a one-call credential sees that call only
             d = await panel.calls.details(who.call_guid)
             rows = [d] if d is not None and (status is None or d["status"] == status) \
@@ -144,100 +148,48 @@ async def one(guid: str, panel: PanelDep, who: Caller) -> CallOne:
     return CallOne.model_validate({"code": "ok", "message": f"call {guid} ({call['status']})", **call})
 
 
-def _actor(who: Principal, body: CallCommand) -> str:
-    if who.role in ("installer", "backend"):
-        return body.who or who.actor
-    if body.who is not None and body.who != who.subject:
-        raise ApiError(403, "acting_as_other", f"who: a resident acts as themself ({who.subject}); omit who")
-    return who.subject
-
-
-async def _target(panel: Any, who: Principal, guid: str | None) -> Call:
-    """The live call named (or in progress), checked against the caller's scope before anything moves."""
-    call = panel.calls.current if guid is None else panel.calls.get(guid)
-    if call is None:
-        # Let the CallManager say precisely why (no call / over / unknown), as it does over MQTT.
-        call = await panel.calls.lookup(guid) if guid is not None else None
-        if call is None and guid is None:
-            raise ApiError(409, "no_call", "there is no call in progress")
-        if call is None:
-            raise ApiError(404, "unknown_call", f"there is no call {guid!r} on this panel; omit call_guid to mean "
-                           "the call in progress")
-    if who.role not in ("installer", "backend"):
-        require_call(who, call)
-    return call  # type: ignore[no-any-return]
-
-
 _CMD = {401: _401, 403: _403, 404: {"description": "unknown call"},
         409: {"description": "no call in progress, the call is over, or already answered by someone else"}}
 
 
+# The routes only translate: the CallService (panel/calls) decides who may do what to which call.
 @router.post("/answer", response_model=CallResult, summary="Answer a ringing call (first answer wins)",
              responses=_CMD)
 async def answer(body: CallCommand, panel: PanelDep, who: Caller) -> CallResult:
-    target = await _target(panel, who, body.call_guid)
-    call = await panel.calls.answer(target.guid, _actor(who, body))
+    try:
+        call = await call_service(panel).answer(actor(panel, who), body.call_guid, body.who)
+    except CallError as e:
+        raise refused(e) from None
     return CallResult(message=f"call {call.guid} answered by {call.answered_by}", call=_record(call.to_dict()))
 
 
 @router.post("/decline", response_model=CallResult, summary="Decline a ringing call", responses=_CMD)
 async def decline(body: CallCommand, panel: PanelDep, who: Caller) -> CallResult:
-    target = await _target(panel, who, body.call_guid)
-    actor = _actor(who, body)
-    call = await panel.calls.decline(target.guid, actor)
-    return CallResult(message=f"call {call.guid} declined by {actor}", call=_record(call.to_dict()))
+    try:
+        call = await call_service(panel).decline(actor(panel, who), body.call_guid, body.who)
+    except CallError as e:
+        raise refused(e) from None
+    return CallResult(message=f"call {call.guid} declined by {call.ended_by}", call=_record(call.to_dict()))
 
 
 @router.post("/end", response_model=CallResult, summary="End (hang up) a call", responses=_CMD)
 async def end(body: CallCommand, panel: PanelDep, who: Caller) -> CallResult:
-    target = await _target(panel, who, body.call_guid)
-    if who.role == "resident":
-        require_answered_by(who, target)
-    actor = _actor(who, body)
-    call = await panel.calls.end(target.guid, actor)
-    return CallResult(message=f"call {call.guid} ended by {actor}", call=_record(call.to_dict()))
-
-
-class MuteBoard:
-    """What the panel sends muted, per live call. The media layer, when present, applies it
-    (``panel.media.set_call_mute(guid, kind, muted)``); without one the state is recorded only."""
-
-    def __init__(self) -> None:
-        self.calls: dict[str, dict[str, bool]] = {}
-
-    @classmethod
-    def for_panel(cls, panel: Any) -> MuteBoard:
-        board = panel.__dict__.get("_mute_board")
-        if board is None:
-            board = panel.__dict__["_mute_board"] = cls()
-        return board  # type: ignore[no-any-return]
+    try:
+        call = await call_service(panel).end(actor(panel, who), body.call_guid, body.who)
+    except CallError as e:
+        raise refused(e) from None
+    return CallResult(message=f"call {call.guid} ended by {call.ended_by}", call=_record(call.to_dict()))
 
 
 @router.post("/mute", response_model=MuteResult, summary="Mute or unmute the entrance microphone/camera in a call",
              responses={**_CMD, 422: {"description": "neither audio nor video given, or a bad field"}})
-async def mute(body: MuteBody, request: Request, panel: PanelDep, who: Caller) -> MuteResult:
+async def mute(body: MuteBody, panel: PanelDep, who: Caller) -> MuteResult:
     if body.audio is None and body.video is None:
         raise ApiError(422, "invalid_request", "audio: give audio and/or video (true mutes, false unmutes)")
-    target = await _target(panel, who, body.call_guid)
-    if not target.live:
-        raise ApiError(409, "call_over", f"call {target.guid} is over ({target.state})")
-    if who.role == "resident":
-        require_answered_by(who, target)
-    board = MuteBoard.for_panel(panel)
-    # Only calls still live are kept: the board never grows past the one call in progress.
-    board.calls = {g: v for g, v in board.calls.items() if g == target.guid}
-    state = board.calls.setdefault(target.guid, {"audio": False, "video": False})
-    media = getattr(panel, "media", None)
-    applied = False
-    for kind in ("audio", "video"):
-        value = getattr(body, kind)
-        if value is None:
-            continue
-        state[kind] = value
-        setter = getattr(media, "set_call_mute", None)
-        if setter is not None:
-            setter(target.guid, kind, value)
-            applied = True
-    shown = ", ".join(f"{k} {'muted' if v else 'on'}" for k, v in state.items())
-    return MuteResult(message=f"call {target.guid}: {shown}" + ("" if applied else " (recorded; no media session "
-                      "applied it)"), call_guid=target.guid, muted=dict(state), media=applied)
+    try:
+        state = await call_service(panel).mute(actor(panel, who), body.call_guid, audio=body.audio, video=body.video)
+    except CallError as e:
+        raise refused(e) from None
+    shown = ", ".join(f"{k} {'muted' if v else 'on'}" for k, v in state.muted.items())
+    return MuteResult(message=f"call {state.call_guid}: {shown}" + ("" if state.media else " (recorded; no media "
+                      "session applied it)"), call_guid=state.call_guid, muted=state.muted, media=state.media)

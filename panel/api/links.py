@@ -5,8 +5,9 @@ Two sides:
 - **The call's side** (API credentials): ``POST /api/v1/calls/{guid}/links`` makes a link,
   ``GET`` lists them, ``DELETE .../links/{link_id}`` revokes one at once;
   ``GET /api/v1/calls/{guid}/participants`` is the participant list (long-poll with ``version`` and
-  ``wait_s``); ``POST /api/v1/calls/{guid}/invite`` invites a further resident (a call-scoped
-  resident credential and a link). Residents may do this for the call they answered.
+  ``wait_s``); ``POST /api/v1/calls/{guid}/invite`` invites someone as a guest (a guest credential for
+  that call and a link; panel/calls CallService.invite has the rules). Residents may do this for the
+  call they answered.
 - **The link's side** (``/api/v1/link/...``): the bearer credential is the link (subscribe) or the
   subscription secret it returned (participants, join, leave). Nothing else is accepted there, and
   those credentials are accepted nowhere else.
@@ -20,12 +21,12 @@ from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..calls import NAME_MAX, CallLinks, Link, LinkRefused, Participants, Subscription
-from ..events import CallInvited
+from ..errors import CallError
 from .deps import PanelDep
 from .errors import ApiError, OkBody
-from .principals import RESERVED_SUBJECTS, ApiAuth, Principal
+from .principals import ApiAuth, Principal
 from .roles import caller
-from .scope import call_in_scope, require_answered_by
+from .scope import actor, call_in_scope, call_service, refused
 
 router = APIRouter(prefix="/api/v1", tags=["call links"])
 
@@ -119,12 +120,15 @@ class SubscribeBody(Strict):
 
 class InviteBody(Strict):
     subject: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+-]*$",
-                         description="the invited resident's id")
+                         description="the invitee's id: not the answerer's or a participant's, not a name the "
+                                     "panel uses for itself (installer, backend, backend:..., installer:...)")
     name: str | None = Field(None, min_length=1, max_length=NAME_MAX, description="their display name")
 
 
 class Invited(OkBody):
-    token: str = Field(description="a resident credential scoped to this call (bearer; shown only here)")
+    token: str = Field(description="a guest credential for this call only (bearer; shown only here): it views "
+                                   "the call and talks through the link, and never opens the door, ends the call, "
+                                   "shares links or invites")
     token_id: str
     url: str = Field(description="the call link page for them: preview and join with talk")
     link: str
@@ -158,18 +162,12 @@ def _people(panel: Any, guid: str) -> list[ParticipantOut]:
 
 
 async def _answered_call(panel: Any, who: Principal, guid: str) -> Any:
-    """The live answered call ``guid``; residents only for the call they answered."""
-    call = panel.calls.get(guid)
-    if call is None:
-        past = await panel.calls.lookup(guid)
-        if past is None:
-            raise ApiError(404, "unknown_call", f"there is no call {guid!r} on this panel")
-        call = past
-    if who.role == "resident":
-        require_answered_by(who, call)
-    elif who.role not in ("installer", "backend"):
-        raise ApiError(403, "forbidden", "only the resident who answered, the backend or the installer may do this")
-    return call
+    """The call ``guid`` if the caller may manage its links (the CallService decides: residents only for
+    the call they answered)."""
+    try:
+        return await call_service(panel).link_call(actor(panel, who), guid)
+    except CallError as e:
+        raise refused(e) from None
 
 
 # -- the call's side -------------------------------------------------------------------------------------
@@ -229,26 +227,28 @@ async def participants(guid: str, panel: PanelDep, who: Caller,
 
 
 @router.post("/calls/{guid}/invite", response_model=Invited, status_code=201,
-             summary="Invite a further resident into the call in progress: a call-scoped credential and a link",
-             responses={401: _401, 403: _403, 404: _404, 409: _409, 422: {"description": "a bad field"}})
+             summary="Invite someone into the call in progress as a guest: a guest credential for this call and a "
+                     "link",
+             responses={401: _401, 403: _403, 404: _404, 409: _409,
+                        422: {"description": "a bad field; reserved_subject: a name the panel uses for itself; "
+                                             "invitee_in_call: the subject is already in the call"}})
 async def invite(guid: str, body: InviteBody, panel: PanelDep, who: Caller) -> Invited:
-    await _answered_call(panel, who, guid)
-    if body.subject.lower() in RESERVED_SUBJECTS:
-        raise ApiError(422, "invalid_request", f"subject: {body.subject!r} is reserved for the panel's own use")
-    links = _links(panel)
+    auth = ApiAuth.for_panel(panel)
+
+    async def issue(subject: str, name: str | None, call_guid: str, by: str, ttl_s: float) -> tuple[str, str]:
+        secret, p = await auth.tokens.issue(kind="token", role="guest", subject=subject, name=name,
+                                            call_guid=call_guid, issued_by=by, ttl_s=ttl_s)
+        return secret, p.token_id
+
     try:
-        token, link = await links.create(guid, who.actor, invited=body.subject)
+        inv = await call_service(panel).invite(actor(panel, who), guid, body.subject, body.name, issue=issue)
     except LinkRefused as e:
         raise _error(e) from None
-    auth = ApiAuth.for_panel(panel)
-    ttl = max(60.0, link.expires - links.now())
-    secret, p = await auth.tokens.issue(kind="token", role="resident", subject=body.subject, name=body.name,
-                                        call_guid=guid, issued_by=who.actor, ttl_s=ttl)
-    await panel.journal.record(CallInvited(guid=guid, subject=body.subject, name=body.name, by=who.actor,
-                                           token_id=p.token_id, link_id=link.id,
-                                           expires_at=link.info()["expires_at"]), key=guid)
-    return Invited(message=f"{body.subject} invited into call {guid}: credential {p.token_id}, link {link.id}",
-                   token=secret, token_id=p.token_id, url=links.url(token), link=token, info=_out(link))
+    except CallError as e:
+        raise refused(e) from None
+    return Invited(message=f"{body.subject} invited into call {guid} as a guest: credential {inv.token_id}, link "
+                           f"{inv.link.id}", token=inv.token, token_id=inv.token_id, url=inv.url, link=inv.link_token,
+                   info=_out(inv.link))
 
 
 # -- the link's side -------------------------------------------------------------------------------------

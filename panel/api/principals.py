@@ -5,7 +5,8 @@ Three kinds of bearer credential, all sent as ``Authorization: Bearer <secret>``
 - ``session``: the installer's login session (``POST /api/v1/auth/login``), expires after
   ``api.session_ttl_s``, ends at logout and whenever the installer password changes;
 - ``token``: issued by the installer or the backend (``POST /api/v1/auth/tokens``) for a viewer,
-  a resident or a backend, with an expiry, optionally scoped to a unit and/or one call;
+  a resident or a backend, with an expiry, optionally scoped to a unit and/or one call; or minted by
+  an invite (``POST /api/v1/calls/{guid}/invite``) for a guest of one call;
 - ``static``: ``installer_token`` from the secrets file, for automation (role installer).
 
 The panel keeps only a SHA-256 of each secret (they are 256-bit random strings, so a fast hash is
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ..auth import CredentialInfo, InstallerCredential
+from ..calls import RESERVED_PREFIXES as _RESERVED_PREFIXES
 from .errors import ApiError
 from .limits import LoginThrottle, RateLimiter
 
@@ -38,8 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Role = Literal["viewer", "resident", "installer", "backend"]
-ROLES: tuple[Role, ...] = ("viewer", "resident", "installer", "backend")
+Role = Literal["viewer", "resident", "installer", "backend", "guest"]
+# ``guest``: minted only by an invite into one call (panel/calls CallService.invite): view and talk in
+# that call, nothing else. Nobody issues it through /auth/tokens, and the door refuses it.
+ROLES: tuple[Role, ...] = ("viewer", "resident", "installer", "backend", "guest")
 Kind = Literal["session", "token", "static"]
 TOKEN_PREFIX = "pnl_"
 # Who may issue a token of which role (nobody issues installer credentials: the installer logs in).
@@ -50,6 +54,8 @@ ISSUABLE: dict[Role, frozenset[Role]] = {
 # Names the panel uses for itself in logs and calls; a token subject must not pretend to be one.
 RESERVED_SUBJECTS = frozenset({"installer", "installer-token", "panel", "visitor", "backend", "exit_button",
                                "homeassistant", "sim"})
+# Prefixes the panel's own actors use (``backend:<subject>``, ``guest:<id>``, ``res:<id>``): panel/calls.
+RESERVED_PREFIXES = _RESERVED_PREFIXES
 MAX_LIVE_TOKENS = 10_000
 REMEMBER_REVOKED_S = 3600.0  # a revoked token is remembered this long, to say "revoked" rather than "invalid"
 

@@ -52,7 +52,8 @@ def own_auth(note: str) -> Rule:
 
 _SIM = "simulation only: drives the mock pins; never mounted on a real panel"
 _MEDIA = "media credential checked by the route (call, live-view or installer token; docs/media.md)"
-_OWN_CALLS = "viewer/resident: only calls of the unit (or the one call) their token is scoped to"
+_OWN_CALLS = "viewer/resident: only calls of the unit (or the one call) their token is scoped to; guest: the call " \
+             "they were invited into"
 
 ACCESS: dict[tuple[str, str], Rule] = {
     # -- open to all ---------------------------------------------------------------------------
@@ -84,8 +85,9 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/door/relays/{relay_id}/hold"): allow("installer", "backend"),
     ("POST", "/api/v1/door/relays/{relay_id}/release"): allow("installer", "backend"),
     # -- calls ---------------------------------------------------------------------------------
-    ("GET", "/api/v1/calls"): allow("installer", "backend", scoped=("viewer", "resident"), note=_OWN_CALLS),
-    ("GET", "/api/v1/calls/{guid}"): allow("installer", "backend", scoped=("viewer", "resident"), note=_OWN_CALLS),
+    ("GET", "/api/v1/calls"): allow("installer", "backend", scoped=("viewer", "resident", "guest"), note=_OWN_CALLS),
+    ("GET", "/api/v1/calls/{guid}"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
+                                           note=_OWN_CALLS),
     ("POST", "/api/v1/calls/answer"): allow("installer", "backend", scoped=("resident",),
                                             note="resident: calls in their scope"),
     ("POST", "/api/v1/calls/decline"): allow("installer", "backend", scoped=("resident",),
@@ -96,10 +98,10 @@ ACCESS: dict[tuple[str, str], Rule] = {
                                           note="resident: the call they answered"),
     # -- logs and events -----------------------------------------------------------------------
     ("GET", "/api/v1/logs/access"): allow("installer", "backend"),
-    ("GET", "/api/v1/events"): allow("installer", "backend", scoped=("viewer", "resident"),
-                                     note="viewer/resident: call events of their scope only"),
-    ("GET", "/api/v1/events/stream"): allow("installer", "backend", scoped=("viewer", "resident"),
-                                            note="viewer/resident: call events of their scope only"),
+    ("GET", "/api/v1/events"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
+                                     note="viewer/resident/guest: call events of their scope only"),
+    ("GET", "/api/v1/events/stream"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
+                                            note="viewer/resident/guest: call events of their scope only"),
     # -- media (panel/media, panel/api/media_routes.py): media session credentials --------------
     ("POST", "/api/v1/media/whep"): own_auth(_MEDIA),
     ("DELETE", "/api/v1/media/whep/{session_id}"): own_auth(_MEDIA),
@@ -122,10 +124,11 @@ ACCESS: dict[tuple[str, str], Rule] = {
                                                  note="resident: the call they answered"),
     ("DELETE", "/api/v1/calls/{guid}/links/{link_id}"): allow("installer", "backend", scoped=("resident",),
                                                               note="resident: the call they answered"),
-    ("GET", "/api/v1/calls/{guid}/participants"): allow("installer", "backend", scoped=("viewer", "resident"),
-                                                        note=_OWN_CALLS),
+    ("GET", "/api/v1/calls/{guid}/participants"): allow("installer", "backend",
+                                                        scoped=("viewer", "resident", "guest"), note=_OWN_CALLS),
     ("POST", "/api/v1/calls/{guid}/invite"): allow("installer", "backend", scoped=("resident",),
-                                                   note="resident: the call they answered"),
+                                                   note="resident: the call they answered; mints a guest "
+                                                        "credential"),
     ("POST", "/api/v1/link/subscribe"): own_auth("the call link itself as the bearer credential"),
     ("GET", "/api/v1/link/participants"): own_auth("the subscription from /api/v1/link/subscribe"),
     ("POST", "/api/v1/link/join"): own_auth("the subscription from /api/v1/link/subscribe"),
@@ -209,8 +212,8 @@ def caller(request: Request) -> Principal:
 # -- documentation ---------------------------------------------------------------------------------
 
 def markdown_table() -> str:
-    head = "| Method | Path | public | viewer | resident | installer | backend | Note |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| Method | Path | public | " + " | ".join(ROLES) + " | Note |"
+    lines = [head, "|---|---|---|" + "---|" * len(ROLES) + "---|"]
     for (method, path), rule in ACCESS.items():
         cells = ["media" if rule.own_auth else "yes" if rule.public else ""]
         for role in ROLES:

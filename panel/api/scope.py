@@ -1,14 +1,16 @@
-"""What a scoped credential (viewer, resident) may see and touch: the calls of its unit, or its one call."""
+"""What a scoped credential (viewer, resident, guest) may see: the calls of its unit, or its one call; and
+how an API caller becomes the call service's ``Actor`` (the service decides what they may do)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CallError
 from .errors import ApiError
 from .principals import Principal
 
 if TYPE_CHECKING:
-    from ..calls import Call, CallManager
+    from ..calls import Actor, CallManager, CallService
     from ..platform import EventRow
 
 UNSCOPED = frozenset({"installer", "backend"})
@@ -22,20 +24,6 @@ def call_in_scope(p: Principal, unit_id: str | None, guid: str | None) -> bool:
     if p.unit_id is not None and p.unit_id != unit_id:
         return False
     return p.call_guid is not None or p.unit_id is not None
-
-
-def require_call(p: Principal, call: Call) -> None:
-    if not call_in_scope(p, call.unit_id, call.guid):
-        raise ApiError(403, "not_your_call", f"call {call.guid} rings unit {call.unit_id}, which your credential "
-                       f"{p.token_id} does not cover")
-
-
-def require_answered_by(p: Principal, call: Call) -> None:
-    require_call(p, call)
-    if call.answered_by != p.subject:
-        who = f"answered by {call.answered_by}" if call.answered_by else "not answered"
-        raise ApiError(403, "not_your_call", f"call {call.guid} is {who}; only the resident who answered it may do "
-                       "this")
 
 
 def event_in_scope(p: Principal, row: EventRow, calls: CallManager | None) -> bool:
@@ -52,3 +40,44 @@ def event_in_scope(p: Principal, row: EventRow, calls: CallManager | None) -> bo
         known = calls.get(guid)
         unit_id = known.unit_id if known is not None else None
     return call_in_scope(p, unit_id, guid)
+
+
+# -- the call service's view of a caller ------------------------------------------------------------
+
+# The scope refusals the routes have always answered 403, and the invite refusals that are a bad field.
+_FORBIDDEN = frozenset({"not_your_call", "acting_as_other", "not_allowed_for_role"})
+_BAD_FIELD = frozenset({"reserved_subject", "invitee_in_call", "invalid_mute"})
+
+
+def actor(panel: Any, p: Principal) -> Actor:
+    """The call service's Actor for an API principal (the service, not the route, applies the rules)."""
+    from ..calls import Actor
+    from .principals import ApiAuth
+
+    left = None if p.expires is None else p.expires - ApiAuth.for_panel(panel).tokens.now()
+    return Actor(kind=p.role, name=p.actor, subject=p.subject, unit_id=p.unit_id, call_guid=p.call_guid,
+                 credential_id=None if p.kind == "static" else p.token_id, expires_in_s=left)
+
+
+def call_service(panel: Any) -> CallService:
+    """The panel's CallService, wired (once) to the API's credentials and the call links."""
+    from ..calls import CallLinks, CallService
+    from .principals import RESERVED_SUBJECTS, ApiAuth
+
+    service = CallService.for_calls(panel.calls, lambda: getattr(panel, "media", None),
+                                    reserved_subjects=RESERVED_SUBJECTS)
+    if not panel.__dict__.get("_call_service_wired"):
+        panel.__dict__["_call_service_wired"] = True
+        service.links = CallLinks.for_panel(panel)
+        # A revoked answerer's credential ends the call it answered (docs/calls.md).
+        ApiAuth.for_panel(panel).tokens.on_revoke(lambda p: service.credential_revoked(p.token_id))
+    return service
+
+
+def refused(e: CallError) -> Exception:
+    """A call service refusal as the API has always answered it (the CallError handler does the rest)."""
+    if e.code in _FORBIDDEN:
+        return ApiError(403, e.code, str(e))
+    if e.code in _BAD_FIELD:
+        return ApiError(422, e.code, str(e))
+    return e

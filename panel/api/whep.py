@@ -17,6 +17,7 @@ installer token, which grants live view only.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -73,6 +74,9 @@ def _from_principal(request: Request, media: MediaService, p: Any) -> Grant:
     if auth is not None:
         media.follow_revocations(auth.tokens)
     role = getattr(p, "role", None)
+    # A call answered with this credential ends when it expires (the media clock is monotonic).
+    until = (time.monotonic() + (p.expires - auth.tokens.now())
+             if auth is not None and getattr(p, "expires", None) is not None else None)
     if role in ("installer", "backend"):
         return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, view_only=True,
                      installer=role == "installer")
@@ -82,7 +86,7 @@ def _from_principal(request: Request, media: MediaService, p: Any) -> Grant:
         call_guid = call.guid
     if call_guid is not None and (p.call_guid is not None or role == "resident"):
         return Grant(token_id=p.token_id, kind="call", subject=p.subject, call_guid=call_guid,
-                     view_only=role != "resident")
+                     view_only=role != "resident", lasts_until_mono=until)
     return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True)
 
 
@@ -108,10 +112,8 @@ def _link_headers(media: MediaService) -> list[str]:
     """ICE servers for the client (WHEP: Link rel="ice-server"), only when sessions use them."""
     if not media.cfg.whep_ice_servers:
         return []
-    from ..media.sessions import ice_servers_from_config
-
     links = []
-    for server in ice_servers_from_config(media.cfg.ice_servers):
+    for server in media.configured_ice_servers():
         urls = server.urls if isinstance(server.urls, list) else [server.urls]
         for url in urls:
             attrs = '; rel="ice-server"'
@@ -138,7 +140,7 @@ async def whep_start(request: Request, authorization: Annotated[str | None, Head
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_sdp", "the SDP offer is not UTF-8 text", headers=CORS) from None
     try:
-        session = await media.sessions.create(offer, grant, who=who, origin="whep")
+        session = await media.open_session(offer, grant, who=who, origin="whep", ice_servers=None)
     except SessionRefused as e:
         raise _refused(e) from None
     location = f"{router.prefix}/whep/{session.id}"
@@ -154,13 +156,13 @@ async def whep_start(request: Request, authorization: Annotated[str | None, Head
 async def whep_end(session_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     media = _media(request)
     grant = _grant(request, media, authorization)
-    session = media.sessions.get(session_id)
+    session = media.session_info(session_id)
     if session is None:
         raise ApiError(404, "unknown_session", f"there is no session {session_id} (it ended, or never existed)",
                        headers=CORS)
-    if grant.token_id != session.grant.token_id and not grant.installer:
+    if grant.token_id != session.credential_id and not grant.installer:
         raise ApiError(403, "not_your_session", "this token did not start that session", headers=CORS)
-    await session.close("whep_delete")
+    await media.end_session(session.id, "whep_delete")
     return Response(status_code=200, headers=CORS)
 
 

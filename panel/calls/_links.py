@@ -88,7 +88,7 @@ class Subscription:
     link: Link
     name: str
     last_seen: float
-    session: Any = None  # the media Session while joined
+    session: Any = None  # the media SessionHandle while joined (media/service.py)
     joined: bool = False
     watchers: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -282,14 +282,17 @@ class CallLinks:
             sub.joined = False
             self.participants.leave(sub.call_guid, sub.id, reason)
         session, sub.session = sub.session, None
-        if session is not None:
-            asyncio.ensure_future(session.close(reason))
+        media = self.media()
+        if session is not None and media is not None:
+            media.end_session_soon(session.id, reason)
 
     def sweep(self) -> None:
         """Drop previews whose page stopped asking (closed without saying so) and has no live session."""
         limit = self.monotonic() - self.cfg.idle_s
+        media = self.media()
         for digest, sub in list(self._subs.items()):
-            if sub.last_seen < limit and (sub.session is None or sub.session.state == "closed"):
+            if sub.last_seen < limit and (sub.session is None or media is None
+                                          or media.session_info(sub.session.id) is None):
                 self._end(digest, sub, "page_closed", 401, "invalid_subscription",
                           "this preview was idle too long and was closed; open the link again")
 
@@ -310,13 +313,11 @@ class CallLinks:
             raise LinkRefused(503, "media_unavailable", "media is not running on this panel, so nobody can join a "
                               "call from a browser", retry_after_s=60)
         from ..media.errors import SessionRefused
-        from ..media.tokens import Grant
 
-        grant = Grant(token_id=f"link:{sub.link.id}:{sub.id}", kind="call", subject=f"guest:{sub.id}",
-                      call_guid=sub.call_guid, talk=True)
         sub.joined = True  # held while negotiating, so a second join of the same preview is refused
         try:
-            session = await media.sessions.create(offer, grant, origin="whep")
+            session = await media.join_as_guest(offer, call_guid=sub.call_guid, participant_id=sub.id,
+                                                link_id=sub.link.id)
         except SessionRefused as e:
             sub.joined = False
             raise LinkRefused(e.status, e.code, str(e), e.retry_after_s) from None
@@ -325,18 +326,18 @@ class CallLinks:
             raise
         if _digest(secret or "") not in self._subs:  # revoked or ended while negotiating
             sub.joined = False
-            await session.close("link_revoked")
+            await media.end_session(session.id, "link_revoked")
             raise LinkRefused(409, "call_over", "the call ended or the link was revoked while joining")
         sub.session = session
         self.participants.join(sub.call_guid, sub.participant(), sub.link.id)
-        task = asyncio.ensure_future(self._watch(sub, session))
+        task = asyncio.ensure_future(self._watch(sub, session, media))
         sub.watchers.add(task)
         task.add_done_callback(sub.watchers.discard)
         return sub, session
 
-    async def _watch(self, sub: Subscription, session: Any) -> None:
+    async def _watch(self, sub: Subscription, session: Any, media: Any) -> None:
         """A guest whose session ends (connection lost, page gone) is out of the call."""
-        await session.closed.wait()
+        await media.wait_closed(session.id)
         if sub.session is session:
             sub.session = None
             if sub.joined:
@@ -355,9 +356,10 @@ class CallLinks:
                 raise LinkRefused(*ended)
             raise LinkRefused(401, "invalid_subscription", "this preview is not open")
         session = sub.session
+        media = self.media()
         self._end(digest, sub, reason, 401, "invalid_subscription", "this preview was closed (left)")
-        if session is not None:
-            await session.closed.wait()
+        if session is not None and media is not None:
+            await media.wait_closed(session.id)
         return sub
 
     # -- the call ends -------------------------------------------------------------------------------------

@@ -95,6 +95,10 @@ class Participants:
         out.extend(g.participant for g in self._guests.get(guid, {}).values())
         return out
 
+    def guest_links(self, guid: str) -> set[str]:
+        """The links the guests now in call ``guid`` joined through."""
+        return {g.link_id for g in self._guests.get(guid, {}).values()}
+
     def guests(self, guid: str) -> int:
         return len(self._guests.get(guid, {}))
 

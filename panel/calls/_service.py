@@ -48,6 +48,9 @@ TRANSITIONS: dict[CallState | None, frozenset[CallState]] = {
     **{s: frozenset() for s in END_STATES},
 }
 
+# An answer made with a revocable credential ends with it (ended, by the answerer, with these reasons).
+CREDENTIAL_REVOKED = "credential_revoked"
+CREDENTIAL_EXPIRED = "credential_expired"
 # With a media layer attached, an answered call that never gets media fails after this long.
 MEDIA_CONNECT_TIMEOUT_S = 30.0
 # Finished calls kept in memory, so commands naming a call that just ended get "call_over" at once.
@@ -80,6 +83,8 @@ class Call:
     ended_by: str | None = None  # who declined, ended, canceled or failed it
     reason: str | None = None
     acknowledged: bool = False  # the backend acknowledged call.created
+    # What the panel sends muted in this call (its microphone, its camera); the media layer applies it.
+    muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     created_mono: float | None = None  # None for a call read back from the log after a restart
 
     @property
@@ -117,12 +122,13 @@ class Call:
             "ended_by": self.ended_by,
             "reason": self.reason,
             "participants": list(self.participants),
+            "muted": dict(self.muted),
             **self.times().model_dump(),
             "duration_s": None if duration is None else round(max(0.0, duration), 3),
         }
 
     def snapshot(self) -> Call:
-        return dataclasses.replace(self, participants=list(self.participants))
+        return dataclasses.replace(self, participants=list(self.participants), muted=dict(self.muted))
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Call:
@@ -156,6 +162,7 @@ class CallManager:
         self.ring_without_ack = cfg.webhooks.url is None
         self._recent: OrderedDict[str, Call] = OrderedDict()
         self._timers: list[TimerHandle] = []
+        self._tie: tuple[str, str] | None = None  # (call guid, the credential its answer was made with)
         self._created = 0
         self._closed = False
         self._recovering: list[asyncio.Future[Any]] = []
@@ -337,6 +344,52 @@ class CallManager:
         call = await self._resolve(guid)
         return await self._finish_with(call, "failed", who="panel", reason=reason)
 
+    def tie_credential(self, guid: str, credential_id: str, expires_in_s: float | None) -> None:
+        """The answer of live call ``guid`` was made with ``credential_id``: when it is revoked
+        (``credential_revoked``) or expires (in ``expires_in_s``; a timer through the clock, cancelled
+        with the call's other timers) the call ends as a hang-up by the answerer. The first answer's
+        credential holds the call; later ties are ignored."""
+        call = self.current
+        if call is None or call.guid != guid or not call.answered or self._tie is not None:
+            return
+        self._tie = (guid, credential_id)
+        if expires_in_s is not None:
+            self._timers.append(self.clock.call_at(self.clock.monotonic() + max(0.0, expires_in_s),
+                                                   lambda: self._credential_expired(guid)))
+
+    def _credential_expired(self, guid: str) -> None:
+        self._credential_ended(guid, CREDENTIAL_EXPIRED)
+
+    def credential_revoked(self, credential_id: str) -> asyncio.Future[EventRow] | None:
+        """A credential was revoked: the call answered with it ends now (the write is returned)."""
+        tie = self._tie
+        if tie is None or tie[1] != credential_id:
+            return None
+        return self._credential_ended(tie[0], CREDENTIAL_REVOKED)
+
+    def _credential_ended(self, guid: str, reason: str) -> asyncio.Future[EventRow] | None:
+        call = self.current
+        if call is None or call.guid != guid or not call.live or call.answered_by is None:
+            return None
+        log.info("call %s ends: the answerer's credential is %s", guid, reason.removeprefix("credential_"),
+                 extra={"call": guid, "reason": reason})
+        return self._transition(call, "ended", who=call.answered_by, reason=reason)
+
+    async def live_call(self, guid: str | None) -> Call:
+        """The live call ``guid`` names (``None``: the one in progress), or CallError saying why not."""
+        return (await self._resolve(guid)).snapshot()
+
+    def set_muted(self, guid: str, kind: Literal["audio", "video"], muted: bool) -> None:
+        """Record what the panel sends muted in the live call ``guid`` (the media layer applies it)."""
+        call = self.current
+        if call is None or call.guid != guid:
+            raise self._not_live_error_sync(guid)
+        call.muted[kind] = muted
+
+    def muted(self, guid: str) -> dict[str, bool]:
+        call = self.get(guid)
+        return dict(call.muted) if call is not None else {"audio": False, "video": False}
+
     def media_connected(self, guid: str) -> None:
         call = self.current
         if call is None or call.guid != guid:
@@ -475,6 +528,7 @@ class CallManager:
     def _retire(self, call: Call) -> None:
         if self.current is call:
             self.current = None
+            self._tie = None
             self._cancel_timers()
         self._recent[call.guid] = call
         self._recent.move_to_end(call.guid)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..door import Requester, UnlockRequest
+from ..calls import BACKEND, CallService
 from ..errors import CallError, UnlockRefused
 from ..media.errors import SessionRefused
 from ..platform import Config
@@ -165,16 +166,17 @@ class Control:
             finally:
                 await record
         assert isinstance(c, (AnswerCommand, DeclineCommand, EndCommand))
-        calls = self._calls()
+        # The backend acts through the same CallService as the API; here the command is only translated.
+        service = CallService.for_calls(self._calls(), self.media)
         try:
             if isinstance(c, AnswerCommand):
-                call = await calls.answer(c.call_guid, c.who)
+                call = await service.answer(BACKEND, c.call_guid, c.who)
                 message = f"call {call.guid} answered by {call.answered_by}"
             elif isinstance(c, DeclineCommand):
-                call = await calls.decline(c.call_guid, c.who)
+                call = await service.decline(BACKEND, c.call_guid, c.who)
                 message = f"call {call.guid} declined by {c.who}"
             else:
-                call = await calls.end(c.call_guid, c.who)
+                call = await service.end(BACKEND, c.call_guid, c.who)
                 message = f"call {call.guid} ended by {c.who}"
         finally:
             await self.seen.record(c.id, c.cmd, c.exp)
@@ -201,7 +203,6 @@ class Control:
         """Answer a resident's offer: the media layer applies the call rules (first answer wins, the
         call connects when media flows, limits) and sets nothing up when it refuses."""
         media = self._media()
-        from ..media.sessions import ice_servers_from_message
         from ..media.tokens import Grant
 
         if c.mode == "answer":
@@ -210,15 +211,14 @@ class Control:
         else:
             grant = Grant(token_id="mqtt", kind="monitor", subject=c.who, view_only=True)
         try:
-            servers = (ice_servers_from_message([s.model_dump(exclude_none=True) for s in c.ice_servers])
-                       if c.ice_servers is not None else None)
-            session = await media.sessions.create(c.sdp, grant, who=c.who, origin="mqtt", ice_servers=servers)
+            servers = [s.model_dump(exclude_none=True) for s in c.ice_servers] if c.ice_servers is not None else None
+            session = await media.open_session(c.sdp, grant, who=c.who, origin="mqtt", ice_servers=servers)
         except SessionRefused as e:
             code = SESSION_CODES.get(e.code, e.code)
             if code not in REFUSALS:
                 raise CommandRefused("media_refused", f"{e.code}: {e}") from None
             raise CommandRefused(code, str(e)) from None
-        role = "answerer" if session.role == "answerer" else "viewer"
+        role: Literal["answerer", "viewer"] = "answerer" if session.role == "answerer" else "viewer"
         what = f"call {session.call_guid}" if session.call_guid else "live view"
         return OfferReply(code="ok", message=f"session {session.id}: {session.who} is {role} of {what}", id=c.id,
                           cmd=c.cmd, sdp=session.answer_sdp, session=session.id, call_guid=session.call_guid,
@@ -242,14 +242,14 @@ class Control:
 
     async def _hangup(self, c: HangupCommand) -> HangupReply:
         media = self._media()
-        session = media.sessions.get(c.session)
+        session = media.session_info(c.session)
         if session is None:
             raise CommandRefused("unknown_session", f"there is no media session {c.session!r}; it ended already or "
                                  "never existed")
         answerer = session.role == "answerer"
         guid = session.call_guid
         # Returns once the session is down and, for the answerer, its call has ended too.
-        await session.close(HANGUP_REASON)
+        await media.end_session(session.id, HANGUP_REASON)
         call = self.calls.get(guid) if guid is not None and self.calls is not None else None
         message = f"session {session.id} ended" + (f"; call {guid} ended by {session.who}"
                                                    if answerer and call is not None and not call.live else "")

@@ -7,8 +7,10 @@ the reason is logged. Device failures at run time are health events, retried by 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..events import EventData
 from ..platform import EventRow, MediaConfig
@@ -20,6 +22,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALL_END_STATES = frozenset({"ended", "declined", "canceled", "missed", "failed"})
+MuteKind = Literal["audio", "video"]
+
+
+@dataclass(frozen=True)
+class SessionHandle:
+    """What callers outside the media package learn about a session they started: enough to answer
+    the peer and to name the session later (``end_session``, ``wait_closed``)."""
+
+    id: str
+    role: str  # answerer, viewer or participant
+    who: str
+    call_guid: str | None
+    answer_sdp: str
+    credential_id: str  # the token id of the grant it was started with (who may end it)
 
 
 class MediaService:
@@ -55,6 +71,65 @@ class MediaService:
         if row.type == "call.status_updated" and row.data.get("status") in CALL_END_STATES:
             self.sessions.call_ended(str(row.data["guid"]), str(row.data["status"]))
 
+    # -- sessions, for everyone outside panel/media (nobody else touches Session objects) -----------
+    async def open_session(self, offer: str, grant: Any, *, who: str | None = None, origin: Any = "whep",
+                           ice_servers: list[dict[str, Any]] | None = None) -> SessionHandle:
+        """Answer ``offer`` for what ``grant`` (a ``media.tokens.Grant``) allows; ``SessionRefused`` if not.
+        ``ice_servers``: W3C RTCIceServer dicts from the signalling, or None for the configured ones."""
+        from .sessions import ice_servers_from_message
+
+        servers = ice_servers_from_message(ice_servers) if ice_servers is not None else None
+        session = await self.sessions.create(offer, grant, who=who, origin=origin, ice_servers=servers)
+        return _handle(session)
+
+    async def join_as_guest(self, offer: str, *, call_guid: str, participant_id: str, link_id: str) -> SessionHandle:
+        """A call link's guest joins call ``call_guid``: the camera, the entrance microphone and its voice to
+        the speaker, beside the answerer; it never answers or ends the call."""
+        from .tokens import Grant
+
+        grant = Grant(token_id=f"link:{link_id}:{participant_id}", kind="call", subject=f"guest:{participant_id}",
+                      call_guid=call_guid, talk=True)
+        return _handle(await self.sessions.create(offer, grant, origin="whep"))
+
+    def session_info(self, session_id: str) -> SessionHandle | None:
+        s = self.sessions.get(session_id)
+        return _handle(s) if s is not None else None
+
+    async def end_session(self, session_id: str, reason: str) -> bool:
+        """End one session (and, for a call's answerer ended by its peer, the call with it); False if it is
+        not open. Returns once it is down."""
+        return await self.sessions.end(session_id, reason)
+
+    async def wait_closed(self, session_id: str) -> str | None:
+        """Until session ``session_id`` has ended; its close reason (None: it was not open)."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            return None
+        await s.closed.wait()
+        return s.close_reason
+
+    def end_session_soon(self, session_id: str, reason: str) -> None:
+        """``end_session`` for synchronous callers (a revocation, a link ending)."""
+        if self.sessions.get(session_id) is not None:
+            asyncio.ensure_future(self.sessions.end(session_id, reason))
+
+    def configured_ice_servers(self) -> list[Any]:
+        """``media.ice_servers`` as RTCIceServer objects (TURN passwords from their environment variables),
+        e.g. for WHEP's Link headers."""
+        from .sessions import ice_servers_from_config
+
+        return ice_servers_from_config(self.cfg.ice_servers)
+
+    # -- call-level mute --------------------------------------------------------------------------------
+    def set_call_mute(self, call_guid: str, kind: MuteKind, muted: bool) -> int:
+        """Mute (True) or unmute what the panel sends in a call: its microphone (``audio``: the peers hear
+        silence) or its camera (``video``: pictures stop), for every session of the call, including those
+        that join later. Each peer is told in a data-channel ``state``. Returns the sessions it reached."""
+        return self.sessions.set_call_mute(call_guid, kind, muted)
+
+    def call_mute(self, call_guid: str) -> dict[str, bool]:
+        return self.sessions.call_mute(call_guid)
+
     def issue_call_token(self, call_guid: str, who: str | None = None, *, view_only: bool = False,
                          ttl_s: float | None = None) -> str:
         """A credential for one resident (or anyone of the unit, ``who=None``) to join this call's media."""
@@ -85,6 +160,11 @@ class MediaService:
     def health(self) -> dict[str, Any]:
         """For /api/v1/health: which STUN/TURN servers new sessions can use (no credentials)."""
         return {"ice": self.sessions.ice.health()}
+
+
+def _handle(session: Any) -> SessionHandle:
+    return SessionHandle(id=session.id, role=session.role, who=session.who, call_guid=session.call_guid,
+                         answer_sdp=session.answer_sdp, credential_id=session.grant.token_id)
 
 
 def simulated(cfg: MediaConfig) -> MediaConfig:

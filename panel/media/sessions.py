@@ -66,6 +66,10 @@ RETRY_AFTER_S = 10
 # Calls end their sessions with these reasons; a peer ending its session ends the call only for these.
 PEER_ENDED = frozenset({"remote_end", "peer_closed", "whep_delete"})
 PEER_LOST = frozenset({"peer_timeout", "peer_failed", "connect_timeout"})
+# Grants the backend's authenticated link makes for itself: no credential of anyone's to tie a call to.
+BACKEND_GRANTS = frozenset({"mqtt", "backend"})
+# The answerer's credential was revoked: the call ends as a hang-up would, with this reason.
+CREDENTIAL_REVOKED = "credential_revoked"
 
 
 class CallControl(Protocol):
@@ -80,6 +84,8 @@ class CallControl(Protocol):
     async def fail(self, guid: str | None, reason: str) -> Any: ...
 
     def media_connected(self, guid: str) -> None: ...
+
+    def tie_credential(self, guid: str, credential_id: str, expires_in_s: float | None) -> None: ...
 
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any] | None] | dict[str, Any] | None]
@@ -247,6 +253,7 @@ class Session:
         if send:
             assert mic is not None
             track = MicrophoneTrack(mic)
+            track.set_muted(self.muted("audio"))  # a session joining a muted call starts muted
             self.audio_track = track
             self.manager.live_tracks.add(track)
             self.pc.addTransceiver(track, direction="sendrecv")
@@ -261,9 +268,20 @@ class Session:
             self.video_pending = None
         self._apply_video()
 
+    def muted(self, kind: Literal["audio", "video"]) -> bool:
+        """What the panel sends muted to this peer: muted for this session, or for its whole call."""
+        return self.panel_muted[kind] or self.manager.call_mute(self.call_guid)[kind]
+
+    def apply_mute(self) -> None:
+        """Bring the tracks in line with the session's and the call's mute state, and tell the peer."""
+        if self.audio_track is not None:
+            self.audio_track.set_muted(self.muted("audio"))
+        self._apply_video()
+        self.send_state()
+
     def _apply_video(self) -> None:
         if self.video_track is not None:
-            self.video_track.set_muted(self.panel_muted["video"] or not self.video_on)
+            self.video_track.set_muted(self.muted("video") or not self.video_on)
 
     # -- peer events -----------------------------------------------------------------------------------
     async def _on_connection_state(self) -> None:
@@ -321,7 +339,8 @@ class Session:
             "session": self.id, "role": self.role, "who": self.who, "origin": self.origin,
             "kind": self.grant.kind, "call": self.call_guid, "state": self.state,
             "video": "on" if self.video_on else "off", "video_pending": self.video_pending,
-            "muted": {"panel": dict(self.panel_muted), "remote": dict(self.remote_muted)},
+            "muted": {"panel": dict(self.panel_muted), "remote": dict(self.remote_muted),
+                      "call": self.manager.call_mute(self.call_guid)},
             "age_s": round(time.monotonic() - self.created_mono, 3),
         }
 
@@ -440,13 +459,9 @@ class Session:
         self.send_state()
 
     def set_mute(self, kind: Literal["audio", "video"], muted: bool) -> None:
-        """Mute the panel's microphone or camera for this session."""
+        """Mute the panel's microphone or camera for this session (a call-level mute still holds)."""
         self.panel_muted[kind] = muted
-        if kind == "audio" and self.audio_track is not None:
-            self.audio_track.set_muted(muted)
-        if kind == "video":
-            self._apply_video()
-        self.send_state()
+        self.apply_mute()
 
     # -- liveness and ending -------------------------------------------------------------------------------
     def start_watchdog(self) -> None:
@@ -568,6 +583,7 @@ class SessionManager:
         self.data_listeners: list[Callable[[Session, Any], None]] = []
         self.live_tracks: Any = _WeakTracks()
         self.ended: deque[tuple[str, str]] = deque(maxlen=100)  # (session id, reason), for the API and tests
+        self._call_muted: dict[str, dict[str, bool]] = {}  # call guid -> what the panel sends muted in it
         self.ice = IceMonitor(ice_servers_from_config(cfg.ice_servers), gather_budget_s=cfg.ice_gather_budget_s,
                               probe_interval_s=cfg.ice_probe_interval_s, probe_timeout_s=cfg.ice_probe_timeout_s)
         self._closing = False
@@ -660,6 +676,11 @@ class SessionManager:
                 del self.answerers[guid]
             status = 409 if e.code in ("already_answered", "call_over", "no_call", "not_answered") else 400
             raise SessionRefused(e.code, str(e), status) from None
+        grant = session.grant
+        if grant.token_id not in BACKEND_GRANTS:
+            # The call lasts as long as the credential it was answered with (docs/calls.md).
+            left = None if grant.lasts_until_mono is None else grant.lasts_until_mono - time.monotonic()
+            self.calls.tie_credential(guid, grant.token_id, left)
 
     async def answer_offer(self, sdp: str, *, token: str | None = None, call_guid: str | None = None,
                            who: str | None = None, ice_servers: list[dict[str, Any]] | None = None) -> str:
@@ -710,6 +731,8 @@ class SessionManager:
                         await self.calls.end(guid, session.who, "hangup")
                     elif reason in PEER_LOST:
                         await self.calls.fail(guid, "media_lost")
+                    elif reason == "revoked":
+                        await self.calls.end(guid, session.who, CREDENTIAL_REVOKED)
                 except CallError as e:
                     log.info("call %s after its session ended: %s", guid, e)
 
@@ -718,9 +741,27 @@ class SessionManager:
             if s.grant.token_id == grant.token_id:
                 asyncio.ensure_future(s.close("revoked"))
 
+    # -- call-level mute ----------------------------------------------------------------------------------
+    def call_mute(self, guid: str | None) -> dict[str, bool]:
+        found = self._call_muted.get(guid) if guid is not None else None
+        return dict(found) if found is not None else {"audio": False, "video": False}
+
+    def set_call_mute(self, guid: str, kind: Literal["audio", "video"], muted: bool) -> int:
+        """Mute (or unmute) what the panel sends in call ``guid``: every session of the call now, and
+        every session that joins it later. Returns how many open sessions it applied to."""
+        state = self._call_muted.setdefault(guid, {"audio": False, "video": False})
+        state[kind] = muted
+        applied = 0
+        for s in list(self.sessions.values()):
+            if s.call_guid == guid and not s._closing:
+                s.apply_mute()
+                applied += 1
+        return applied
+
     # -- ending ------------------------------------------------------------------------------------------
     def call_ended(self, guid: str, status: str) -> None:
         """The call is over (any end state): its credentials stop working and its sessions end."""
+        self._call_muted.pop(guid, None)
         for s in list(self.sessions.values()):
             if s.call_guid == guid:
                 asyncio.ensure_future(s.close(f"call_{status}"))

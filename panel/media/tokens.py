@@ -36,6 +36,9 @@ class Grant:
     # A guest of the call besides its answerer (call links): sees the camera, hears the entrance and
     # talks to the visitor; never answers or ends the call.
     talk: bool = False
+    # When the credential behind the grant stops working (an API credential's expiry, on the monotonic
+    # clock): a call answered with it ends then. None: only a revocation ends it.
+    lasts_until_mono: float | None = None
 
 
 @dataclass
