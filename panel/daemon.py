@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .auth import InstallerCredential, Secrets
-from .calls import CallLinks, CallManager, Participants
+from .calls import CallLinks, CallManager, CallService, Participants
 from .door import DebouncedInput, Door, Lights, Relay
 from .errors import PanelError
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
@@ -93,6 +93,7 @@ class Panel:
         self.calls: CallManager
         self.participants: Participants
         self.call_links: CallLinks
+        self.call_service: CallService
         self.api: ApiServer | None = None
         self.api_auth: ApiAuth | None = None  # made with the first app (tests make several for one panel)
         self.api_state: ApiState | None = None  # likewise
@@ -164,6 +165,7 @@ class Panel:
         self.calls.recover()  # before the buttons are wired: a zombie call is closed before a new one
         self.participants = Participants(self.calls, self.journal)
         self.call_links = CallLinks(self.cfg.links, self.calls, self.journal, self.participants, lambda: self.media)
+        self.call_service = CallService(self.calls, lambda: self.media, links=self.call_links)
 
         def calls_stopping(_r: StopReason) -> None:
             self.calls.close("shutdown")  # written with the journal's final flush
@@ -310,7 +312,7 @@ class Panel:
         nonces = Nonces(self.clock, self.cfg.mqtt.command_max_age_s)
         control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
-                          media=lambda: self.media)
+                          media=lambda: self.media, call_service=self.call_service)
         link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync)
         await link.prepare()
         self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")

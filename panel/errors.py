@@ -114,7 +114,10 @@ CODES: dict[str, Code] = {
     "bad_duration": _c(422, "duration_s is outside 0.5 s to the relay's max_on_s", mqtt=True),
     "config_invalid": _c(422, "the configuration is not valid; every bad key is named"),
     "invalid_actor": _c(422, "who/actor is empty, too long or not printable", mqtt=True),
+    "invalid_mute": _c(422, "a mute names neither audio nor video"),
     "invalid_name": _c(422, "the display name is empty or too long"),
+    "invitee_in_call": _c(422, "the invitee answered or takes part in the call already"),
+    "reserved_subject": _c(422, "the name is one the panel's own actors use"),
     "invalid_query": _c(422, "a query parameter is wrong"),
     "invalid_request": _c(422, "a field of the request is missing or wrong; the message names it"),
     "weak_password": _c(422, "the password is too short, too common or too repetitive"),
@@ -154,6 +157,7 @@ CODES: dict[str, Code] = {
     "bad_sdp": _c(400, "the offer's sdp is not a usable SDP offer (or is larger than 64 KiB); the message says "
                        "what is wrong", mqtt=True),
     "bad_signature": _c(401, "sig does not verify with the panel's command_key", mqtt=True),
+    "links_unavailable": _c(503, "call links are not set up on this panel"),
     "calls_unavailable": _c(409, "this panel runs without the call manager", mqtt=True),
     "cannot_verify": _c(503, "the command is signed but the panel has no command_key to check it", mqtt=True),
     "clock_unsynced": _c(401, "the panel's clock is not synchronised yet and the command has no nonce", mqtt=True),

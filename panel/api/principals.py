@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ..auth import CredentialInfo, InstallerCredential
 from ..calls import RESERVED_PREFIXES as _RESERVED_PREFIXES
+from ..calls import RESERVED_SUBJECTS as RESERVED_SUBJECTS
 from .errors import ApiError
 from .limits import LoginThrottle, RateLimiter
 
@@ -52,8 +53,6 @@ ISSUABLE: dict[Role, frozenset[Role]] = {
     "backend": frozenset({"viewer", "resident"}),
 }
 # Names the panel uses for itself in logs and calls; a token subject must not pretend to be one.
-RESERVED_SUBJECTS = frozenset({"installer", "installer-token", "panel", "visitor", "backend", "exit_button",
-                               "homeassistant", "sim"})
 # Prefixes the panel's own actors use (``backend:<subject>``, ``guest:<id>``, ``res:<id>``): panel/calls.
 RESERVED_PREFIXES = _RESERVED_PREFIXES
 MAX_LIVE_TOKENS = 10_000
@@ -282,7 +281,9 @@ class ApiAuth:
     def for_panel(cls, panel: Panel) -> ApiAuth:
         """One per panel, however many apps are made for it (tests make several)."""
         if panel.api_auth is None:
-            panel.api_auth = cls(panel)
+            panel.api_auth = auth = cls(panel)
+            # A revoked answerer's credential ends the call it answered (docs/calls.md).
+            auth.tokens.on_revoke(lambda p: panel.call_service.credential_revoked(p.token_id))
         return panel.api_auth
 
     def _announce(self, password: str | None) -> None:

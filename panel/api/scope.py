@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CallError
-from .errors import ApiError
 from .principals import Principal
 
 if TYPE_CHECKING:
@@ -44,11 +43,6 @@ def event_in_scope(p: Principal, row: EventRow, calls: CallManager | None) -> bo
 
 # -- the call service's view of a caller ------------------------------------------------------------
 
-# The scope refusals the routes have always answered 403, and the invite refusals that are a bad field.
-_FORBIDDEN = frozenset({"not_your_call", "acting_as_other", "not_allowed_for_role"})
-_BAD_FIELD = frozenset({"reserved_subject", "invitee_in_call", "invalid_mute"})
-
-
 def actor(panel: Any, p: Principal) -> Actor:
     """The call service's Actor for an API principal (the service, not the route, applies the rules)."""
     from ..calls import Actor
@@ -60,24 +54,11 @@ def actor(panel: Any, p: Principal) -> Actor:
 
 
 def call_service(panel: Any) -> CallService:
-    """The panel's CallService, wired (once) to the API's credentials and the call links."""
-    from ..calls import CallLinks, CallService
-    from .principals import RESERVED_SUBJECTS, ApiAuth
-
-    service = CallService.for_calls(panel.calls, lambda: getattr(panel, "media", None),
-                                    reserved_subjects=RESERVED_SUBJECTS)
-    if not panel.__dict__.get("_call_service_wired"):
-        panel.__dict__["_call_service_wired"] = True
-        service.links = CallLinks.for_panel(panel)
-        # A revoked answerer's credential ends the call it answered (docs/calls.md).
-        ApiAuth.for_panel(panel).tokens.on_revoke(lambda p: service.credential_revoked(p.token_id))
+    """The panel's one CallService (built by the composition root)."""
+    service: CallService = panel.call_service
     return service
 
 
 def refused(e: CallError) -> Exception:
-    """A call service refusal as the API has always answered it (the CallError handler does the rest)."""
-    if e.code in _FORBIDDEN:
-        return ApiError(403, e.code, str(e))
-    if e.code in _BAD_FIELD:
-        return ApiError(422, e.code, str(e))
+    """A call service refusal: the one PanelError handler answers it with its status from the table."""
     return e

@@ -6,6 +6,7 @@ service every adapter (HTTP, MQTT) acts on calls through (``CallService``).
 from ._actions import (
     BACKEND,
     RESERVED_PREFIXES,
+    RESERVED_SUBJECTS,
     Actor,
     CallService,
     GuestIssuer,
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_PER_PAGE",
     "NAME_MAX",
     "RESERVED_PREFIXES",
+    "RESERVED_SUBJECTS",
     "TRANSITIONS",
     "Actor",
     "Call",

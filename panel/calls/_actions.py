@@ -36,6 +36,9 @@ MuteKind = Literal["audio", "video"]
 UNSCOPED: frozenset[str] = frozenset({"installer", "backend"})
 # Names a credential must not be minted for: the panel's own actors use them (logs, events, lists).
 RESERVED_PREFIXES = ("backend:", "installer:", "guest:", "res:")
+# Names the panel's own actors use: no credential may be issued for, or invite, one of them.
+RESERVED_SUBJECTS = frozenset({"installer", "installer-token", "panel", "visitor", "backend", "exit_button",
+                               "homeassistant", "sim"})
 # A guest credential is minted by a callable the API supplies: (subject, name, call guid, issued by,
 # lifetime in s) -> (secret, credential id). The calls package never imports the API.
 GuestIssuer = Callable[[str, "str | None", str, str, float], Awaitable[tuple[str, str]]]
@@ -87,23 +90,14 @@ class Invitation:
 
 
 class CallService:
-    def __init__(self, calls: CallManager, media: Callable[[], Any], *,
-                 reserved_subjects: Collection[str] = ()) -> None:
+    """One per panel, built by the composition root and shared by the API and the MQTT control."""
+
+    def __init__(self, calls: CallManager, media: Callable[[], Any], *, links: CallLinks | None = None,
+                 reserved_subjects: Collection[str] = RESERVED_SUBJECTS) -> None:
         self.calls = calls
         self.media = media  # the running MediaService or None
         self.reserved_subjects = frozenset(s.lower() for s in reserved_subjects)
-        self.links: CallLinks | None = None
-
-    @classmethod
-    def for_calls(cls, calls: CallManager, media: Callable[[], Any], *,
-                  reserved_subjects: Collection[str] = ()) -> CallService:
-        """One per CallManager, shared by the API and the MQTT control (whoever asks first makes it)."""
-        found = calls.__dict__.get("_call_service")
-        if found is None:
-            found = calls.__dict__["_call_service"] = cls(calls, media, reserved_subjects=reserved_subjects)
-        elif reserved_subjects:
-            found.reserved_subjects |= frozenset(s.lower() for s in reserved_subjects)
-        return found
+        self.links = links
 
     # -- rules ------------------------------------------------------------------------------------------
     def _acting(self, actor: Actor, who: str | None) -> str:
