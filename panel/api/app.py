@@ -191,6 +191,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for status in sorted(wanted):
             responses.setdefault(str(status), {"description": _STANDARD[status]})
         for status, response in responses.items():
+            for media_type, content in response.get("content", {}).items():
+                if "schema" not in content:
+                    # Without a schema generators drop the response (pictures, streams, the player page).
+                    content["schema"] = ({"type": "string"} if media_type.startswith("text/")
+                                         else {"type": "string", "format": "binary"})
             if status.startswith(("4", "5")):
                 content = response.setdefault("content", {})
                 if not any(c.get("schema", {}).get("$ref") for c in content.values()):

@@ -167,8 +167,8 @@ async def whep_start(request: Request,
     return response
 
 
-@router.delete("/whep/{session_id}", summary="End a WHEP session", responses={200: {"description": "ended"},
-                                                                             404: {"model": ErrorBody}, **_errors})
+@router.delete("/whep/{session_id}", summary="End a WHEP session", response_class=Response,
+               responses={200: {"description": "ended (no body)"}, 404: {"model": ErrorBody}, **_errors})
 async def whep_end(session_id: str, request: Request) -> Response:
     media = _media(request)
     grant = _grant(request, media, request.headers.get("authorization"))
@@ -189,7 +189,7 @@ async def whep_patch(session_id: str) -> Response:
                    "trickled ones: gather candidates before POSTing the offer", headers={**CORS, "Allow": "DELETE, OPTIONS"})
 
 
-@router.options("/whep", summary="CORS preflight for the WHEP endpoint", status_code=204)
+@router.options("/whep", summary="CORS preflight for the WHEP endpoint", status_code=204, response_class=Response)
 async def whep_options() -> Response:
     return Response(status_code=204, headers={
         **CORS, "Allow": "POST, OPTIONS", "Accept-Post": SDP,
@@ -197,7 +197,8 @@ async def whep_options() -> Response:
         "Access-Control-Max-Age": "600"})
 
 
-@router.options("/whep/{session_id}", summary="CORS preflight for a WHEP session", status_code=204)
+@router.options("/whep/{session_id}", summary="CORS preflight for a WHEP session", status_code=204,
+                response_class=Response)
 async def whep_session_options(session_id: str) -> Response:
     return Response(status_code=204, headers={
         **CORS, "Allow": "DELETE, OPTIONS", "Access-Control-Allow-Methods": "DELETE, PATCH, OPTIONS",
