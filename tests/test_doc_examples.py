@@ -30,8 +30,9 @@ import pytest
 from panel.api.errors import ErrorBody
 from panel.auth import Secrets, load_secrets
 from panel.daemon import Panel
-from panel.events import EVENT_MODELS
+from panel.events import EVENT_MODELS, OutboxOverflow
 from panel.link import REPLY_MODELS, Reply, decode, parse
+from panel.link._commands import IceServer
 from panel.link._topics import CallOutcomeMsg, DoorStateMsg, FreshnessStateMsg
 from panel.platform import SecretsConfig, parse_config
 
@@ -88,6 +89,19 @@ def test_webhooks_md_toml_and_delivery_are_what_the_panel_reads_and_sends(tmp_pa
     data = dict(body["data"])
     assert data.pop("panel") == {"id": "lobby-1", "name": "Main entrance"}
     EVENT_MODELS[body["type"]].model_validate(data)
+
+
+def test_inline_json_examples_are_valid() -> None:
+    mqtt = (DOCS / "mqtt.md").read_text(encoding="utf-8")
+    [servers] = re.findall(r"the W3C `RTCIceServer` list: `(\[.*?\])`", mqtt)
+    for server in json.loads(servers):
+        IceServer.model_validate(server)
+    webhooks = " ".join((DOCS / "webhooks.md").read_text(encoding="utf-8").split())
+    [overflow] = re.findall(r"an `outbox.overflow` event says how many of which type went and the time range: `(\{.*?\})`",
+                            webhooks)
+    body = json.loads(overflow)
+    assert set(body) == set(OutboxOverflow.model_fields) - {"panel"}
+    OutboxOverflow.model_validate(body | {"shed_from": "2025-03-14T09:26:53.589Z", "shed_to": "2025-03-14T19:21:53.589Z"})
 
 
 def test_api_md_error_example_is_an_error_body() -> None:
@@ -168,9 +182,38 @@ async def test_every_mqtt_command_example_is_carried_out_by_a_real_panel(panel: 
                 assert set(reply) == documented[cmd], (cmd, set(reply) ^ documented[cmd])
             return reply
 
+        async def refused(body: dict[str, Any]) -> dict[str, Any]:
+            """The reply to a command, checked against the documented refusal of the same code."""
+            reply = await backend.request(A, current(body, fresh["nonce"]), timeout=15)
+            [example] = [r for r in refusals if r["code"] == reply["code"] and r["cmd"] == reply["cmd"]]
+            assert set(reply) == set(example)
+            return reply
+
+        def same(a: str, b: str) -> bool:
+            """Equal but for the call guids and the numbers (times) in them."""
+            def norm(t: str) -> str:
+                return re.sub(r"[0-9]+(\.[0-9]+)?", "N", re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "G", t))
+            return norm(a) == norm(b)
+
+        refusals = [json.loads(t) for tag, t in blocks("mqtt.md", "json") if tag.startswith("reply")]
+        refusals = [r for r in refusals if r["code"] != "ok"]
         await press(panel)
+        answer = by_name[("answer", "")]
         await run(("answer", ""))
+        again = await refused(answer | {"who": "bob"})
+        assert same(again["message"], next(r["message"] for r in refusals if r["cmd"] == "answer"))
+        offer = by_name[("offer", "")]
         answerer = await run(("offer", ""))  # alice's media for the call she answered
+        late = await refused(offer | {"who": "bob"})
+        assert same(late["message"], next(r["message"] for r in refusals
+                                          if r["cmd"] == "offer" and r["code"] == "already_answered"))
+        bad = await refused(offer | {"sdp": offer["sdp"].replace("t=0 0\r\n", "t=0 0\r\nhello\r\n", 1)})
+        assert bad["message"] == next(r["message"] for r in refusals if r["code"] == "bad_sdp")
+        late_open = await backend.request(A, dict(by_name[("open", "")], id=f"doc-{uuid.uuid4()}",
+                                                  exp=round(time.time() - 4.21, 3)))
+        documented_expired = next(r for r in refusals if r["code"] == "expired")
+        assert set(late_open) == set(documented_expired) and same(late_open["message"], documented_expired["message"])
+        assert len(refusals) == 4  # every documented refusal was provoked above
         viewer = await run(("offer", "monitor"))
         assert (answerer["role"], viewer["role"]) == ("answerer", "viewer")
         await run(("open", ""))
