@@ -68,7 +68,7 @@ OPERATION_IDS = {
 LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
 # The panel is reached at whatever address it has on the LAN; "/" is the origin the document was read
 # from (what Swagger UI at /api/v1/docs calls), the template is for generated clients and readers.
-SERVERS = [
+SERVERS: list[dict[str, Any]] = [
     {"url": "/", "description": "this panel: the origin this document was read from"},
     {"url": "{scheme}://{host}:{port}", "description": "a panel on the LAN (api.listen; HTTPS unless on loopback)",
      "variables": {"scheme": {"enum": ["https", "http"], "default": "https"},
