@@ -165,7 +165,7 @@ class Calls:
         assert int(r.status_code) == expect, (op, int(r.status_code), r.content[:300])
         assert expect in self.documented[op], f"{op} answered {expect}, which its document does not list"
         if expect < 400 and r.content and r.headers.get("content-type", "").startswith("application/json"):
-            assert r.parsed is not None and not type(r.parsed).__name__ == "ErrorBody", (op, r.parsed)
+            assert r.parsed is not None and type(r.parsed).__name__ != "ErrorBody", (op, r.parsed)
         self.called.add(op)
         return r
 
