@@ -129,13 +129,16 @@ user {BACKEND_USER}
 topic readwrite {prefix}/#
 topic read {discovery_prefix}/#
 
-# Home Assistant reads state and discovery and may press the lock's buttons.
+# Home Assistant reads state and discovery, may press the lock's buttons, and announces itself
+# (its birth message, "online" on {discovery_prefix}/status, makes every panel publish discovery again).
 user {HA_USER}
 topic read {prefix}/+/status
 topic read {prefix}/+/state/#
 topic read {prefix}/+/doorbell
+topic read {prefix}/+/call_outcome
 topic write {prefix}/+/ha/lock/set
 topic read {discovery_prefix}/#
+topic write {discovery_prefix}/status
 
 # Every panel: its own subtree only. %u is the authenticated user name (the certificate's CN on
 # the certificate listener), never the client id a client claims for itself.
@@ -146,7 +149,9 @@ pattern write {prefix}/%u/state/#
 pattern write {prefix}/%u/events/#
 pattern write {prefix}/%u/replies/#
 pattern write {prefix}/%u/doorbell
+pattern write {prefix}/%u/call_outcome
 pattern write {discovery_prefix}/+/%u/#
+pattern read {discovery_prefix}/status
 """
 
 

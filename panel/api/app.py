@@ -55,11 +55,49 @@ tokens for viewers, residents and backends. `x-roles` on each operation lists wh
 
 DEFAULT_MAX_BODY = 65_536
 
+# Generated clients name their functions and modules after operationIds: "<area>_<action>" reads well
+# (door_open, calls_answer) where FastAPI's default is "open_door_api_v1_door_open_post".
+TAG_PREFIX = {"call links": "links", "simulation": "sim"}
+# Where "<area>_<handler name>" would read badly or collide (the two participant lists).
+OPERATION_IDS = {
+    "panel.api.auth.issue": "auth_issue_token",
+    "panel.api.auth.revoke": "auth_revoke_token",
+    "panel.api.calls.history": "calls_list",
+    "panel.api.calls.one": "calls_get",
+    "panel.api.links.participants": "links_call_participants",
+    "panel.api.selftest.selftest": "selftest_run",
+}
+LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+# The panel is reached at whatever address it has on the LAN; "/" is the origin the document was read
+# from (what Swagger UI at /api/v1/docs calls), the template is for generated clients and readers.
+SERVERS: list[dict[str, Any]] = [
+    {"url": "/", "description": "this panel: the origin this document was read from"},
+    {"url": "{scheme}://{host}:{port}", "description": "a panel on the LAN (api.listen; HTTPS unless on loopback)",
+     "variables": {"scheme": {"enum": ["https", "http"], "default": "https"},
+                   "host": {"default": "panel.local", "description": "the panel's name or address"},
+                   "port": {"default": "8443"}}},
+]
+# Credentials travel in the security scheme (bearer), and a body's type in requestBody: as header
+# parameters they would make generated clients take a raw Authorization string on some operations.
+NOT_PARAMETERS = {"authorization", "content-type"}
+
+
+def operation_id(route: APIRoute) -> str:
+    """``<area>_<action>``: the route's first tag, then its handler's name without the area's word."""
+    endpoint = f"{route.endpoint.__module__}.{route.name}"
+    if endpoint in OPERATION_IDS:
+        return OPERATION_IDS[endpoint]
+    tag = str(route.tags[0]) if route.tags else "panel"
+    prefix = TAG_PREFIX.get(tag, tag.replace(" ", "_"))
+    words = [w for w in route.name.split("_") if w not in (prefix, prefix.rstrip("s"))]
+    return "_".join([prefix, *words])
+
 
 def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = None) -> FastAPI:
     app = FastAPI(title="Door-station panel API", version=__version__, description=DESCRIPTION,
                   responses={422: {"model": ErrorBody, "description": "invalid request (the message names the field)"}},
-                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(authorize)])
+                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(authorize)],
+                  generate_unique_id_function=operation_id, license_info=LICENSE, servers=SERVERS)
     app.state.panel = panel
     # Who is calling: one per panel (its token cache), shared by every app made for it.
     app.state.auth = ApiAuth.for_panel(panel) if panel is not None else None
@@ -126,7 +164,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     who may call it, and every error status it can answer with (each an ErrorBody)."""
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                         license_info=app.license_info, servers=app.servers)
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer", "description": "a session token (POST /api/v1/auth/login), an issued "
@@ -140,6 +179,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         if op is None or rule is None:
             continue
         op.update(openapi_security(rule))
+        params = [p for p in op.get("parameters", []) if not (p.get("in") == "header" and
+                                                              p.get("name", "").lower() in NOT_PARAMETERS)]
+        if params:
+            op["parameters"] = params
+        else:
+            op.pop("parameters", None)
         responses = op.setdefault("responses", {})
         wanted: set[int] = set()
         if not rule.public or rule.own_auth:
@@ -151,6 +196,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for status in sorted(wanted):
             responses.setdefault(str(status), {"description": _STANDARD[status]})
         for status, response in responses.items():
+            for media_type, content in response.get("content", {}).items():
+                if "schema" not in content:
+                    # Without a schema generators drop the response (pictures, streams, the player page).
+                    content["schema"] = ({"type": "string"} if media_type.startswith("text/")
+                                         else {"type": "string", "format": "binary"})
             if status.startswith(("4", "5")):
                 content = response.setdefault("content", {})
                 if not any(c.get("schema", {}).get("$ref") for c in content.values()):

@@ -184,7 +184,11 @@ async def authorize(request: Request) -> None:
         auth.mutations.check(client_address(request))
     try:
         principal = auth.authenticate(request.headers.get("authorization"))
-    except AuthError:
+    except AuthError as e:
+        if rule.own_auth and e.code in ("token_revoked", "token_expired"):
+            # A credential this panel issued and then revoked (or that ran out) is not some other kind of
+            # credential (a media or link one) either: say what it is, as every other route does.
+            raise
         if rule.public:  # a stale credential does not lock anyone out of a public route (login)
             principal = None
         else:

@@ -26,7 +26,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class HoldBody(Strict):
+class SimHoldBody(Strict):
     seconds: float = Field(2.0, gt=0, le=600, description="how long to hold the button")
 
 
@@ -116,9 +116,9 @@ async def release(button_id: str, panel: PanelDep) -> SimResult:
 
 
 @router.post("/buttons/{button_id}/hold", response_model=SimResult)
-async def hold(button_id: str, panel: PanelDep, body: HoldBody | None = None) -> SimResult:
+async def hold(button_id: str, panel: PanelDep, body: SimHoldBody | None = None) -> SimResult:
     cfg = _button(panel, button_id)
-    seconds = (body or HoldBody()).seconds
+    seconds = (body or SimHoldBody()).seconds
     with _recording(panel) as events:
         _drive(panel, f"button {button_id}", cfg, True)
         try:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from ..media.errors import SessionRefused, TokenRefused
@@ -123,14 +123,32 @@ def _link_headers(media: MediaService) -> list[str]:
     return links
 
 
+# format binary: the body is the SDP text as it is, not a JSON string (generators then send bytes).
+_SDP_TEXT = {SDP: {"schema": {"type": "string", "format": "binary",
+                              "description": "an SDP session description (RFC 8866), UTF-8"}}}
+_OFFER = {"requestBody": {"required": True, "description": "the SDP offer, with all its ICE candidates (the "
+                          "panel does not take trickled ones)", "content": _SDP_TEXT}}
+_CREATED = {
+    "description": "the session is up: the SDP answer, with all the panel's candidates",
+    "content": _SDP_TEXT,
+    "headers": {
+        "Location": {"description": "the session resource; DELETE it to end the session", "required": True,
+                     "schema": {"type": "string", "example": "/api/v1/media/whep/Yp3vQ9kL2xR7sT0a"}},
+        "ETag": {"description": "the session's entity tag", "schema": {"type": "string"}},
+        "Link": {"description": "ICE servers (rel=\"ice-server\"), only with media.whep_ice_servers",
+                 "schema": {"type": "string"}},
+    },
+}
+
+
 @router.post("/whep", status_code=201, summary="Start a WHEP session (live view or call media)",
-             response_class=Response, responses={201: {"content": {SDP: {}}, "description": "the SDP answer"}, **_errors})
-async def whep_start(request: Request, authorization: Annotated[str | None, Header()] = None,
-                     content_type: Annotated[str | None, Header()] = None,
+             response_class=Response, responses={201: _CREATED, **_errors}, openapi_extra=_OFFER)
+async def whep_start(request: Request,
                      who: Annotated[str | None, Query(max_length=128, description="the resident's id, when the "
                                                      "token does not name one")] = None) -> Response:
     media = _media(request)
-    grant = _grant(request, media, authorization)
+    grant = _grant(request, media, request.headers.get("authorization"))
+    content_type = request.headers.get("content-type")
     if (content_type or "").split(";")[0].strip().lower() != SDP:
         raise ApiError(415, "unsupported_media_type", f"send the SDP offer as Content-Type: {SDP} (got "
                        f"{content_type or 'none'})", headers={**CORS, "Accept-Post": SDP})
@@ -151,11 +169,11 @@ async def whep_start(request: Request, authorization: Annotated[str | None, Head
     return response
 
 
-@router.delete("/whep/{session_id}", summary="End a WHEP session", responses={200: {"description": "ended"},
-                                                                             404: {"model": ErrorBody}, **_errors})
-async def whep_end(session_id: str, request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+@router.delete("/whep/{session_id}", summary="End a WHEP session", response_class=Response,
+               responses={200: {"description": "ended (no body)"}, 404: {"model": ErrorBody}, **_errors})
+async def whep_end(session_id: str, request: Request) -> Response:
     media = _media(request)
-    grant = _grant(request, media, authorization)
+    grant = _grant(request, media, request.headers.get("authorization"))
     session = media.session_info(session_id)
     if session is None:
         raise ApiError(404, "unknown_session", f"there is no session {session_id} (it ended, or never existed)",
@@ -173,7 +191,7 @@ async def whep_patch(session_id: str) -> Response:
                    "trickled ones: gather candidates before POSTing the offer", headers={**CORS, "Allow": "DELETE, OPTIONS"})
 
 
-@router.options("/whep", summary="CORS preflight for the WHEP endpoint", status_code=204)
+@router.options("/whep", summary="CORS preflight for the WHEP endpoint", status_code=204, response_class=Response)
 async def whep_options() -> Response:
     return Response(status_code=204, headers={
         **CORS, "Allow": "POST, OPTIONS", "Accept-Post": SDP,
@@ -181,7 +199,8 @@ async def whep_options() -> Response:
         "Access-Control-Max-Age": "600"})
 
 
-@router.options("/whep/{session_id}", summary="CORS preflight for a WHEP session", status_code=204)
+@router.options("/whep/{session_id}", summary="CORS preflight for a WHEP session", status_code=204,
+                response_class=Response)
 async def whep_session_options(session_id: str) -> Response:
     return Response(status_code=204, headers={
         **CORS, "Allow": "DELETE, OPTIONS", "Access-Control-Allow-Methods": "DELETE, PATCH, OPTIONS",
@@ -189,9 +208,9 @@ async def whep_session_options(session_id: str) -> Response:
 
 
 @router.get("/sessions", summary="Media sessions and devices (installer)", responses=_errors)
-async def media_status(request: Request, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+async def media_status(request: Request) -> dict[str, Any]:
     media = _media(request)
-    if not _grant(request, media, authorization).installer:
+    if not _grant(request, media, request.headers.get("authorization")).installer:
         raise ApiError(403, "forbidden", "the media status is for the installer", headers=CORS)
     return media.status()
 

@@ -28,6 +28,7 @@ from ._commands import (
 )
 from ._control import Control
 from ._freshness import CLOCK_SKEW_S, ClockSync, KernelClockSync, Nonces, check_fresh
+from ._homeassistant import discovery_messages, installer_url
 from ._mqtt import BACKOFF_FIRST_S, MqttLink, backoff_s
 from ._outbox import DISABLED_KEY, Outbox, heartbeat
 from ._replay import KEEP_AFTER_EXPIRY_S, SeenCommands
@@ -66,7 +67,9 @@ __all__ = [
     "check_fresh",
     "check_sdp",
     "decode",
+    "discovery_messages",
     "heartbeat",
+    "installer_url",
     "jcs",
     "parse",
     "parse_retry_after",

@@ -328,7 +328,12 @@ class Control:
         """The payload of every retained ``state/<name>`` topic, by name."""
         door = self.door
         relays = {rid: RelayStateMsg(energised=r.energised, mode=r.cfg.mode) for rid, r in door.relays.items()}
-        calls = self.calls.state() if self.calls is not None else {"status": "idle", "call": None}
+        calls: dict[str, Any] = self.calls.state() if self.calls is not None else {"status": "idle", "call": None}
+        call: dict[str, Any] | None = calls["call"]
+        if call is not None and call.get("ended_at") is None:
+            # A live call's duration grows by itself: in a retained state topic it would republish the
+            # call every few seconds with nothing having happened (Home Assistant sees every one).
+            calls = {**calls, "call": {**call, "duration_s": None}}
         return {
             "door": DoorStateMsg(open=door.is_open if self.cfg.door.contact is not None else None,
                                  held_open=door.held_open, released=relays[door.main_relay].energised,

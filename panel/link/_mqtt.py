@@ -4,7 +4,9 @@
   ``secrets.mqtt_password``, or a client certificate), a clean session (commands published while the
   panel was away are stale, so none are queued for it), and ``offline`` (retained) as the last will.
 - After every (re)connect: subscribe, publish ``online`` and every retained state topic again (a
-  restarted broker may have lost them), then Home Assistant discovery if configured.
+  restarted broker may have lost them), then Home Assistant discovery if configured; discovery again
+  whenever Home Assistant announces itself (``online`` on ``<discovery_prefix>/status``).
+- State topics are published only when their payload changed (nothing in them ticks by itself).
 - Reconnects back off exponentially with jitter up to ``mqtt.reconnect_max_s``.
 - Commands are handed to ``Control`` (panel/link/_control.py) one task each; the reply goes to the
   command's response topic with its correlation data. The CONNECT announces a Maximum Packet Size
@@ -40,7 +42,7 @@ from ._control import Control
 from ._freshness import ClockSync
 from ._homeassistant import discovery_messages
 from ._replay import SeenCommands
-from ._topics import OFFLINE, ONLINE, DoorbellMsg, EventMsg, Topics
+from ._topics import CALL_OUTCOMES, OFFLINE, ONLINE, CallOutcomeMsg, DoorbellMsg, EventMsg, Topics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ def _json(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
+def _text(payload: Any) -> str:
+    raw = bytes(payload) if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
+    return raw.decode("utf-8", "replace").strip()
 
 
 def describe(e: BaseException) -> str:
@@ -192,7 +197,8 @@ class MqttLink:
         self.last_error = None
         log.info("mqtt connected", extra={"broker": f"{self.m.host}:{self.m.port}", "client_id": self.client_id})
         await self._publish_state(client)
-        await self._publish_discovery(client)
+        if self.m.homeassistant_discovery:
+            await self._publish_discovery(client)
         tasks = [asyncio.create_task(self._receive(client), name="mqtt-receive"),
                  asyncio.create_task(self._publisher(client), name="mqtt-publish"),
                  asyncio.create_task(self._ticker(), name="mqtt-tick")]
@@ -205,12 +211,31 @@ class MqttLink:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _publish_discovery(self, client: aiomqtt.Client) -> None:
+        for topic, config in discovery_messages(self.cfg, self.topics, self._local_address(client)).items():
+            await client.publish(topic, _json(config) if config is not None else b"", qos=1, retain=True)
+
+    @staticmethod
+    def _local_address(client: aiomqtt.Client) -> str | None:
+        """The panel's own address on the broker connection (for the installer page's URL)."""
+        try:
+            sock: Any = client._client.socket()  # paho's; aiomqtt does not expose it
+            return str(sock.getsockname()[0]) if sock is not None else None
+        except (AttributeError, OSError):
+            return None
+
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         # retainAsPublished: a retained command keeps its retain flag, so it can be refused as stale.
         opts = SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True)
-        topics = [self.topics.commands] + ([self.topics.ha_lock_set] if self.m.homeassistant_discovery else [])
+        ha = self.m.homeassistant_discovery
+        topics = [self.topics.commands] + ([self.topics.ha_lock_set, self.topics.ha_status] if ha else [])
         granted = await client.subscribe([(t, opts) for t in topics])
         refused = [t for t, rc in zip(topics, granted) if int(getattr(rc, "value", rc)) >= 0x80]
+        if self.topics.ha_status in refused:
+            # Optional: without it discovery is still published at every connect.
+            refused.remove(self.topics.ha_status)
+            log.warning("the broker refused the subscription to %s: the panel will not republish discovery when "
+                        "Home Assistant restarts; let panels read it (docs/mqtt.md, Broker ACL)", self.topics.ha_status)
         if refused:
             raise aiomqtt.MqttError(f"the broker refused the subscription to {', '.join(refused)}; its ACL must let "
                                     f"this panel read its own command topics (see docs/mqtt.md)")
@@ -228,6 +253,9 @@ class MqttLink:
                 self._spawn(self._command(client, msg.payload, msg.retain, msg.properties))
             elif msg.topic.matches(self.topics.ha_lock_set):
                 self._spawn(self._ha_command(msg))
+            elif msg.topic.matches(self.topics.ha_status) and _text(msg.payload) == ONLINE:
+                log.info("Home Assistant is online; publishing discovery again")
+                self._spawn(self._publish_discovery(client))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -321,6 +349,15 @@ class MqttLink:
             bell = DoorbellMsg(call_guid=row.data.get("guid"), unit={k: str(v) for k, v in unit.items()},
                                button=str(row.data.get("button")))
             await client.publish(self.topics.doorbell, bell.model_dump_json(), qos=1)
+        if row.type == "call.status_updated" and self.m.homeassistant_discovery:
+            outcome = CALL_OUTCOMES.get(str(row.data.get("status")))
+            if outcome is not None:
+                unit = row.data.get("unit") or {}
+                said = CallOutcomeMsg.model_validate({
+                    "event_type": outcome, "call_guid": str(row.data.get("guid")),
+                    "unit": {"id": unit.get("id"), "label": unit.get("label")}, "button": str(row.data.get("button")),
+                    "who": row.data.get("who"), "reason": str(row.data.get("reason"))})
+                await client.publish(self.topics.call_outcome, said.model_dump_json(), qos=1)
 
     async def _ticker(self) -> None:
         """Nonce rotation and clock-sync changes reach state/freshness; spent ids are pruned."""

@@ -45,12 +45,24 @@ class Topics:
         return f"{self.base}/doorbell"
 
     @property
+    def call_outcome(self) -> str:
+        """``{"event_type": "answered"|"declined"|"missed"|"ended"|..., ...}`` when a call is answered or
+        over: Home Assistant's call event entity reads it (automations on "missed", ...)."""
+        return f"{self.base}/call_outcome"
+
+    @property
     def replies(self) -> str:
         """Replies go to the command's response topic, which must lie under this one."""
         return f"{self.base}/replies"
 
     def discovery(self, component: str, object_id: str) -> str:
         return f"{self.discovery_prefix}/{component}/{self.panel_id}/{object_id}/config"
+
+    @property
+    def ha_status(self) -> str:
+        """Home Assistant's birth and will (``online``/``offline``): at ``online`` the panel publishes
+        its discovery again (a Home Assistant that lost its retained copy learns the device anew)."""
+        return f"{self.discovery_prefix}/status"
 
     # -- broker -> panel ----------------------------------------------------------------------------
     @property
@@ -97,7 +109,9 @@ class TamperStateMsg(Msg):
 
 
 class CallStateMsg(Msg):
-    """``state/call`` (retained): ``status`` is ``idle`` or the call's state; ``call`` as in the API."""
+    """``state/call`` (retained): ``status`` is ``idle`` or the call's state; ``call`` as in the API,
+    except that a live call's ``duration_s`` is ``null`` (it would change the payload every few seconds
+    without anything having happened; ``created_at`` gives the same)."""
 
     status: str
     call: dict[str, Any] | None
@@ -129,3 +143,20 @@ class DoorbellMsg(Msg):
     call_guid: str | None
     unit: dict[str, str]
     button: str
+
+
+# A call's outcome, by the call state it is read from (the state machine in panel/calls/_service.py).
+CALL_OUTCOMES: dict[str, str] = {"connecting": "answered", "declined": "declined", "missed": "missed",
+                                 "ended": "ended", "canceled": "canceled", "failed": "failed"}
+
+
+class CallOutcomeMsg(Msg):
+    """``call_outcome`` (not retained): a call was answered, or is over and how. Home Assistant's call
+    event entity reads it; ``event_type`` is one of ``CALL_OUTCOMES``' values."""
+
+    event_type: Literal["answered", "declined", "missed", "ended", "canceled", "failed"]
+    call_guid: str
+    unit: dict[str, str | None]
+    button: str
+    who: str | None = Field(description="who answered, declined or ended it; null for a timeout")
+    reason: str
