@@ -57,13 +57,17 @@ CODES: dict[str, Code] = {
     "invalid_token": _c(401, "the credential is not one this panel issued"),
     "link_expired": _c(401, "the call link has expired"),
     "link_revoked": _c(401, "the call link was revoked"),
+    "signature_invalid": _c(401, "the picture URL's signature is not valid for this call"),
+    "signature_missing": _c(401, "the signed picture URL needs both exp and sig"),
     "token_expired": _c(401, "the credential has expired"),
     "token_revoked": _c(401, "the credential was revoked"),
     "unauthenticated": _c(401, "no credential was given"),
     # 403: the credential may not do this
     "acting_as_other": _c(403, "only the backend names someone else as the actor"),
     "forbidden": _c(403, "the credential's role or scope does not allow this"),
+    "signature_expired": _c(403, "the signed picture URL expired"),
     "links_disabled": _c(403, "call links are off on this panel (links.enabled = false)"),
+    "config_local_only": _c(403, "the key can be changed only in the config file on the panel; errors names the keys"),
     "locked_key": _c(403, "this configuration key can be changed only in the file on the panel"),
     "monitor_disabled": _c(403, "live view outside a call is off on this panel (media.monitor = false)", mqtt=True),
     "not_allowed_for_role": _c(403, "the credential's role may not do this", mqtt=True),
@@ -126,14 +130,17 @@ CODES: dict[str, Code] = {
     "login_locked": _c(429, "too many failed logins from this address; wait Retry-After seconds"),
     "rate_limited": _c(429, "too many requests from this address; wait Retry-After seconds"),
     "too_many_previews": _c(429, "too many call-link previews are open"),
-    "too_many_sessions": _c(429, "the panel has media.max_sessions media sessions open already", mqtt=True),
+
     "too_many_streams": _c(429, "too many event streams and long-polls are open"),
     # 500: the panel failed
+    "credential_error": _c(500, "the installer credential could not be read or written"),
     "credential_unreadable": _c(500, "the installer credential file is unreadable or damaged"),
     "hardware_error": _c(500, "a GPIO device could not be set up"),
     "internal_error": _c(500, "the panel failed to carry the request out; see its log", mqtt=True),
     "panel_error": _c(500, "the panel failed"),
     "secrets_invalid": _c(500, "the secrets file is missing, unreadable or readable by others"),
+    "snapshot_error": _c(500, "the visitor's picture could not be stored"),
+    "tls_invalid": _c(500, "the API's certificate or key is unusable"),
     "store_error": _c(500, "the durable store failed (disk full, corrupt, read-only)"),
     # 503: a part is not running
     "canceled": _c(503, "the picture was not taken: the panel is stopping"),
@@ -148,7 +155,10 @@ CODES: dict[str, Code] = {
     "no_camera": _c(503, "this panel has no camera"),
     "no_microphone": _c(503, "this panel has no microphone"),
     "no_sound": _c(503, "no sound was measured"),
+    "no_picture": _c(503, "the camera gave no picture in time"),
     "not_ready": _c(503, "the part is starting; try again shortly"),
+    "too_many_sessions": _c(503, "the panel has media.max_sessions media sessions open already", mqtt=True),
+    "too_many_viewers": _c(503, "the MJPEG stream has as many viewers as media.mjpeg.max_viewers"),
     # MQTT-only refusals (the command never reached a service); the status is what HTTP would say
     "bad_ice_servers": _c(422, "ice_servers names a server the panel cannot use (not stun:/turn:, unsupported, or "
                                "TURN without username and credential)", mqtt=True),

@@ -51,7 +51,7 @@ class Level(OkBody):
 def _media(panel: Any) -> Any:
     media = getattr(panel, "media", None)
     if media is None:
-        raise ApiError(503, "media_unavailable", "media is not running on this panel (no [media] section, or it "
+        raise ApiError("media_unavailable", "media is not running on this panel (no [media] section, or it "
                        "failed to start: see the panel's log)", headers={"Retry-After": "60"})
     return media
 
@@ -59,7 +59,7 @@ def _media(panel: Any) -> Any:
 def _no_call(panel: Any, what: str) -> None:
     call = panel.calls.current
     if call is not None and call.live:
-        raise ApiError(409, "call_in_progress", f"call {call.guid} is in progress; {what} when it is over")
+        raise ApiError("call_in_progress", f"call {call.guid} is in progress; {what} when it is over")
 
 
 def _playing(panel: Any) -> ApiState:
@@ -95,7 +95,7 @@ async def speaker_test(panel: PanelDep, who: Caller, body: ToneBody | None = Non
     state = _playing(panel)
     task = state.test_tone
     if task is not None and not task.done():
-        raise ApiError(409, "tone_playing", "a test tone is playing; wait for it to end")
+        raise ApiError("tone_playing", "a test tone is playing; wait for it to end")
     import numpy as np
 
     from ..media.audio import RATE
@@ -124,7 +124,7 @@ async def microphone_level(panel: PanelDep, who: Caller,
     media = _media(panel)
     mic = media.hub.microphone
     if mic is None:
-        raise ApiError(503, "no_microphone", "this panel has no microphone (media.audio.input = \"none\")")
+        raise ApiError("no_microphone", "this panel has no microphone (media.audio.input = \"none\")")
     _no_call(panel, "measure the microphone")
     import numpy as np
 
@@ -146,7 +146,7 @@ async def microphone_level(panel: PanelDep, who: Caller,
     finally:
         sub.close()
     if not chunks:
-        raise ApiError(503, "no_sound", f"the microphone gave no sound within {seconds + 1:g} s (state "
+        raise ApiError("no_sound", f"the microphone gave no sound within {seconds + 1:g} s (state "
                        f"{mic.state}: {mic.last_error or 'starting'})", headers={"Retry-After": "5"})
     samples = np.concatenate(chunks).astype(np.float64)
     rms = float(np.sqrt(np.mean(samples ** 2)))

@@ -121,7 +121,7 @@ async def login(body: LoginBody, request: Request, auth: AuthDep) -> Issued:
             delay = auth.login.failed(client)
             log.warning("failed installer login", extra={"client": client, "failures": auth.login.failures(client),
                                                          "next_attempt_delay_s": delay})
-            raise ApiError(401, "invalid_credentials", "the password is wrong; further attempts from your address "
+            raise ApiError("invalid_credentials", "the password is wrong; further attempts from your address "
                            f"are slowed down (next one waits {delay:g} s)",
                            headers={"WWW-Authenticate": 'Bearer realm="panel"'})
         auth.login.succeeded(client)
@@ -138,7 +138,7 @@ async def login(body: LoginBody, request: Request, auth: AuthDep) -> Issued:
              responses={401: _401, 409: {"description": "the secrets file's installer_token cannot be logged out"}})
 async def logout(who: Caller, auth: AuthDep) -> Done:
     if who.kind == "static":
-        raise ApiError(409, "static_credential", "installer_token comes from the secrets file and cannot be logged "
+        raise ApiError("static_credential", "installer_token comes from the secrets file and cannot be logged "
                        "out; remove it from the secrets file to disable it")
     await auth.tokens.revoke([who.token_id])
     return Done(message=f"{who.kind} {who.token_id} revoked")
@@ -159,10 +159,10 @@ async def change_password(body: PasswordBody, request: Request, who: Caller, aut
         info = await auth.check_password(body.current_password)
         if info is None:
             auth.login.failed(client)
-            raise ApiError(401, "invalid_credentials", "current_password is wrong; the password was not changed")
+            raise ApiError("invalid_credentials", "current_password is wrong; the password was not changed")
         auth.login.succeeded(client)
     if body.new_password == body.current_password:
-        raise ApiError(422, "weak_password", "new_password: must differ from the current password")
+        raise ApiError("weak_password", "new_password: must differ from the current password")
     async with auth.hashing:
         new = await asyncio.to_thread(auth.installer.set, body.new_password)
     auth.set_generation(new)
@@ -182,26 +182,26 @@ async def change_password(body: PasswordBody, request: Request, who: Caller, aut
                         409: {"description": "the call named is over, or too many credentials are live"}})
 async def issue(body: TokenBody, panel: PanelDep, who: Caller, auth: AuthDep) -> Issued:
     if body.role not in ISSUABLE.get(who.role, frozenset()):
-        raise ApiError(403, "not_issuable", f"role: a {who.role} may issue "
+        raise ApiError("not_issuable", f"role: a {who.role} may issue "
                        f"{', '.join(sorted(ISSUABLE.get(who.role, ()))) or 'nothing'}, not {body.role}")
     if body.subject.lower() in RESERVED_SUBJECTS:
-        raise ApiError(422, "invalid_request", f"subject: {body.subject!r} is reserved for the panel's own use; "
+        raise ApiError("invalid_request", f"subject: {body.subject!r} is reserved for the panel's own use; "
                        "use the person's or system's id")
     if body.role in ("viewer", "resident") and body.unit_id is None and body.call_guid is None:
-        raise ApiError(422, "invalid_request", "unit_id: a viewer or resident credential needs unit_id (the unit "
+        raise ApiError("invalid_request", "unit_id: a viewer or resident credential needs unit_id (the unit "
                        "whose calls they take) or call_guid (one call)")
     if body.unit_id is not None and body.unit_id not in {b.unit.id for b in panel.cfg.buttons}:
-        raise ApiError(422, "invalid_request", f"unit_id: no button of this panel rings unit {body.unit_id!r}; "
+        raise ApiError("invalid_request", f"unit_id: no button of this panel rings unit {body.unit_id!r}; "
                        f"expected one of {', '.join(sorted({b.unit.id for b in panel.cfg.buttons}))}")
     if body.call_guid is not None:
         call = await panel.calls.lookup(body.call_guid)
         if call is None:
-            raise ApiError(404, "unknown_call", f"call_guid: there is no call {body.call_guid!r} on this panel")
+            raise ApiError("unknown_call", f"call_guid: there is no call {body.call_guid!r} on this panel")
         if not call.live:
-            raise ApiError(409, "call_over", f"call_guid: call {call.guid} is over ({call.state}); a credential "
+            raise ApiError("call_over", f"call_guid: call {call.guid} is over ({call.state}); a credential "
                            "scoped to it would grant nothing")
         if body.unit_id is not None and call.unit_id != body.unit_id:
-            raise ApiError(422, "invalid_request", f"unit_id: call {call.guid} rings unit {call.unit_id}, not "
+            raise ApiError("invalid_request", f"unit_id: call {call.guid} rings unit {call.unit_id}, not "
                            f"{body.unit_id}")
     secret, p = await auth.tokens.issue(kind="token", role=body.role, subject=body.subject, name=body.name,
                                         unit_id=body.unit_id, call_guid=body.call_guid, issued_by=who.actor,
@@ -234,7 +234,7 @@ async def list_tokens(who: Caller, auth: AuthDep, role: Role | None = None,
 async def revoke(token_id: str, who: Caller, auth: AuthDep) -> Done:
     p = auth.tokens.get(token_id)
     if p is None or p.role not in _visible_roles(who):
-        raise ApiError(404, "unknown_token", f"there is no live credential {token_id!r}")
+        raise ApiError("unknown_token", f"there is no live credential {token_id!r}")
     await auth.tokens.revoke([token_id])
     return Done(message=f"{p.kind} {token_id} ({p.role} {p.subject}) revoked; it is refused from now on")
 

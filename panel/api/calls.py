@@ -131,7 +131,7 @@ async def history(panel: PanelDep, who: Caller, page: int = Query(1, ge=1, le=10
             return CallPage(message=f"{len(shown)} of {len(rows)} calls", page=page, per_page=per_page,
                             total=len(rows), calls=[_record(r) for r in shown])
         if unit_id is not None and unit_id != who.unit_id:
-            raise ApiError(403, "not_your_unit", f"unit_id: your credential covers unit {who.unit_id}, not {unit_id}")
+            raise ApiError("not_your_unit", f"unit_id: your credential covers unit {who.unit_id}, not {unit_id}")
         unit_id = who.unit_id
     calls = await panel.calls.history(page, per_page, unit_id=unit_id, status=status, include_transitions=transitions)
     total = await panel.calls.count(unit_id=unit_id, status=status)
@@ -144,7 +144,7 @@ async def history(panel: PanelDep, who: Caller, page: int = Query(1, ge=1, le=10
 async def one(guid: str, panel: PanelDep, who: Caller) -> CallOne:
     call = await panel.calls.details(guid)
     if call is None or not call_in_scope(who, call["unit"]["id"], call["guid"]):
-        raise ApiError(404, "unknown_call", f"there is no call {guid!r} in this panel's call log")
+        raise ApiError("unknown_call", f"there is no call {guid!r} in this panel's call log")
     return CallOne.model_validate({"code": "ok", "message": f"call {guid} ({call['status']})", **call})
 
 
@@ -185,7 +185,7 @@ async def end(body: CallCommand, panel: PanelDep, who: Caller) -> CallResult:
              responses={**_CMD, 422: {"description": "neither audio nor video given, or a bad field"}})
 async def mute(body: MuteBody, panel: PanelDep, who: Caller) -> MuteResult:
     if body.audio is None and body.video is None:
-        raise ApiError(422, "invalid_request", "audio: give audio and/or video (true mutes, false unmutes)")
+        raise ApiError("invalid_request", "audio: give audio and/or video (true mutes, false unmutes)")
     try:
         state = await call_service(panel).mute(actor(panel, who), body.call_guid, audio=body.audio, video=body.video)
     except CallError as e:

@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["config"])
 
 # The statuses these refusals had before the service owned them (the lead folds them into one table).
-_STATUS = {"config_local_only": 403, "invalid_request": 422, "no_config_file": 409, "config_unreadable": 409,
-           "config_read_only": 409}
-
-
 def keys_by_apply() -> dict[str, list[str]]:
     """Every leaf key (generic path, ``door.relays[].hold_s``) by when a change to it takes effect."""
     out: dict[str, list[str]] = {"live": [], "restart": [], "local-only": []}
@@ -98,9 +94,9 @@ async def update_config(body: ConfigPatch, panel: PanelDep, who: Caller) -> Conf
     try:
         change = await panel.config.update(body.set, body.unset, dry_run=body.dry_run)
     except ConfigError as e:
-        raise ApiError(422, e.code, "; ".join(e.problems), errors=list(e.problems)) from None
+        raise ApiError(e.code, "; ".join(e.problems), errors=list(e.problems)) from None
     except ConfigChangeRefused as e:
-        raise ApiError(_STATUS.get(e.code, 409), e.code, str(e), errors=e.keys or None) from None
+        raise ApiError(e.code, str(e), errors=e.keys or None) from None
     pending = change.restart_required
     if not change.changed:
         return ConfigUpdate(message="nothing changes: the file already says that" + (

@@ -126,7 +126,7 @@ async def hold(panel: PanelDep, who: Caller, relay_id: str = Path(max_length=64)
 async def release(panel: PanelDep, who: Caller, relay_id: str = Path(max_length=64)) -> RelayOff:
     if relay_id not in panel.door.relays:
         known = ", ".join(panel.door.relays)
-        raise ApiError(404, "unknown_relay", f"relay: there is no relay {relay_id!r}; this panel has {known}")
+        raise ApiError("unknown_relay", f"relay: there is no relay {relay_id!r}; this panel has {known}")
     was_on = panel.door.release(relay_id, "released")
     await panel.journal.flush()
     return RelayOff(message=f"relay {relay_id} {'de-energised' if was_on else 'was not energised'}", relay=relay_id,

@@ -26,15 +26,37 @@ class ErrorBody(BaseModel):
     errors: list[str] | None = None
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                 errors: list[str] | None = None) -> None:
-        self.status = status
+class ApiError(PanelError):
+    """A refusal decided by the HTTP adapter itself (authentication, paging, body shape); its status, like
+    every other code's, is in the one table (panel/errors.py)."""
+
+    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None,
+                 errors: list[str] | None = None, retry_after_s: int | None = None) -> None:
         self.code = code
         self.message = message
         self.headers = headers
         self.errors = errors
+        self.retry_after_s = retry_after_s
         super().__init__(message)
+
+    @property
+    def status(self) -> int:
+        return http_status(self.code)
+
+
+def error_response(exc: PanelError) -> JSONResponse:
+    """The uniform answer to any domain or adapter error: status from the table, ``errors`` when the error
+    lists them, ``WWW-Authenticate`` on 401 and ``Retry-After`` when the error says when to try again."""
+    status = http_status(exc.code)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="panel"')
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None:
+        headers.setdefault("Retry-After", str(retry))
+    errors = getattr(exc, "errors", None)
+    body = ErrorBody(code=exc.code, message=str(exc), errors=list(errors) if errors else None)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers or None)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -42,11 +64,6 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(ErrorBody(code=exc.code, message=exc.message, errors=exc.errors).model_dump(
-            exclude_none=True), status_code=exc.status, headers=exc.headers)
-
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
@@ -72,6 +89,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PanelError)
     async def _panel(request: Request, exc: PanelError) -> JSONResponse:
-        # Every domain error, whichever service raised it: its status comes from the one table.
-        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
-                            status_code=http_status(exc.code))
+        # Every error, whichever service or adapter raised it: its status comes from the one table.
+        return error_response(exc)

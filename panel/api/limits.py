@@ -104,7 +104,7 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         if b.tokens < 1:
             wait = (1 - b.tokens) / self.rate
-            raise ApiError(429, "rate_limited", f"too many changing requests from {client}; wait {math.ceil(wait)} s "
+            raise ApiError("rate_limited", f"too many changing requests from {client}; wait {math.ceil(wait)} s "
                            "(api.mutations_per_minute)", headers=_retry_after(wait))
         b.tokens -= 1
 
@@ -157,11 +157,11 @@ class LoginThrottle:
     async def attempt(self, client: str) -> AsyncIterator[_Failures]:
         f = self._get(client)
         if f.in_flight:
-            raise ApiError(429, "login_in_progress", "another login from your address is being checked; one at a "
+            raise ApiError("login_in_progress", "another login from your address is being checked; one at a "
                            "time", headers=_retry_after(1))
         wait = f.next_at - self.now()
         if wait > 0 and (f.count >= self.lockout_after or wait > self.max_sleep_s):
-            raise ApiError(429, "login_locked", f"{f.count} failed logins from your address; try again in "
+            raise ApiError("login_locked", f"{f.count} failed logins from your address; try again in "
                            f"{math.ceil(wait)} s", headers=_retry_after(wait))
         f.in_flight = True
         try:

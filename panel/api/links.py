@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..calls import NAME_MAX, CallLinks, Link, LinkRefused, Participants, Subscription
 from ..errors import CallError
 from .deps import PanelDep
+from ..errors import http_status
 from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
 from .roles import caller
@@ -141,11 +142,11 @@ def _links(panel: Any) -> CallLinks:
 
 def _error(e: LinkRefused) -> ApiError:
     headers: dict[str, str] = {}
-    if e.status == 401:
+    if http_status(e.code) == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="call link"'
     if e.retry_after_s is not None:
         headers["Retry-After"] = str(e.retry_after_s)
-    return ApiError(e.status, e.code, str(e), headers=headers or None)
+    return ApiError(e.code, str(e), headers=headers or None)
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -215,7 +216,7 @@ async def participants(guid: str, panel: PanelDep, who: Caller,
                        wait_s: float = Query(0, ge=0, le=MAX_WAIT_S)) -> ParticipantList:
     call = panel.calls.get(guid) or await panel.calls.lookup(guid)
     if call is None or not call_in_scope(who, call.unit_id, call.guid):
-        raise ApiError(404, "unknown_call", f"there is no call {guid!r} in your scope")
+        raise ApiError("unknown_call", f"there is no call {guid!r} in your scope")
     reg = Participants.for_panel(panel)
     now = reg.version
     if version is not None and version == now and reg.live(guid):

@@ -88,7 +88,7 @@ async def access_log(panel: PanelDep, who: Caller, page: int = Query(1, ge=1, le
     for op, when, name in ((">=", since, "since"), ("<", until, "until")):
         if when is not None:
             if when.tzinfo is None:
-                raise ApiError(422, "invalid_request", f"{name}: give a time zone, e.g. 2025-03-14T09:00:00Z")
+                raise ApiError("invalid_request", f"{name}: give a time zone, e.g. 2025-03-14T09:00:00Z")
             clauses.append(f"time {op} ?")
             params.append(when.timestamp())
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
@@ -136,7 +136,7 @@ def _types(types: list[str] | None) -> list[str]:
             if not part:
                 continue
             if not _TYPE_RE.match(part) or len(part) > 64:
-                raise ApiError(422, "invalid_request", f"type: {part!r} is not an event type or a prefix like "
+                raise ApiError("invalid_request", f"type: {part!r} is not an event type or a prefix like "
                                "\"call.*\" (docs/events.md lists them)")
             out.append(part)
     return out
@@ -151,7 +151,7 @@ async def _cursor(panel: Any, after: str | None) -> int:
         return int(await panel.store.read(lambda c: c.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]))
     row = await panel.store.read(lambda c: c.execute("SELECT seq FROM events WHERE id=?", (after,)).fetchone())
     if row is None:
-        raise ApiError(404, "unknown_event", f"after: there is no event {after!r} in this panel's history (it may "
+        raise ApiError("unknown_event", f"after: there is no event {after!r} in this panel's history (it may "
                        "have been trimmed, or the panel was reset); start again with after=0 or after=now")
     return int(row[0])
 
@@ -194,7 +194,7 @@ class _Waiters:
     @contextlib.contextmanager
     def slot(self, panel: Any, auth: ApiAuth, who: Principal) -> Any:
         if self.open >= MAX_WAITERS:
-            raise ApiError(429, "too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one "
+            raise ApiError("too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one "
                            "or try again shortly", headers={"Retry-After": "5"})
         self.state.open_streams += 1
         wake = asyncio.Event()
@@ -305,7 +305,7 @@ async def stream(request: Request, panel: PanelDep, who: Caller,
     seq = await _cursor(panel, last_event_id or after or "now")
     waiters = _Waiters.for_panel(panel)
     if waiters.open >= MAX_WAITERS:
-        raise ApiError(429, "too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one or "
+        raise ApiError("too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one or "
                        "try again shortly", headers={"Retry-After": "5"})
     return StreamingResponse(_stream(panel, _auth(request), who, seq, types, request.is_disconnected),
                              media_type="text/event-stream",

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 
 from ..media.errors import MediaError, TokenRefused
 from .deps import PanelDep
+from ..errors import http_status
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -47,18 +48,18 @@ def bearer_or_basic(authorization: str | None) -> str | None:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(401, "unauthenticated", "the Basic credential is not base64 of user:password",
+            raise ApiError("unauthenticated", "the Basic credential is not base64 of user:password",
                            headers={"WWW-Authenticate": CHALLENGE}) from None
         _, sep, password = decoded.partition(":")
         return password if sep and password else None
-    raise ApiError(401, "unauthenticated", f"unsupported authorization scheme {scheme!r}; use Bearer or Basic",
+    raise ApiError("unauthenticated", f"unsupported authorization scheme {scheme!r}; use Bearer or Basic",
                    headers={"WWW-Authenticate": CHALLENGE})
 
 
 def _visitor(panel: Any, what: str) -> VisitorMedia:
     visitor = getattr(panel, "visitor", None)
     if visitor is None or visitor.jpegs is None:
-        raise ApiError(503, "no_camera", f"{what} needs a camera; this panel runs without one (see [media.video] "
+        raise ApiError("no_camera", f"{what} needs a camera; this panel runs without one (see [media.video] "
                        "in the config and the media.device_lost events)")
     return visitor  # type: ignore[no-any-return]
 
@@ -79,7 +80,7 @@ def _live_grant(request: Request, panel: Any, visitor: VisitorMedia,
         if call is not None and call.live and (p.call_guid == call.guid or (p.call_guid is None
                                                                             and p.unit_id == call.unit_id)):
             return p.token_id, call.guid, p.actor
-        raise ApiError(403, "forbidden", f"your {p.role} credential shows the camera only during a call of its "
+        raise ApiError("forbidden", f"your {p.role} credential shows the camera only during a call of its "
                        "own; there is none now")
     try:
         grant = visitor.authorize_live(bearer_or_basic(authorization))
@@ -89,8 +90,7 @@ def _live_grant(request: Request, panel: Any, visitor: VisitorMedia,
 
 
 def _refused(e: TokenRefused) -> ApiError:
-    status = 403 if e.code in ("forbidden", "monitor_disabled", "call_over") else 401
-    return ApiError(status, e.code, str(e), headers={"WWW-Authenticate": CHALLENGE} if status == 401 else None)
+    return ApiError(e.code, str(e), headers={"WWW-Authenticate": CHALLENGE} if http_status(e.code) == 401 else None)
 
 
 def _jpeg(data: bytes, cache: str = "no-store") -> Response:
@@ -107,7 +107,7 @@ async def snapshot_now(request: Request, panel: PanelDep, authorization: str | N
     try:
         jpeg = await visitor.snapshots.on_demand()
     except MediaError as e:
-        raise ApiError(503, e.code, str(e), headers={"Retry-After": "5"}) from None
+        raise ApiError(e.code, str(e), headers={"Retry-After": "5"}) from None
     return _jpeg(jpeg.data)
 
 
@@ -119,14 +119,14 @@ async def snapshot_now(request: Request, panel: PanelDep, authorization: str | N
 async def mjpeg(request: Request, panel: PanelDep, authorization: str | None = Header(None)) -> Any:
     visitor = _visitor(panel, "the MJPEG stream")
     if visitor.mjpeg is None:
-        raise ApiError(503, "mjpeg_disabled", "the MJPEG stream is off on this panel (media.mjpeg.enabled)")
+        raise ApiError("mjpeg_disabled", "the MJPEG stream is off on this panel (media.mjpeg.enabled)")
     token_id, call_guid, who = _live_grant(request, panel, visitor, authorization)
     from ..media.mjpeg import MjpegRefused
 
     try:
         viewer = visitor.mjpeg.add_viewer(token_id, call_guid, who)
     except MjpegRefused as e:
-        raise ApiError(e.status, e.code, str(e), headers={"Retry-After": "10"}) from None
+        raise ApiError(e.code, str(e), headers={"Retry-After": "10"}) from None
     return visitor.mjpeg.response(viewer)
 
 
@@ -144,11 +144,11 @@ async def _call_access(request: Request, panel: Any, visitor: VisitorMedia, guid
         call = await panel.calls.lookup(guid) if p.call_guid is None and p.unit_id else None
         if call is not None and call.unit_id == p.unit_id:
             return
-        raise ApiError(403, "forbidden", f"your {p.role} credential is not for call {guid}")
+        raise ApiError("forbidden", f"your {p.role} credential is not for call {guid}")
     if why is not None and not authorization:
         hint = {"expired": "the signed URL expired", "invalid": "the signature is not valid for this call",
                 "missing": "the signed URL needs both exp and sig"}[why]
-        raise ApiError(403 if why == "expired" else 401, f"signature_{why}",
+        raise ApiError(f"signature_{why}",
                        f"{hint}; fetch with that call's credential or an installer or backend credential",
                        headers={"WWW-Authenticate": CHALLENGE})
     try:
@@ -173,7 +173,7 @@ async def call_picture(guid: str, name: str, request: Request, panel: PanelDep, 
                        sig: str | None = Query(None, max_length=64),
                        authorization: str | None = Header(None)) -> Response:
     if name == "meta.json":
-        raise ApiError(404, "no_snapshot", "pictures are press.jpg and pre-NN.jpg; GET .../snapshots lists them")
+        raise ApiError("no_snapshot", "pictures are press.jpg and pre-NN.jpg; GET .../snapshots lists them")
     return await _stored(request, panel, guid, name, exp, sig, authorization)
 
 
@@ -184,7 +184,7 @@ async def _stored(request: Request, panel: Any, guid: str, name: str, exp: str |
     assert visitor.snapshots is not None
     data = await visitor.snapshots.read(guid, name)
     if data is None:
-        raise ApiError(404, "no_snapshot", f"no picture {name} is stored for call {guid} (none was taken, or "
+        raise ApiError("no_snapshot", f"no picture {name} is stored for call {guid} (none was taken, or "
                        "media.snapshots retention removed it)")
     return _jpeg(data, "private, max-age=86400, immutable")
 
@@ -199,7 +199,7 @@ async def call_snapshots(guid: str, request: Request, panel: PanelDep, exp: str 
     assert visitor.snapshots is not None
     meta = await visitor.snapshots.listing(guid)
     if meta is None:
-        raise ApiError(404, "no_snapshot", f"no pictures are stored for call {guid}")
+        raise ApiError("no_snapshot", f"no pictures are stored for call {guid}")
     query = f"?exp={exp}&sig={sig}" if exp and sig else ""
     frames = [{**f, "url": f"/api/v1/calls/{guid}/snapshots/{f['name']}{query}"} for f in meta.get("frames", [])]
     return {"code": "ok", "message": f"{len(frames)} pictures", "guid": guid, "width": meta.get("width"),

@@ -51,7 +51,7 @@ async def _file(name: str) -> Response:
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError:
-            raise ApiError(404, "not_found", f"there is no page file {name!r} on this panel") from None
+            raise ApiError("not_found", f"there is no page file {name!r} on this panel") from None
         _cache[name] = data
     return Response(data, media_type=TYPES[Path(name).suffix], headers=HEADERS)
 
@@ -70,5 +70,5 @@ for _path, _name in PAGES.items():
 @router.get("/web/{name}", response_class=Response)
 async def asset(name: str) -> Response:
     if not ASSET_RE.match(name):
-        raise ApiError(404, "not_found", f"there is no page file {name!r} on this panel")
+        raise ApiError("not_found", f"there is no page file {name!r} on this panel")
     return await _file(name)

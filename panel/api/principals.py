@@ -88,7 +88,7 @@ class Principal:
 
 class AuthError(ApiError):
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(401, code, message,
+        super().__init__(code, message,
                          headers={"WWW-Authenticate": f'Bearer realm="panel", error="{_www_error(code)}"'})
 
 
@@ -144,7 +144,7 @@ class TokenStore:
                     generation: int | None = None) -> tuple[str, Principal]:
         self._forget_old()
         if self.live_count() >= MAX_LIVE_TOKENS:
-            raise ApiError(409, "too_many_tokens", f"{MAX_LIVE_TOKENS} credentials are live; revoke some "
+            raise ApiError("too_many_tokens", f"{MAX_LIVE_TOKENS} credentials are live; revoke some "
                            "(DELETE /api/v1/auth/tokens/{id}) or let them expire")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self.now()

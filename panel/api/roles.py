@@ -163,7 +163,7 @@ def rule_for(method: str, path: str) -> Rule | None:
 def _auth(request: Request) -> ApiAuth:
     auth = getattr(request.app.state, "auth", None)
     if auth is None:
-        raise ApiError(503, "not_ready", "the panel is not running")
+        raise ApiError("not_ready", "the panel is not running")
     return auth  # type: ignore[no-any-return]
 
 
@@ -177,7 +177,7 @@ async def authorize(request: Request) -> None:
     path = getattr(route, "path_format", None) or getattr(route, "path", "?")
     rule = rule_for(request.method, path)
     if rule is None:
-        raise ApiError(403, "route_not_authorised", f"{request.method} {path} has no entry in panel/api/roles.py "
+        raise ApiError("route_not_authorised", f"{request.method} {path} has no entry in panel/api/roles.py "
                        "ACCESS, so nobody may call it; add one")
     auth = _auth(request)
     if request.method in MUTATING and rule.rate_limited and not path.startswith(SIM_PREFIX):
@@ -201,7 +201,7 @@ async def authorize(request: Request) -> None:
                         "(installer: POST /api/v1/auth/login)")
     if principal.role not in rule.roles:
         allowed = ", ".join(r for r in ROLES if r in rule.roles)
-        raise ApiError(403, "forbidden", f"{request.method} {path} is for {allowed}; your {principal.kind} "
+        raise ApiError("forbidden", f"{request.method} {path} is for {allowed}; your {principal.kind} "
                        f"{principal.token_id} has role {principal.role}")
 
 

@@ -82,7 +82,7 @@ async def selftest(panel: PanelDep, who: Caller, body: SelftestBody | None = Non
     relays = body.relays if body.relays is not None else list(panel.door.relays)
     unknown = [r for r in relays if r not in panel.door.relays]
     if unknown:
-        raise ApiError(404, "unknown_relay", f"relays: there is no relay {unknown[0]!r}; this panel has "
+        raise ApiError("unknown_relay", f"relays: there is no relay {unknown[0]!r}; this panel has "
                        f"{', '.join(panel.door.relays)}")
     for rid in relays:
         if body.pulse_relays:

@@ -74,7 +74,7 @@ def _recording(panel: Any) -> Iterator[list[RecordedEvent]]:
 
 def _drive(panel: Any, where: str, cfg: Any, active: bool) -> None:
     if cfg is None:
-        raise ApiError(404, "not_configured", f"this panel has no {where} configured")
+        raise ApiError("not_configured", f"this panel has no {where} configured")
     pin = panel.hw.factory.pin(f"GPIO{cfg.pin}")
     level_high = (cfg.active == "high") == active
     pin.drive_high() if level_high else pin.drive_low()
@@ -85,7 +85,7 @@ def _button(panel: Any, button_id: str) -> Any:
         return panel.cfg.button(button_id)
     except KeyError:
         known = ", ".join(b.id for b in panel.cfg.buttons)
-        raise ApiError(404, "unknown_button", f"there is no button {button_id!r}; this panel has {known}") from None
+        raise ApiError("unknown_button", f"there is no button {button_id!r}; this panel has {known}") from None
 
 
 async def _settled(panel: Any) -> dict[str, Any]:
@@ -191,7 +191,7 @@ async def stall(body: StallBody, panel: PanelDep) -> StallResult:
              responses={409: {"description": "a component of that name is already supervised"}})
 async def fault(body: FaultBody, panel: PanelDep) -> SimResult:
     if body.component in panel.supervisor.status():
-        raise ApiError(409, "component_exists", f"a component named {body.component!r} is already supervised; "
+        raise ApiError("component_exists", f"a component named {body.component!r} is already supervised; "
                        "choose another name")
 
     async def crash() -> None:

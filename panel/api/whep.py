@@ -54,7 +54,7 @@ def _media(request: Request) -> MediaService:
     panel = request.app.state.panel
     media = getattr(panel, "media", None) if panel is not None else None
     if media is None:
-        raise ApiError(503, "media_unavailable", "media is not running on this panel (no [media] section, or it "
+        raise ApiError("media_unavailable", "media is not running on this panel (no [media] section, or it "
                        "failed to start: see the panel's log)", headers={**CORS, "Retry-After": "60"})
     return media  # type: ignore[no-any-return]
 
@@ -98,14 +98,14 @@ def _grant(request: Request, media: MediaService, authorization: str | None) -> 
         return media.tokens.verify(_bearer(authorization))
     except TokenRefused as e:
         error = "invalid_request" if e.code == "unauthenticated" else "invalid_token"
-        raise ApiError(401, e.code, str(e), headers={**CORS, "WWW-Authenticate": f'Bearer realm="panel", error="{error}"'}) from None
+        raise ApiError(e.code, str(e), headers={**CORS, "WWW-Authenticate": f'Bearer realm="panel", error="{error}"'}) from None
 
 
 def _refused(e: SessionRefused) -> ApiError:
     headers = dict(CORS)
     if e.retry_after_s is not None:
         headers["Retry-After"] = str(e.retry_after_s)
-    return ApiError(e.status, e.code, str(e), headers=headers)
+    return ApiError(e.code, str(e), headers=headers)
 
 
 def _link_headers(media: MediaService) -> list[str]:
@@ -150,13 +150,13 @@ async def whep_start(request: Request,
     grant = _grant(request, media, request.headers.get("authorization"))
     content_type = request.headers.get("content-type")
     if (content_type or "").split(";")[0].strip().lower() != SDP:
-        raise ApiError(415, "unsupported_media_type", f"send the SDP offer as Content-Type: {SDP} (got "
+        raise ApiError("unsupported_media_type", f"send the SDP offer as Content-Type: {SDP} (got "
                        f"{content_type or 'none'})", headers={**CORS, "Accept-Post": SDP})
     raw = await request.body()
     try:
         offer = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_sdp", "the SDP offer is not UTF-8 text", headers=CORS) from None
+        raise ApiError("invalid_sdp", "the SDP offer is not UTF-8 text", headers=CORS) from None
     try:
         session = await media.open_session(offer, grant, who=who, origin="whep", ice_servers=None)
     except SessionRefused as e:
@@ -176,10 +176,10 @@ async def whep_end(session_id: str, request: Request) -> Response:
     grant = _grant(request, media, request.headers.get("authorization"))
     session = media.session_info(session_id)
     if session is None:
-        raise ApiError(404, "unknown_session", f"there is no session {session_id} (it ended, or never existed)",
+        raise ApiError("unknown_session", f"there is no session {session_id} (it ended, or never existed)",
                        headers=CORS)
     if grant.token_id != session.credential_id and not grant.installer:
-        raise ApiError(403, "not_your_session", "this token did not start that session", headers=CORS)
+        raise ApiError("not_your_session", "this token did not start that session", headers=CORS)
     await media.end_session(session.id, "whep_delete")
     return Response(status_code=200, headers=CORS)
 
@@ -187,7 +187,7 @@ async def whep_end(session_id: str, request: Request) -> Response:
 @router.patch("/whep/{session_id}", summary="Trickle ICE (not supported)", status_code=405,
               responses={405: {"model": ErrorBody}})
 async def whep_patch(session_id: str) -> Response:
-    raise ApiError(405, "trickle_not_supported", "the panel's answer holds all its candidates and it does not take "
+    raise ApiError("trickle_not_supported", "the panel's answer holds all its candidates and it does not take "
                    "trickled ones: gather candidates before POSTing the offer", headers={**CORS, "Allow": "DELETE, OPTIONS"})
 
 
@@ -211,7 +211,7 @@ async def whep_session_options(session_id: str) -> Response:
 async def media_status(request: Request) -> dict[str, Any]:
     media = _media(request)
     if not _grant(request, media, request.headers.get("authorization")).installer:
-        raise ApiError(403, "forbidden", "the media status is for the installer", headers=CORS)
+        raise ApiError("forbidden", "the media status is for the installer", headers=CORS)
     return media.status()
 
 

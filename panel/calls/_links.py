@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import PanelError
 from ..events import CallLinkCreated, CallLinkRevoked, Participant
 from ..platform import Config, LinksConfig
 from ..platform import iso8601 as iso
@@ -55,12 +56,12 @@ CALL_END_STATES = frozenset({"ended", "declined", "canceled", "missed", "failed"
 
 
 
-class LinkRefused(Exception):
-    """A call-link request refused; ``code`` is stable, the message says what to do."""
+class LinkRefused(PanelError):
+    """A call-link request refused; ``code`` is stable (its HTTP status is in panel/errors.py), the message
+    says what to do."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None) -> None:
+    def __init__(self, code: str, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.retry_after_s = retry_after_s
 
@@ -119,7 +120,7 @@ class CallLinks:
         self._key_lock = asyncio.Lock()
         self.links: dict[str, Link] = {}
         self._subs: dict[str, Subscription] = {}  # digest of the subscription secret -> subscription
-        self._ended: OrderedDict[str, tuple[int, str, str]] = OrderedDict()  # digest -> (status, code, message)
+        self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()  # digest -> (code, message)
         self._unsubscribe = journal.subscribe(self.on_event)
 
     @classmethod
@@ -152,22 +153,22 @@ class CallLinks:
         if call is None or call.guid != guid:
             known = self.calls.get(guid)
             if known is not None:
-                raise LinkRefused(409, "call_over", f"call {guid} is over ({known.state}); links are for a call in "
+                raise LinkRefused("call_over", f"call {guid} is over ({known.state}); links are for a call in "
                                   "progress")
-            raise LinkRefused(404, "unknown_call", f"there is no call {guid!r} in progress on this panel")
+            raise LinkRefused("unknown_call", f"there is no call {guid!r} in progress on this panel")
         if not call.answered:
-            raise LinkRefused(409, "not_answered", f"call {guid} is {call.state}; answer it before sharing a link")
+            raise LinkRefused("not_answered", f"call {guid} is {call.state}; answer it before sharing a link")
         return call  # type: ignore[no-any-return]
 
     async def create(self, guid: str, by: str, invited: str | None = None) -> tuple[str, Link]:
         if not self.cfg.enabled:
-            raise LinkRefused(403, "links_disabled", "call links are off on this panel (links.enabled)")
+            raise LinkRefused("links_disabled", "call links are off on this panel (links.enabled)")
         self._live_answered(guid)
         key = await self.key()
         self._live_answered(guid)  # the call may have ended while the key was read
         live = [lk for lk in self.links.values() if lk.call_guid == guid and lk.revoked is None]
         if len(live) >= MAX_LINKS_PER_CALL:
-            raise LinkRefused(409, "too_many_links", f"call {guid} has {len(live)} live links, the most allowed; "
+            raise LinkRefused("too_many_links", f"call {guid} has {len(live)} live links, the most allowed; "
                               "revoke one (DELETE /api/v1/calls/{guid}/links/{link_id})")
         now = self.now()
         link = Link(id=secrets.token_hex(6), call_guid=guid, created=now, expires=int(now + self.cfg.ttl_s),
@@ -190,14 +191,14 @@ class CallLinks:
     async def revoke(self, guid: str, link_id: str, by: str) -> Link:
         link = self.links.get(link_id)
         if link is None or link.call_guid != guid:
-            raise LinkRefused(404, "unknown_link", f"call {guid} has no link {link_id!r}")
+            raise LinkRefused("unknown_link", f"call {guid} has no link {link_id!r}")
         if link.revoked is not None:
             return link
         link.revoked, link.revoked_by = self.now(), by
         # In memory first: the very next request with the link, or with one of its previews, is refused.
         for digest, sub in list(self._subs.items()):
             if sub.link is link:
-                self._end(digest, sub, "link_revoked", 401, "link_revoked",
+                self._end(digest, sub, "link_revoked", "link_revoked",
                           f"the call link {link.id} was revoked by {by}")
         await self.journal.record(CallLinkRevoked(guid=guid, link_id=link.id, by=by), key=guid)
         log.info("call link %s revoked by %s", link.id, by, extra={"call": guid, "link_id": link.id})
@@ -208,25 +209,25 @@ class CallLinks:
         """The link ``token`` stands for, if it may be used now; else LinkRefused saying why not."""
         m = _TOKEN_RE.match(token or "") if token and len(token) <= MAX_TOKEN_LEN else None
         if m is None:
-            raise LinkRefused(401, "invalid_link", "this is not a call link of this panel; ask the resident for a "
+            raise LinkRefused("invalid_link", "this is not a call link of this panel; ask the resident for a "
                               "new link")
         link_id, guid, exp = m.group(1), m.group(2), int(m.group(3))
         if not hmac.compare_digest(self._mac(await self.key(), link_id, guid, exp), m.group(4)):
-            raise LinkRefused(401, "invalid_link", "the call link is damaged or not from this panel; ask the resident "
+            raise LinkRefused("invalid_link", "the call link is damaged or not from this panel; ask the resident "
                               "for a new link")
         link = self.links.get(link_id)
         call = self.calls.current
         if link is None or link.call_guid != guid:
             if call is None or call.guid != guid or not call.live:
-                raise LinkRefused(409, "call_over", "the call this link was for is over")
-            raise LinkRefused(401, "invalid_link", "the panel no longer knows this link; ask for a new one")
+                raise LinkRefused("call_over", "the call this link was for is over")
+            raise LinkRefused("invalid_link", "the panel no longer knows this link; ask for a new one")
         if link.revoked is not None:
-            raise LinkRefused(401, "link_revoked", "this call link was revoked; ask the resident for a new one")
+            raise LinkRefused("link_revoked", "this call link was revoked; ask the resident for a new one")
         if self.now() >= link.expires:
-            raise LinkRefused(401, "link_expired", f"this call link expired at {iso(link.expires)}; ask the resident "
+            raise LinkRefused("link_expired", f"this call link expired at {iso(link.expires)}; ask the resident "
                               "for a new one")
         if call is None or call.guid != guid or not call.live:
-            raise LinkRefused(409, "call_over", "the call this link was for is over")
+            raise LinkRefused("call_over", "the call this link was for is over")
         return link
 
     async def subscribe(self, token: str | None, name: Any) -> tuple[str, Subscription]:
@@ -234,11 +235,11 @@ class CallLinks:
         try:
             shown = clean_name(name)
         except NameRefused as e:
-            raise LinkRefused(422, "invalid_name", f"name: {e}") from None
+            raise LinkRefused("invalid_name", f"name: {e}") from None
         self.sweep()
         open_ = sum(1 for s in self._subs.values() if s.call_guid == link.call_guid)
         if open_ >= self.cfg.max_previews:
-            raise LinkRefused(429, "too_many_previews", f"{open_} previews of this call are open, the most allowed "
+            raise LinkRefused("too_many_previews", f"{open_} previews of this call are open, the most allowed "
                               f"(links.max_previews); try again when one closes", retry_after_s=10)
         secret = SUB_PREFIX + secrets.token_urlsafe(24)
         sub = Subscription(id="p_" + secrets.token_urlsafe(6), link=link, name=shown, last_seen=self.monotonic())
@@ -250,7 +251,7 @@ class CallLinks:
     def subscription(self, secret: str | None) -> Subscription:
         """The live subscription of ``secret`` (and it is seen now), or LinkRefused."""
         if not secret or not secret.startswith(SUB_PREFIX) or len(secret) > MAX_TOKEN_LEN:
-            raise LinkRefused(401, "invalid_subscription", "send the subscription from POST /api/v1/link/subscribe as "
+            raise LinkRefused("invalid_subscription", "send the subscription from POST /api/v1/link/subscribe as "
                               "Authorization: Bearer <subscription>")
         digest = _digest(secret)
         sub = self._subs.get(digest)
@@ -258,21 +259,21 @@ class CallLinks:
             ended = self._ended.get(digest)
             if ended is not None:
                 raise LinkRefused(*ended)
-            raise LinkRefused(401, "invalid_subscription", "this preview is not open (it was closed, or the panel "
+            raise LinkRefused("invalid_subscription", "this preview is not open (it was closed, or the panel "
                               "restarted); open the link again")
         link = sub.link
         if link.revoked is not None:  # ended by revoke() already; kept for safety
-            raise LinkRefused(401, "link_revoked", "this call link was revoked")
+            raise LinkRefused("link_revoked", "this call link was revoked")
         if not self.participants.live(sub.call_guid):
-            self._end(digest, sub, "call_ended", 409, "call_over", "the call is over")
-            raise LinkRefused(409, "call_over", "the call is over")
+            self._end(digest, sub, "call_ended", "call_over", "the call is over")
+            raise LinkRefused("call_over", "the call is over")
         sub.last_seen = self.monotonic()
         return sub
 
-    def _end(self, digest: str, sub: Subscription, reason: str, status: int, code: str, message: str) -> None:
+    def _end(self, digest: str, sub: Subscription, reason: str, code: str, message: str) -> None:
         """Close a subscription: out of the call (if it had joined), its session ended, remembered as ended."""
         self._subs.pop(digest, None)
-        self._ended[digest] = (status, code, message)
+        self._ended[digest] = (code, message)
         while len(self._ended) > REMEMBER_ENDED:
             self._ended.popitem(last=False)
         self._drop(sub, reason)
@@ -293,24 +294,24 @@ class CallLinks:
         for digest, sub in list(self._subs.items()):
             if sub.last_seen < limit and (sub.session is None or media is None
                                           or media.session_info(sub.session.id) is None):
-                self._end(digest, sub, "page_closed", 401, "invalid_subscription",
+                self._end(digest, sub, "page_closed", "invalid_subscription",
                           "this preview was idle too long and was closed; open the link again")
 
     # -- joining and leaving -----------------------------------------------------------------------------
     async def join(self, secret: str | None, offer: str) -> tuple[Subscription, Any]:
         sub = self.subscription(secret)
         if sub.joined:
-            raise LinkRefused(409, "already_joined", "this preview has joined the call already; leave first")
+            raise LinkRefused("already_joined", "this preview has joined the call already; leave first")
         if self.now() >= sub.link.expires:
-            raise LinkRefused(401, "link_expired", f"this call link expired at {iso(sub.link.expires)}; ask the "
+            raise LinkRefused("link_expired", f"this call link expired at {iso(sub.link.expires)}; ask the "
                               "resident for a new one")
         if self.participants.guests(sub.call_guid) >= self.cfg.max_participants:
-            raise LinkRefused(409, "too_many_participants", f"{self.cfg.max_participants} people have joined this "
+            raise LinkRefused("too_many_participants", f"{self.cfg.max_participants} people have joined this "
                               "call through links, the most allowed (links.max_participants); try again when someone "
                               "leaves")
         media = self.media()
         if media is None:
-            raise LinkRefused(503, "media_unavailable", "media is not running on this panel, so nobody can join a "
+            raise LinkRefused("media_unavailable", "media is not running on this panel, so nobody can join a "
                               "call from a browser", retry_after_s=60)
         from ..media.errors import SessionRefused
 
@@ -320,14 +321,14 @@ class CallLinks:
                                                 link_id=sub.link.id)
         except SessionRefused as e:
             sub.joined = False
-            raise LinkRefused(e.status, e.code, str(e), e.retry_after_s) from None
+            raise LinkRefused(e.code, str(e), e.retry_after_s) from None
         except BaseException:
             sub.joined = False
             raise
         if _digest(secret or "") not in self._subs:  # revoked or ended while negotiating
             sub.joined = False
             await media.end_session(session.id, "link_revoked")
-            raise LinkRefused(409, "call_over", "the call ended or the link was revoked while joining")
+            raise LinkRefused("call_over", "the call ended or the link was revoked while joining")
         sub.session = session
         self.participants.join(sub.call_guid, sub.participant(), sub.link.id)
         task = asyncio.ensure_future(self._watch(sub, session, media))
@@ -347,17 +348,17 @@ class CallLinks:
     async def leave(self, secret: str | None, reason: str = "left") -> Subscription:
         """Unsubscribe: out of the call if joined, the session ended, the preview closed."""
         if not secret or not secret.startswith(SUB_PREFIX):
-            raise LinkRefused(401, "invalid_subscription", "send the subscription as Authorization: Bearer")
+            raise LinkRefused("invalid_subscription", "send the subscription as Authorization: Bearer")
         digest = _digest(secret)
         sub = self._subs.get(digest)
         if sub is None:
             ended = self._ended.get(digest)
             if ended is not None:
                 raise LinkRefused(*ended)
-            raise LinkRefused(401, "invalid_subscription", "this preview is not open")
+            raise LinkRefused("invalid_subscription", "this preview is not open")
         session = sub.session
         media = self.media()
-        self._end(digest, sub, reason, 401, "invalid_subscription", "this preview was closed (left)")
+        self._end(digest, sub, reason, "invalid_subscription", "this preview was closed (left)")
         if session is not None and media is not None:
             await media.wait_closed(session.id)
         return sub
@@ -369,7 +370,7 @@ class CallLinks:
         guid = str(row.data.get("guid"))
         for digest, sub in list(self._subs.items()):
             if sub.call_guid == guid:
-                self._end(digest, sub, "call_ended", 409, "call_over", "the call is over")
+                self._end(digest, sub, "call_ended", "call_over", "the call is over")
         for link_id, link in list(self.links.items()):
             if link.call_guid == guid:
                 del self.links[link_id]  # a token for it now says call_over

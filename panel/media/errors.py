@@ -16,11 +16,10 @@ class DeviceError(MediaError):
 
 
 class SessionRefused(MediaError):
-    """A session could not be created or changed; nothing was set up. ``status`` is the HTTP status."""
+    """A session could not be created or changed; nothing was set up (the code's HTTP status is in the table)."""
 
-    def __init__(self, code: str, message: str, status: int = 400, retry_after_s: int | None = None) -> None:
+    def __init__(self, code: str, message: str, retry_after_s: int | None = None) -> None:
         self.code = code
-        self.status = status
         self.retry_after_s = retry_after_s
         super().__init__(message)
 

@@ -36,9 +36,8 @@ FRESH_S = 1.0
 
 
 class MjpegRefused(MediaError):
-    def __init__(self, code: str, message: str, status: int = 503) -> None:
+    def __init__(self, code: str, message: str) -> None:
         self.code = code
-        self.status = status
         super().__init__(message)
 
 

@@ -597,7 +597,7 @@ class SessionManager:
         MQTT-signalled sessions (and WHEP with ``media.whep_ice_servers``), none for WHEP. Either way the
         ICE monitor leaves out servers known not to answer (ice.py)."""
         if self._closing:
-            raise SessionRefused("media_stopping", "the panel is stopping", 503, RETRY_AFTER_S)
+            raise SessionRefused("media_stopping", "the panel is stopping", retry_after_s=RETRY_AFTER_S)
         check_offer(offer)  # refuse garbage before spending a slot or a call on it
         who = (grant.subject or who or "resident").strip()[:128] or "resident"
         role = self._role_for(grant, who)
@@ -621,12 +621,12 @@ class SessionManager:
     def _role_for(self, grant: Grant, who: str) -> Role:
         if grant.kind == "monitor":
             if not self.cfg.monitor:
-                raise SessionRefused("monitor_disabled", "live view outside a call is off (media.monitor)", 403)
+                raise SessionRefused("monitor_disabled", "live view outside a call is off (media.monitor)")
             return "viewer"
         call = self.calls.current if self.calls is not None else None
         if call is None or call.guid != grant.call_guid or not call.live:
             raise SessionRefused("call_over", f"call {grant.call_guid} is not in progress; its credentials no "
-                                 "longer start sessions", 409)
+                                 "longer start sessions")
         if grant.view_only:
             return "viewer"
         if grant.talk:  # a call link's guest: view and talk beside the answerer (panel/calls/_links.py)
@@ -644,7 +644,7 @@ class SessionManager:
             if self.cfg.join_view_only:
                 return "viewer"
             raise SessionRefused("already_answered", f"call {call.guid} was already answered by {answered_by}; "
-                                 "only one resident talks to the visitor", 409)
+                                 "only one resident talks to the visitor")
         return "answerer"
 
     def _make_room(self, role: Role) -> None:
@@ -660,22 +660,21 @@ class SessionManager:
                 return
         raise SessionRefused("too_many_sessions", f"{len(self.sessions)} media sessions are open, the most this panel "
                              f"allows (media.max_sessions = {self.cfg.max_sessions}); try again when one ends",
-                             503, RETRY_AFTER_S)
+                             retry_after_s=RETRY_AFTER_S)
 
     async def _answer_call(self, session: Session) -> None:
         guid = session.call_guid
         assert guid is not None and self.calls is not None
         holder = self.answerers.get(guid)
         if holder is not None and holder is not session:  # another answer won while we negotiated
-            raise SessionRefused("already_answered", f"call {guid} was already answered by {holder.who}", 409)
+            raise SessionRefused("already_answered", f"call {guid} was already answered by {holder.who}")
         self.answerers[guid] = session
         try:
             await self.calls.answer(guid, session.who)
         except CallError as e:
             if self.answerers.get(guid) is session:
                 del self.answerers[guid]
-            status = 409 if e.code in ("already_answered", "call_over", "no_call", "not_answered") else 400
-            raise SessionRefused(e.code, str(e), status) from None
+            raise SessionRefused(e.code, str(e)) from None
         grant = session.grant
         if grant.token_id not in BACKEND_GRANTS:
             # The call lasts as long as the credential it was answered with (docs/calls.md).
