@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from panel.api.app import ApiServer, create_app  # noqa: E402
 from panel.api.principals import ApiAuth  # noqa: E402
-from panel.auth import Secrets
+from panel.auth import Secrets  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
-from panel.platform import parse_config
+from panel.platform import parse_config  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 
 PERIOD_S = 0.01

@@ -44,7 +44,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  #
 
 from panel.media.service import MediaService  # noqa: E402
 from panel.media.sessions import ice_servers_from_message  # noqa: E402
-from panel.platform import parse_config
+from panel.platform import parse_config  # noqa: E402
 from tests.media_resident import Resident  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from panel.events import ButtonPressed, DoorClosed  # noqa: E402
-from panel.link import Outbox, Sender, body_of
-from panel.platform import EventRow, Journal, LoopClock, PanelInfo, Store
+from panel.link import Outbox, Sender, body_of  # noqa: E402
+from panel.platform import EventRow, Journal, LoopClock, PanelInfo, Store  # noqa: E402
 from tests.webhook_receiver import ReceiverProcess  # noqa: E402
 
 

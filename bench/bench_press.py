@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from panel.auth import Secrets
+from panel.auth import Secrets  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
-from panel.link import Sender, body_of
-from panel.platform import ButtonConfig, EventRow, parse_config
+from panel.link import Sender, body_of  # noqa: E402
+from panel.platform import ButtonConfig, EventRow, parse_config  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 from tests.webhook_receiver import ReceiverProcess  # noqa: E402
 

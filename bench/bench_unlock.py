@@ -44,10 +44,10 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from panel.auth import Secrets
+from panel.auth import Secrets  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
-from panel.link import signed
-from panel.platform import parse_config
+from panel.link import signed  # noqa: E402
+from panel.platform import parse_config  # noqa: E402
 from tests.mosquitto import BACKEND_USER, Broker  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 

@@ -27,8 +27,15 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .errors import ConfigError
-from .platform import Config, parse_config
-from .platform import _config as config_mod
+from .platform import (
+    BOARD_TO_BCM,
+    BOOT_PULLED_UP,
+    FIXED_PULLUP_PINS,
+    RESERVED_PINS,
+    SLUG_PATTERN,
+    Config,
+    parse_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED_NOTE = "Generated from {source} by `scripts/gen-docs`; do not edit by hand."
@@ -196,7 +203,7 @@ def _config_allowed(name: str, field: FieldInfo) -> str:
         parts.append(f"at most {_num(hi)}{suffix}")
     elif unit:
         parts.append(unit)
-    if b.get("pattern") == config_mod._SLUG:
+    if b.get("pattern") == SLUG_PATTERN:
         parts.append("lower-case letters, digits, `-`, `_`; 1 to 64, starting with a letter or digit")
     elif "pattern" in b:
         parts.append(f"matches `{b['pattern']}`")
@@ -239,9 +246,9 @@ ALT_FUNCTIONS = {
 
 
 def _pin_section() -> list[str]:
-    reserved = ", ".join(f"GPIO{p} ({what})" for p, what in sorted(config_mod.RESERVED_PINS.items()))
-    fixed = ", ".join(f"GPIO{p}" for p in sorted(config_mod.FIXED_PULLUP_PINS))
-    up = sorted(config_mod.BOOT_PULLED_UP)
+    reserved = ", ".join(f"GPIO{p} ({what})" for p, what in sorted(RESERVED_PINS.items()))
+    fixed = ", ".join(f"GPIO{p}" for p in sorted(FIXED_PULLUP_PINS))
+    up = sorted(BOOT_PULLED_UP)
     lines = [
         '<a id="pins"></a>',
         "## Pins",
@@ -261,12 +268,12 @@ def _pin_section() -> list[str]:
         "| header pin | BCM | at power-on | relay active-high | relay active-low | also used by |",
         "|---|---|---|---|---|---|",
     ]
-    for board, bcm in sorted(config_mod.BOARD_TO_BCM.items()):
-        if bcm in config_mod.RESERVED_PINS:
+    for board, bcm in sorted(BOARD_TO_BCM.items()):
+        if bcm in RESERVED_PINS:
             pull, high, low = "HAT EEPROM", "reserved", "reserved"
-        elif bcm in config_mod.FIXED_PULLUP_PINS:
+        elif bcm in FIXED_PULLUP_PINS:
             pull, high, low = "fixed 1.8 kΩ pull-up", "no", "no"
-        elif bcm in config_mod.BOOT_PULLED_UP:
+        elif bcm in BOOT_PULLED_UP:
             pull, high, low = "pulled up", "needs external pull-down", "yes"
         else:
             pull, high, low = "pulled down", "yes", "needs external pull-up"

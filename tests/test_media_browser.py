@@ -16,6 +16,8 @@ from panel.daemon import Panel
 from .browser import chromium
 from .media_rig import eventually, media_of, ring, speaker, start_panel_inprocess
 
+pytestmark = pytest.mark.browser
+
 RENDERED = """() => {
   const v = document.querySelector('video');
   if (!v) return null;

@@ -36,7 +36,7 @@ from .support import ROOT, config_dict, write_config
 ARTIFACTS = ROOT / "test-artifacts"
 DOCS_IMG = ROOT / "docs" / "img"
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
 
 FRAMES = """(sel) => {
   const v = document.querySelector(sel);

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..platform import _sysinfo as sysinfo
+from ..platform import system_snapshot
 from .deps import Caller, PanelDep
 from .errors import OkBody
 
@@ -102,7 +102,7 @@ async def state(panel: PanelDep, who: Caller) -> State:
 @router.get("/system", response_model=SystemInfo, summary="System info: model, firmware, uptime, temperature, "
             "network, storage, backlog", responses={401: _401})
 async def system_info(request: Request, panel: PanelDep, who: Caller) -> SystemInfo:
-    info = await asyncio.to_thread(sysinfo.snapshot, panel.cfg.storage.dir)
+    info = await asyncio.to_thread(system_snapshot, panel.cfg.storage.dir)
     cert = getattr(request.app.state, "server_cert", None)
     tls = Tls(enabled=cert is not None, fingerprint_sha256=getattr(cert, "fingerprint_sha256", None),
               not_after=getattr(cert, "not_after", None), generated=getattr(cert, "generated", None))

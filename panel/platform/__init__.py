@@ -4,8 +4,12 @@ systemd notify, logs, files, system info, retention and factory reset.
 
 
 from ._clock import Clock, FakeClock, LoopClock, TimerHandle
+from ._config import _SLUG as SLUG_PATTERN
 from ._config import (
     BOARD_TO_BCM,
+    BOOT_PULLED_UP,
+    FIXED_PULLUP_PINS,
+    RESERVED_PINS,
     ButtonConfig,
     Config,
     IceServerConfig,
@@ -34,19 +38,23 @@ from ._logs import setup_logging
 from ._reset import factory_reset, lock_storage, undelivered
 from ._retention import keep_history_bounded, prune
 from ._sdnotify import Notifier, feed_watchdog
-from ._selftest import format_table, run_selftest
+from ._selftest import Row as SelftestRow
+from ._selftest import check_storage, format_table, run_selftest
 from ._store import MIGRATIONS, AccessRow, EventRow, Store, Tx
 from ._supervisor import Supervisor
 from ._sysinfo import addresses
+from ._sysinfo import snapshot as system_snapshot
 
 __all__ = [
     "AccessRow",
     "BOARD_TO_BCM",
+    "BOOT_PULLED_UP",
     "ButtonConfig",
     "Clock",
     "Config",
     "EventRow",
     "Extra",
+    "FIXED_PULLUP_PINS",
     "FakeClock",
     "Hardware",
     "IceServerConfig",
@@ -60,8 +68,11 @@ __all__ = [
     "MjpegConfig",
     "Notifier",
     "PanelInfo",
+    "RESERVED_PINS",
     "RelayConfig",
+    "SLUG_PATTERN",
     "SecretsConfig",
+    "SelftestRow",
     "SnapshotsConfig",
     "StorageConfig",
     "Store",
@@ -71,6 +82,7 @@ __all__ = [
     "Tx",
     "VideoConfig",
     "addresses",
+    "check_storage",
     "factory_reset",
     "feed_watchdog",
     "format_table",
@@ -86,6 +98,7 @@ __all__ = [
     "resolve_paths",
     "run_selftest",
     "setup_logging",
+    "system_snapshot",
     "undelivered",
     "write_atomic",
 ]
