@@ -66,7 +66,7 @@ class Synced:
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def paho_client(broker: Broker, name: str) -> mqtt.Client:

@@ -193,7 +193,7 @@ def _relays_for_safe_state(path: Path) -> tuple[list[tuple[str, int, str]], str,
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        return [], "lgpio", problems + [f"cannot read {path}: {e}"]
+        return [], "lgpio", [*problems, f"cannot read {path}: {e}"]
     door = data.get("door") if isinstance(data.get("door"), dict) else {}
     gpio = data.get("gpio") if isinstance(data.get("gpio"), dict) else {}
     factory = gpio.get("pin_factory") if gpio.get("pin_factory") in ("lgpio", "rpigpio", "native", "mock") else "lgpio"

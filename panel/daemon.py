@@ -34,6 +34,7 @@ from .link import (
     heartbeat,
 )
 from .platform import (
+    Background,
     Clock,
     Config,
     EventRow,
@@ -66,6 +67,7 @@ class Panel:
         self.simulated = simulate
         self.clock = clock or LoopClock()
         self.notifier = notifier or Notifier()
+        self._background = Background("panel")  # unlocks started by the exit button's pin callback
         self.supervisor = Supervisor()
         self.started_mono = time.monotonic()
         self.stop_requested = asyncio.Event()
@@ -217,7 +219,7 @@ class Panel:
         if self.hw.exit_button is not None and self.cfg.door.exit_button is not None:
             def exit_changed(active: bool) -> None:
                 if active:
-                    asyncio.ensure_future(self.door.exit_pressed())
+                    self._background.spawn(self.door.exit_pressed(), "exit button unlock")
             self.inputs["exit_button"] = DebouncedInput("exit_button", self.hw.exit_button, self.cfg.door.exit_button,
                                                         self.clock, loop, exit_changed, stuck("exit_button"))
         if self.hw.tamper is not None and self.cfg.tamper is not None:
@@ -262,7 +264,7 @@ class Panel:
         async def bounded(what: str, aw: Any, cap: float) -> None:
             try:
                 await asyncio.wait_for(aw, left(cap))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("%s did not stop within the shutdown budget", what)
             except Exception:
                 log.exception("%s did not stop cleanly", what)

@@ -55,7 +55,7 @@ def _strip(annotation: Any) -> tuple[Any, bool]:
         if len(args) == 1:
             inner, inner_opt = _strip(args[0])
             return inner, optional or inner_opt
-        return typing.Union[tuple(args)], optional
+        return typing.Union[tuple(args)], optional  # noqa: UP007 - built from a runtime tuple; no | spelling
     return annotation, False
 
 
@@ -447,7 +447,7 @@ def _example_value(name: str, field: FieldInfo | None, tp_raw: Any) -> Any:
         return EXAMPLE_TIME
     if (name == "who" or name.endswith("_by")) and str in _flat(tp_raw):
         return "resident-17"
-    tp, optional = _strip(tp_raw)
+    tp, _ = _strip(tp_raw)
     item = _list_item(tp)
     if typing.get_origin(tp) is Literal:
         return typing.get_args(tp)[0]
@@ -506,8 +506,8 @@ def render_events() -> str:
         "on it, then delivered to the backend from the outbox and published to in-process subscribers. "
         "Each stored event has a stable `id` (UUID, the de-duplication key), its `type`, the wall-clock "
         "`time` it was recorded, and the `data` described here. Every field is present in `data` (`null` "
-        "when it does not apply), and `data` also carries `panel: {id, name}`, added by the journal. How events travel: [webhooks.md](webhooks.md), "
-        "[mqtt.md](mqtt.md).",
+        "when it does not apply), and `data` also carries `panel: {id, name}`, added by the journal. "
+        "How events travel: [webhooks.md](webhooks.md), [mqtt.md](mqtt.md).",
         "",
         "| type | description |",
         "|---|---|",
@@ -564,7 +564,7 @@ def toml_sections(text: str) -> list[tuple[str, str]]:
             lead: list[str] = []
             while prev and prev[-1].startswith("#"):
                 lead.insert(0, prev.pop())
-            blocks.append((m.group(1), lead + [line]))
+            blocks.append((m.group(1), [*lead, line]))
         else:
             blocks[-1][1].append(line)
     return [(key, "\n".join(lines).strip("\n")) for key, lines in blocks if "\n".join(lines).strip()]

@@ -129,7 +129,7 @@ class Resident:
             self._message_event.clear()
             try:
                 await asyncio.wait_for(self._message_event.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def renegotiate(self, *, video: str) -> None:

@@ -45,7 +45,7 @@ def media_config(**overrides: Any) -> dict[str, Any]:
     return media
 
 
-async def start_panel_inprocess(tmp_path: Path, media: dict[str, Any] | None | str = "default",
+async def start_panel_inprocess(tmp_path: Path, media: dict[str, Any] | str | None = "default",
                                 simulate: bool = True, **sections: Any) -> Panel:
     """``media``: the [media] section, "default" for ``media_config()``, None for no media at all;
     ``sections`` replace (or, given None, remove) other sections of the base test config."""

@@ -81,7 +81,7 @@ class TestCA:
     def __init__(self, directory: Path, name: str = "Panel test CA") -> None:
         self.dir = directory
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name)).issuer_name(_name(name))
@@ -98,7 +98,7 @@ class TestCA:
 
     def issue(self, cn: str, *, server: bool) -> KeyPair:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn)).issuer_name(self.cert.subject)

@@ -165,7 +165,7 @@ def test_https_credentials_selftest_and_factory_reset(tmp_path: Path) -> None:
 
 
 def test_the_generated_password_is_shown_on_a_terminal_only(tmp_path: Path) -> None:
-    path, port = _config(tmp_path)
+    path, _ = _config(tmp_path)
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "panel", "run", "--config", str(path), "--simulate"],
                             stdout=slave, stderr=slave, stdin=subprocess.DEVNULL, cwd=ROOT)

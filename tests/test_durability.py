@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -41,7 +42,7 @@ class Acks:
 class Writers:
     """Client threads driving writes through the simulation API until told to stop."""
 
-    SCRIPTS: dict[str, list[str]] = {
+    SCRIPTS: ClassVar[dict[str, list[str]]] = {
         "exit": ["/api/v1/sim/exit"],  # door.unlocked + access_log row in one transaction
         "buttons": ["/api/v1/sim/buttons/b303/press", "/api/v1/sim/buttons/b303/release",
                     "/api/v1/sim/buttons/b304/press", "/api/v1/sim/buttons/b304/release"],

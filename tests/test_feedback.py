@@ -72,7 +72,7 @@ def test_tones_are_generated_with_the_documented_shapes() -> None:
         t = 0
         out = []
         for seg in tones[name].segments:
-            n = int(round(seg.seconds * RATE))
+            n = round(seg.seconds * RATE)
             if seg.hz is not None:
                 out.append(dominant_frequency(samples[t:t + n]))
             t += n

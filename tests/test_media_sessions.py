@@ -356,3 +356,39 @@ async def test_mqtt_signalled_offer_gets_an_answer(panel: Panel) -> None:
     assert refused.value.code == "invalid_ice_servers"
     await resident.close()
 
+
+
+
+async def test_stopping_media_waits_for_a_preempted_session_to_close(tmp_path: Path) -> None:
+    # A call preempting a live view closes the viewer in the background, after taking it out of
+    # ``sessions``: stopping media must still wait for that close (it was a task nobody held or awaited).
+    panel = await start_panel_inprocess(tmp_path, media_config(max_sessions=1))
+    try:
+        media = media_of(panel)
+        viewer = Resident(audio="recvonly", datachannel=False)
+        watching = await join(panel, viewer, "installer-token-0123456789")
+        # The viewer's close starts only once the answerer's session has closed, so it is the last
+        # thing still running when stopping gets to the sessions it knows
+        answering: list[Session] = []
+        answered = asyncio.Event()
+        close = watching.close
+
+        async def close_after_the_answerer(reason: str, *, notify: bool = True) -> None:
+            await answered.wait()
+            await answering[0].closed.wait()
+            await close(reason, notify=notify)
+
+        watching.close = close_after_the_answerer  # type: ignore[method-assign]
+        guid = await ring(panel)
+        token, _ = media.tokens.issue("call", subject="alice", call_guid=guid)
+        resident = Resident()
+        answering.append(await join(panel, resident, token))
+        answered.set()
+        assert watching.id not in media.sessions.sessions and watching.state != "closed"
+        await media.sessions.close()
+        assert watching.state == "closed"
+        assert ("preempted_by_call" in dict(media.sessions.ended).values())
+        await viewer.close()
+        await resident.close()
+    finally:
+        await panel.stop("test over")

@@ -143,7 +143,7 @@ def test_a_fatal_component_failure_exits_non_zero_with_the_relay_off(tmp_path: P
     panel = start_panel(tmp_path)
     r = panel.api("POST", "/api/v1/sim/exit")
     assert r.json()["pins"]["relay:main"]["energised"] is True
-    access_id = [e for e in read_events(db_path(panel)) if e["type"] == "door.unlocked"][0]["data"]["access_id"]
+    access_id = next(e for e in read_events(db_path(panel)) if e["type"] == "door.unlocked")["data"]["access_id"]
 
     r = panel.api("POST", "/api/v1/sim/fault", json={"component": "sim-flaky", "max_restarts": 2})
     assert r.status_code == 202, r.text

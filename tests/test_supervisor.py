@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
 import pytest
 
-from panel.platform import Supervisor
+from panel.platform import Background, Supervisor
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,7 +38,7 @@ async def test_a_crashing_component_is_restarted_with_growing_backoff() -> None:
 
     sup.start("flaky", flaky, max_restarts=5, window_s=60, backoff_s=0.02, max_backoff_s=5)
     await _until(lambda: len(starts) == 5)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     # Backoff doubles from 0.02 s with +-50 % jitter: each wait is at least half its nominal value.
     for i, gap in enumerate(gaps):
         assert gap >= 0.02 * 2 ** i * 0.5, (i, gaps)
@@ -92,7 +93,7 @@ async def test_crashes_spread_over_more_than_the_window_are_not_a_crash_loop() -
     await _until(lambda: len(starts) >= 5)
     assert not sup.failed.is_set(), sup.failure
     # A crash after a long healthy run starts the backoff afresh: no gap grew past the first backoff.
-    assert max(b - a - 0.12 for a, b in zip(starts, starts[1:])) < 0.1
+    assert max(b - a - 0.12 for a, b in itertools.pairwise(starts)) < 0.1
     await sup.stop()
 
 
@@ -174,3 +175,28 @@ async def test_stop_keeps_to_its_total_budget_whatever_the_components_do() -> No
         assert comp.task is not None
         comp.task.cancel()
     await asyncio.gather(*(c.task for c in sup.components if c.task), return_exceptions=True)
+
+
+async def test_background_tasks_are_kept_until_done_failures_logged_and_awaitable(
+        caplog: pytest.LogCaptureFixture) -> None:
+    background = Background("door")
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def unlock() -> None:
+        await release.wait()
+        finished.append("unlock")
+
+    async def broken() -> None:
+        raise Boom("no relay")
+
+    with caplog.at_level(logging.ERROR, logger="panel.platform._tasks"):
+        background.spawn(unlock(), "exit button unlock")
+        failing = background.spawn(broken(), "a broken thing")
+        await asyncio.wait([failing])
+        assert len(background) == 1  # the finished one is let go, the waiting one held
+        assert [(r.getMessage(), type(r.exc_info[1])) for r in caplog.records if r.exc_info] == [
+            ("door: a broken thing failed", Boom)]
+        release.set()
+        await background.wait()
+    assert finished == ["unlock"] and len(background) == 0

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ def test_our_signature_verifies_with_the_standardwebhooks_library() -> None:
     assert doc == {"type": "door.opened", "timestamp": "2025-03-14T09:26:53.589Z",
                    "data": {"authorised": False, "grant": None, "panel": {"id": "p", "name": "Lobby ü"}}}
     # byte for byte what the library itself would sign
-    lib = Webhook(secret).sign("msg_1", datetime.fromtimestamp(ts, timezone.utc), body.decode())
+    lib = Webhook(secret).sign("msg_1", datetime.fromtimestamp(ts, UTC), body.decode())
     assert headers["webhook-signature"] == lib
 
 
@@ -354,7 +354,7 @@ def test_the_documented_example_delivery_is_correctly_signed() -> None:
     secret = doc.split('webhook_secrets = ["', 1)[1].split('"', 1)[0]
     body_bytes = body.strip().encode()
     ts = int(headers["webhook-timestamp"])
-    expected = Webhook(secret).sign(headers["webhook-id"], datetime.fromtimestamp(ts, timezone.utc), body.strip())
+    expected = Webhook(secret).sign(headers["webhook-id"], datetime.fromtimestamp(ts, UTC), body.strip())
     assert headers["webhook-signature"] == expected == sign([decode_secret(secret)], headers["webhook-id"], ts, body_bytes)
     parsed = json.loads(body_bytes)
     assert set(parsed) == {"type", "timestamp", "data"}

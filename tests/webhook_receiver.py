@@ -29,12 +29,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 MODES = ("ok", "error", "throttle", "slow", "gone", "redirect", "down")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -328,12 +330,11 @@ class ReceiverProcess:
 
     async def start(self) -> ReceiverProcess:
         import asyncio
-        import os
 
         args = [sys.executable, "-m", "tests.webhook_receiver", "--echo"]
         for s in self.secrets:
             args += ["--secret", s]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = ROOT
         self.changed = asyncio.Event()
         self.proc = await asyncio.create_subprocess_exec(*args, cwd=root, stdin=asyncio.subprocess.PIPE,
                                                          stdout=asyncio.subprocess.PIPE)
@@ -358,7 +359,7 @@ class ReceiverProcess:
                 raise TimeoutError(f"receiver: condition not met within {timeout} s ({len(self.records)} requests)")
             try:
                 await asyncio.wait_for(self.changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def stop(self) -> None:

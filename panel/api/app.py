@@ -54,7 +54,7 @@ tokens for viewers, residents and backends. `x-roles` on each operation lists wh
 DEFAULT_MAX_BODY = 65_536
 
 
-def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = None) -> FastAPI:
+def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None) -> FastAPI:
     app = FastAPI(title="Door-station panel API", version=__version__, description=DESCRIPTION,
                   responses={422: {"model": ErrorBody, "description": "invalid request (the message names the field)"}},
                   openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(authorize)])

@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -44,7 +44,7 @@ _401 = {"description": "no, unknown, expired or revoked credential"}
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- access log --------------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ async def _stream(panel: Any, auth: ApiAuth, who: Principal, seq: int, types: li
                 continue
             try:
                 await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await is_disconnected():
                     return
                 yield b": keepalive\n\n"

@@ -179,7 +179,7 @@ class StallResult(SimResult):
 @router.post("/stall", response_model=StallResult, summary="Block the event loop (watchdog test)")
 async def stall(body: StallBody, panel: PanelDep) -> StallResult:
     started = time.monotonic()
-    time.sleep(body.seconds)  # deliberately blocking: this route simulates a hung loop
+    time.sleep(body.seconds)  # noqa: ASYNC251 - deliberately blocking: this route simulates a hung loop
     ended = time.monotonic()
     # Pin levels read before the loop runs again: what threads (the relay guard) did meanwhile.
     return StallResult(message=f"event loop blocked for {body.seconds:g} s", pins=panel.pin_levels(),

@@ -94,7 +94,8 @@ def _grant(request: Request, media: MediaService, authorization: str | None) -> 
         return media.tokens.verify(_bearer(authorization))
     except TokenRefused as e:
         error = "invalid_request" if e.code == "unauthenticated" else "invalid_token"
-        raise ApiError(401, e.code, str(e), headers={**CORS, "WWW-Authenticate": f'Bearer realm="panel", error="{error}"'}) from None
+        challenge = f'Bearer realm="panel", error="{error}"'
+        raise ApiError(401, e.code, str(e), headers={**CORS, "WWW-Authenticate": challenge}) from None
 
 
 def _refused(e: SessionRefused) -> ApiError:

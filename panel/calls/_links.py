@@ -30,11 +30,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..events import CallLinkCreated, CallLinkRevoked, Participant
-from ..platform import LinksConfig
+from ..platform import Background, LinksConfig
 from ._participants import NameRefused, Participants, clean_name
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ CALL_END_STATES = frozenset({"ended", "declined", "canceled", "missed", "failed"
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class LinkRefused(Exception):
@@ -123,6 +123,7 @@ class CallLinks:
         self._subs: dict[str, Subscription] = {}  # digest of the subscription secret -> subscription
         self._ended: OrderedDict[str, tuple[int, str, str]] = OrderedDict()  # digest -> (status, code, message)
         self._unsubscribe = journal.subscribe(self.on_event)
+        self._closers = Background("call links")  # guests' sessions, closed without holding up the caller
 
     @classmethod
     def for_panel(cls, panel: Any) -> CallLinks:
@@ -285,7 +286,7 @@ class CallLinks:
             self.participants.leave(sub.call_guid, sub.id, reason)
         session, sub.session = sub.session, None
         if session is not None:
-            asyncio.ensure_future(session.close(reason))
+            self._closers.spawn(session.close(reason), "closing a guest's session")
 
     def sweep(self) -> None:
         """Drop previews whose page stopped asking (closed without saying so) and has no live session."""

@@ -18,7 +18,7 @@ import hmac
 import json
 import math
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -192,8 +192,10 @@ class HangupCommand(Envelope):
     session: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="the session id from the offer's reply")
 
 
-Command = Annotated[Union[OpenCommand, AnswerCommand, DeclineCommand, EndCommand, StatusCommand, OfferCommand,
-                          HangupCommand], Field(discriminator="cmd")]
+Command = Annotated[
+    OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand,
+    Field(discriminator="cmd"),
+]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
     "open": OpenCommand, "answer": AnswerCommand, "decline": DeclineCommand, "end": EndCommand,
     "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,

@@ -23,7 +23,7 @@ import random
 import socket
 import ssl
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
@@ -62,7 +62,7 @@ def _json(payload: Any) -> str:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def describe(e: BaseException) -> str:
@@ -213,7 +213,7 @@ class MqttLink:
         opts = SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True)
         topics = [self.topics.commands] + ([self.topics.ha_lock_set] if self.m.homeassistant_discovery else [])
         granted = await client.subscribe([(t, opts) for t in topics])
-        refused = [t for t, rc in zip(topics, granted) if int(getattr(rc, "value", rc)) >= 0x80]
+        refused = [t for t, rc in zip(topics, granted, strict=True) if int(getattr(rc, "value", rc)) >= 0x80]
         if refused:
             raise aiomqtt.MqttError(f"the broker refused the subscription to {', '.join(refused)}; its ACL must let "
                                     f"this panel read its own command topics (see docs/mqtt.md)")

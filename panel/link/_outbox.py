@@ -150,7 +150,7 @@ class Outbox:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), RESCAN_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self._caught_up = False
         finally:
             self.ready = False

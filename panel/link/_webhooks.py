@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -59,7 +59,7 @@ def sign(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str
 
 def iso8601(t: float) -> str:
     """UTC with milliseconds and a ``Z``: ``2025-03-14T09:26:53.589Z``."""
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def body_of(row: EventRow) -> bytes:
@@ -83,7 +83,7 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
         if when is None:
             return None
         if when.tzinfo is None:  # RFC 9110 dates are GMT
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now_wall
     return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
 

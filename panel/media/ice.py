@@ -31,7 +31,7 @@ import ssl
 import struct
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aioice import stun
@@ -60,7 +60,7 @@ _URL = re.compile(r"^(?P<scheme>stuns?|turns?):(?P<host>[^?:\s]+)(:(?P<port>\d{1
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ class IceMonitor:
             ep.due_mono = started + self.probe_interval_s  # a wake-up during the probe may bring it forward
         results = await asyncio.gather(*(probe(ep.target, self.probe_timeout_s) for ep in endpoints),
                                        return_exceptions=True)
-        for ep, result in zip(endpoints, results):
+        for ep, result in zip(endpoints, results, strict=True):
             if isinstance(result, BaseException):
                 result = ProbeResult("unreachable", None, None, f"probe failed: {type(result).__name__}: {result}")
             self._record(ep, result, started)
@@ -497,7 +497,7 @@ async def probe(target: Target, timeout: float) -> ProbeResult:
     deadline = time.monotonic() + timeout
     try:
         address = await asyncio.wait_for(_resolve(target), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return ProbeResult("unreachable", None, None, f"looking up {target.host} took longer than {timeout} s")
     except OSError as e:
         return ProbeResult("unreachable", None, None, f"cannot look up {target.host}: {e}")
@@ -588,7 +588,7 @@ async def _exchange_udp(address: str, port: int, requests: list[stun.Message],
                 transport.sendto(bytes(request))
             try:
                 answer = await asyncio.wait_for(asyncio.shield(protocol.answer), min(delay, left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 delay *= 2
                 continue
             except ConnectionRefusedError:

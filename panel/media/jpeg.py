@@ -219,7 +219,7 @@ class JpegFrames:
     async def _first(self, sub: Subscription[T]) -> T:
         try:
             return await asyncio.wait_for(sub.get(), self.wait_s)
-        except (asyncio.TimeoutError, SubscriptionClosed):
+        except (TimeoutError, SubscriptionClosed):
             capture = self.stream.capture
             why = f": {capture.last_error}" if capture.last_error else ""
             raise NoPicture(f"the camera ({capture.name}) gave no picture within {self.wait_s:g} s{why}") from None

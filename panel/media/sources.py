@@ -227,7 +227,7 @@ async def _end_process(proc: asyncio.subprocess.Process) -> None:
             proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 2.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()

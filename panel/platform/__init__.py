@@ -44,11 +44,13 @@ from ._store import MIGRATIONS, AccessRow, EventRow, Store, Tx
 from ._supervisor import Supervisor
 from ._sysinfo import addresses
 from ._sysinfo import snapshot as system_snapshot
+from ._tasks import Background
 
 __all__ = [
     "AccessRow",
     "BOARD_TO_BCM",
     "BOOT_PULLED_UP",
+    "Background",
     "ButtonConfig",
     "Clock",
     "Config",
