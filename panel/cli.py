@@ -194,8 +194,8 @@ def _relays_for_safe_state(path: Path) -> tuple[list[tuple[str, int, str]], str,
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         return [], "lgpio", [*problems, f"cannot read {path}: {e}"]
-    door = data.get("door") if isinstance(data.get("door"), dict) else {}
-    gpio = data.get("gpio") if isinstance(data.get("gpio"), dict) else {}
+    door = data["door"] if isinstance(data.get("door"), dict) else {}
+    gpio = data["gpio"] if isinstance(data.get("gpio"), dict) else {}
     factory = gpio.get("pin_factory") if gpio.get("pin_factory") in ("lgpio", "rpigpio", "native", "mock") else "lgpio"
     relays: list[tuple[str, int, str]] = []
     for i, r in enumerate(door.get("relays") or []):
@@ -206,7 +206,7 @@ def _relays_for_safe_state(path: Path) -> tuple[list[tuple[str, int, str]], str,
         except Exception:
             problems.append(f"door.relays[{i}].pin: {r.get('pin')!r} is not a usable pin; that relay was not touched")
             continue
-        active = r.get("active") if r.get("active") in ("high", "low") else "high"
+        active = r["active"] if r.get("active") in ("high", "low") else "high"
         relays.append((str(r.get("id", f"relays[{i}]")), pin, active))
     return relays, str(factory), problems
 

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -488,7 +488,7 @@ def example_data(model: type[BaseModel]) -> dict[str, Any]:
     """
     extra = model.model_config.get("json_schema_extra")
     if isinstance(extra, dict) and extra.get("examples"):
-        data = extra["examples"][0]
+        data = cast(list[Any], extra["examples"])[0]
     else:
         data = {name: _example_value(name, field, field.annotation) for name, field in model.model_fields.items()}
     return model.model_validate(data).model_dump(mode="json")

@@ -168,7 +168,7 @@ async def _target(panel: Any, who: Principal, guid: str | None) -> Call:
     return call  # type: ignore[no-any-return]
 
 
-_CMD = {401: _401, 403: _403, 404: {"description": "unknown call"},
+_CMD: dict[int | str, dict[str, Any]] = {401: _401, 403: _403, 404: {"description": "unknown call"},
         409: {"description": "no call in progress, the call is over, or already answered by someone else"}}
 
 

@@ -165,7 +165,8 @@ def apply_running(panel: Any, new: Config, paths: list[str]) -> list[str]:
         return []
     for p in applied:
         parts = _parse_path(p)
-        src, dst = target, data
+        src: Any = target  # nested dicts and lists, indexed by key or position
+        dst: Any = data
         for part in parts[:-1]:
             src, dst = src[part], dst[part]
         dst[parts[-1]] = src[parts[-1]]

@@ -63,7 +63,7 @@ class RelayOff(OkBody):
 
 
 _401 = {"description": "no, unknown, expired or revoked credential"}
-_OPEN = {401: _401, 403: {"description": "the credential may not open now (e.g. not your call)"},
+_OPEN: dict[int | str, dict[str, Any]] = {401: _401, 403: {"description": "the credential may not open now (e.g. not your call)"},
          404: {"description": "unknown relay or call"},
          409: {"description": "tamper block active, no answered call, or the call is over"},
          422: {"description": "a field is invalid (e.g. duration_s beyond the relay's max_on_s)"}}
@@ -82,7 +82,7 @@ def _relay(panel: Any, relay_id: str | None) -> str:
     if rid not in panel.door.relays:
         known = ", ".join(panel.door.relays)
         raise ApiError(404, "unknown_relay", f"relay: there is no relay {rid!r}; this panel has {known}")
-    return rid  # type: ignore[no-any-return]
+    return rid
 
 
 def _call_status(code: str) -> int:

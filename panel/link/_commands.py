@@ -213,7 +213,7 @@ class SensorbergCommand(Envelope):
 
     def to_command(self) -> OpenCommand | EndCommand:
         value = self.value if isinstance(self.value, bool) else self.value == "true"
-        env = {"id": self.id, "exp": self.exp, "nonce": self.nonce, "sig": self.sig}
+        env: dict[str, Any] = {"id": self.id, "exp": self.exp, "nonce": self.nonce, "sig": self.sig}
         if self.action == "open" and value:
             return OpenCommand(cmd="open", actor=self.actor, **env)
         if self.action == "call" and not value:

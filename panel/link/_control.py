@@ -204,7 +204,7 @@ class Control:
             if code not in REFUSALS:
                 raise CommandRefused("media_refused", f"{e.code}: {e}") from None
             raise CommandRefused(code, str(e)) from None
-        role = "answerer" if session.role == "answerer" else "viewer"
+        role: Literal["answerer", "viewer"] = "answerer" if session.role == "answerer" else "viewer"
         what = f"call {session.call_guid}" if session.call_guid else "live view"
         return OfferReply(code="ok", message=f"session {session.id}: {session.who} is {role} of {what}", id=c.id,
                           cmd=c.cmd, sdp=session.answer_sdp, session=session.id, call_guid=session.call_guid,

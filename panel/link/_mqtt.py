@@ -24,7 +24,7 @@ import socket
 import ssl
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -53,7 +53,7 @@ EVENT_BUFFER = 500  # events waiting for the publisher while connected; older on
 def backoff_s(attempt: int, cap: float, rng: random.Random) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, so retries spread out but
     never collapse to zero (a broker restart must not be met by every panel at the same instant)."""
-    ceiling = min(cap, BACKOFF_FIRST_S * 2 ** min(attempt, 30))
+    ceiling = min(cap, BACKOFF_FIRST_S * 2.0 ** min(attempt, 30))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
@@ -132,7 +132,7 @@ class MqttLink:
     def _new_client(self) -> aiomqtt.Client:
         m = self.m
         assert m.host is not None
-        connect = Properties(PacketTypes.CONNECT)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = 0
         # paho reads any packet whole into memory, up to MQTT's 256 MB: the broker must drop bigger ones
         # (commands are at most 96 KiB; a larger one up to this size still gets its "malformed" reply).
@@ -213,7 +213,8 @@ class MqttLink:
         opts = SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True)
         topics = [self.topics.commands] + ([self.topics.ha_lock_set] if self.m.homeassistant_discovery else [])
         granted = await client.subscribe([(t, opts) for t in topics])
-        refused = [t for t, rc in zip(topics, granted, strict=True) if int(getattr(rc, "value", rc)) >= 0x80]
+        refused = [t for t, rc in zip(topics, granted, strict=True)
+                   if int(cast(int, getattr(rc, "value", rc))) >= 0x80]  # a ReasonCode (MQTT 5) or an int
         if refused:
             raise aiomqtt.MqttError(f"the broker refused the subscription to {', '.join(refused)}; its ACL must let "
                                     f"this panel read its own command topics (see docs/mqtt.md)")
@@ -254,7 +255,7 @@ class MqttLink:
         await self._reply(client, reply_to, reply, correlation)
 
     async def _reply(self, client: aiomqtt.Client, topic: str, reply: Reply, correlation: bytes | None) -> None:
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if correlation is not None:
             props.CorrelationData = correlation
         try:

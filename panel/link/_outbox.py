@@ -58,7 +58,7 @@ DISABLED_KEY = "webhooks.disabled"
 
 def full_jitter(failures: int, base_s: float, cap_s: float) -> float:
     """A uniformly random delay in [0, min(cap, base * 2**(failures-1))] (AWS's "full jitter")."""
-    return random.random() * min(cap_s, base_s * 2 ** min(max(failures - 1, 0), 32))
+    return random.random() * min(cap_s, base_s * 2.0 ** min(max(failures - 1, 0), 32))
 
 
 @dataclass

@@ -134,7 +134,7 @@ def check_offer(text: str) -> aiortc_sdp.SessionDescription:
     if not media:
         raise SessionRefused("invalid_sdp", "the offer has no audio or video section (m=audio / m=video)")
     for i, m in enumerate(desc.media):
-        if not (m.ice.usernameFragment and m.ice.password):
+        if m.ice is None or not (m.ice.usernameFragment and m.ice.password):
             raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no a=ice-ufrag/a=ice-pwd")
         if not m.dtls or not m.dtls.fingerprints:
             raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no a=fingerprint (DTLS)")
