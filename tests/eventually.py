@@ -26,12 +26,12 @@ def _failure(what: str, timeout: float, last: object, detail: Callable[[], objec
     return AssertionError(message)
 
 
-async def eventually(predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0, *, what: str = "condition",
+async def eventually(predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0, what: str = "condition", *,
                      interval: float = INTERVAL_S, detail: Callable[[], object] | None = None) -> T:
     """The predicate's first truthy result, polled every ``interval`` s on the running loop.
 
-    ``predicate`` may return an awaitable (e.g. a page.evaluate); ``detail`` adds the state to show
-    when it times out (the receiver's requests, the outbox status)."""
+    ``predicate`` may return an awaitable (e.g. a page.evaluate) and may raise to fail at once (the
+    process under test died); ``detail`` adds the state to show on timeout (the outbox status)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -44,7 +44,7 @@ async def eventually(predicate: Callable[[], T | Awaitable[T]], timeout: float =
         await asyncio.sleep(interval)
 
 
-def eventually_sync(predicate: Callable[[], T], timeout: float = 10.0, *, what: str = "condition",
+def eventually_sync(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition", *,
                     interval: float = INTERVAL_S, detail: Callable[[], object] | None = None) -> T:
     """``eventually`` for code without an event loop (threads, subprocesses): blocks the caller."""
     deadline = time.monotonic() + timeout

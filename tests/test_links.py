@@ -17,11 +17,11 @@ from panel.calls import CallLinks
 from panel.daemon import Panel
 from panel.media.audio import dominant_frequency
 
+from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import (
     INSTALLER,
     api,
-    eventually,
     media_of,
     ring,
     speaker,
@@ -99,7 +99,7 @@ async def test_a_link_previews_joins_talks_and_leaves(panel: Panel) -> None:
         # A long-poll for the list answers as soon as the guest joins.
         waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version={sub['version']}&wait_s=10",
                                               headers=bearer(sub["subscription"])))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a window in which nothing may happen
         assert not waiting.done()
         guest = Resident(tone_hz=1000.0)
         sink = speaker(panel)

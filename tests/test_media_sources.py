@@ -27,10 +27,10 @@ from panel.media.tokens import TokenStore
 from panel.media.tracks import PacketVideoTrack
 from panel.platform import parse_config
 
+from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import (
     INSTALLER,
-    eventually,
     media_config,
     media_of,
     ring,

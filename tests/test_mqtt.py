@@ -22,6 +22,7 @@ from panel.daemon import Panel
 from panel.link import signed
 from panel.platform import parse_config
 
+from .eventually import eventually
 from .mosquitto import HA_USER, Broker, Client, TestCA
 from .support import config_dict, start_panel
 
@@ -59,16 +60,8 @@ async def start(data: dict[str, Any], broker: Broker, *, synced: bool = True, ke
     panel = Panel(parse_config(data), secrets, simulate=True, clock_sync=FakeClockSync(synced))
     await panel.start()
     if connect:
-        await until(lambda: panel.mqtt is not None and panel.mqtt.connected, 10, "the panel never connected")
+        await eventually(lambda: panel.mqtt is not None and panel.mqtt.connected, 10, "the panel never connected")
     return panel
-
-
-async def until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(what)
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -165,7 +158,7 @@ async def test_every_bad_command_is_refused_with_its_code_and_the_relay_never_mo
     tamper = panel.cfg.tamper
     assert tamper is not None
     panel.hw.factory.pin(f"GPIO{tamper.pin}").drive_high()
-    await until(lambda: panel.door.tamper_blocked, 2, "tamper never registered")
+    await eventually(lambda: panel.door.tamper_blocked, 2, "tamper never registered")
     reply = await backend.request(A, cmd())
     assert reply["code"] == "tamper_blocked", reply
 
@@ -248,7 +241,7 @@ async def press(panel: Panel, button_id: str) -> None:
     b = panel.cfg.button(button_id)
     pin = panel.hw.factory.pin(f"GPIO{b.pin}")
     pin.drive_low()
-    await until(lambda: panel.calls.current is not None, 2, "the press made no call")
+    await eventually(lambda: panel.calls.current is not None, 2, "the press made no call")
     pin.drive_high()
 
 
@@ -342,7 +335,7 @@ async def test_the_link_refuses_an_unverified_broker_and_says_why(broker: Broker
     await panel.start()
     try:
         assert panel.mqtt is not None
-        await until(lambda: panel.mqtt is not None and panel.mqtt.last_error is not None, 5, "no error reported")
+        await eventually(lambda: panel.mqtt is not None and panel.mqtt.last_error is not None, 5, "no error reported")
         assert not panel.mqtt.connected
         error = panel.mqtt.last_error or ""
         assert ("certificate" if problem == "unknown_ca" else "credentials") in error, error
@@ -359,7 +352,7 @@ async def test_a_broker_restart_is_survived(tmp_path: Path) -> None:
                 assert (await backend.request(A, cmd()))["code"] == "ok"
             own.restart()  # retained messages are gone with it
             assert panel.mqtt is not None
-            await until(lambda: panel.mqtt is not None and panel.mqtt.connects >= 2 and panel.mqtt.connected, 10,
+            await eventually(lambda: panel.mqtt is not None and panel.mqtt.connects >= 2 and panel.mqtt.connected, 10,
                         "the panel did not reconnect")
             async with Client(own) as backend:
                 status = await backend.retained(f"panels/{A}/status", timeout=3)
@@ -420,10 +413,10 @@ async def test_home_assistant_discovery_and_lock(broker: Broker, backend: Client
             pin.clear_states()
             await ha.publish(f"panels/{A}/ha/lock/set", b"OPEN")
             if allow_open:
-                await until(lambda: pin.state is True, 3, "HA's OPEN did not release the door")
+                await eventually(lambda: pin.state is True, 3, "HA's OPEN did not release the door")
                 assert access_log(panel)[-1]["actor"] == "homeassistant"
             else:
-                await until(lambda: any(e["code"] == "ha_open_disabled" for e in events(panel, "door.unlock_refused")),
+                await eventually(lambda: any(e["code"] == "ha_open_disabled" for e in events(panel, "door.unlock_refused")),
                             3, "the refusal was not journalled")
                 assert [s.state for s in pin.states] == [False]
 
