@@ -235,6 +235,7 @@ async def test_too_many_viewers_are_refused_with_a_reason(tmp_path: Path) -> Non
         await panel.stop("test over")
 
 
+@pytest.mark.browser
 async def test_a_web_view_with_http_authentication_shows_the_stream(panel: Panel) -> None:
     """Headless Chromium as the resident's web view: given the URL and a user name and password (the
     call's credential), it answers the Basic challenge itself and keeps showing the stream."""

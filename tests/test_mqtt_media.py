@@ -477,6 +477,7 @@ RENDERED = """() => {
 }"""
 
 
+@pytest.mark.browser
 async def test_chromium_resident_through_the_backend_and_the_broker(panel: Panel, backend: Client) -> None:
     media = media_of(panel)
     guid = await ring(panel)
