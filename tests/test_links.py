@@ -154,7 +154,7 @@ async def test_revoked_expired_forged_and_full_links_are_refused(panel: Panel) -
             waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version="
                                                   f"{CallLinks.for_panel(panel).participants.version}&wait_s=10",
                                                   headers=bearer(first["subscription"])))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the stimulus: the long-poll is waiting before the change
 
             # Revoking takes effect at once: the open preview, the joined guest and the link itself.
             r = await c.delete(f"/api/v1/calls/{guid}/links/{link['info']['id']}", headers=bearer(alice))
@@ -206,7 +206,7 @@ async def test_the_end_of_the_call_empties_the_list_and_closes_every_link(panel:
             version = CallLinks.for_panel(panel).participants.version
             waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version={version}&wait_s=10",
                                                   headers=bearer(sub["subscription"])))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the stimulus: the long-poll is waiting before the change
             await panel.calls.end(guid, "alice")
             r = await waiting
             assert r.status_code == 200 and r.json()["ended"] is True and r.json()["participants"] == []
