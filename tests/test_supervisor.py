@@ -162,9 +162,9 @@ async def test_stop_keeps_to_its_total_budget_whatever_the_components_do() -> No
         started.append("deaf")
         while True:
             try:
-                await asyncio.sleep(10)
+                await asyncio.sleep(10)  # a component that runs until cancelled...
             except asyncio.CancelledError:
-                await asyncio.sleep(0.6)
+                await asyncio.sleep(0.6)  # ...and then takes its time to stop
                 return
 
     for name in ("a", "b", "c"):

@@ -310,7 +310,7 @@ def test_gone_disables_delivery_and_health_says_so(tmp_path: Path) -> None:
         rc.set_mode("ok")
         seen = len(rc.snapshot())
         p = PanelProcess(p.config_path, p.port, env).start()
-        time.sleep(0.5)
+        time.sleep(0.5)  # a window in which nothing may be delivered (the endpoint stays disabled)
         h = health(p)
         assert h["status"] == "degraded" and h["checks"]["webhooks"]["disabled"] is not None
         assert h["checks"]["webhooks"]["backlog"] >= 4 and len(rc.snapshot()) == seen
