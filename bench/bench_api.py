@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from panel.api.app import ApiServer, create_app  # noqa: E402
 from panel.api.principals import ApiAuth  # noqa: E402
-from panel.auth import Secrets
+from panel.auth import Secrets  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
-from panel.platform import parse_config
+from panel.platform import parse_config  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 
 PERIOD_S = 0.01
@@ -44,7 +44,7 @@ PERIOD_S = 0.01
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def probe(seconds: float) -> list[float]:
@@ -55,7 +55,7 @@ async def probe(seconds: float) -> list[float]:
     while loop.time() < end:
         due = loop.time() + PERIOD_S
         fired = loop.create_future()
-        loop.call_at(due, lambda: fired.done() or fired.set_result(loop.time()))
+        loop.call_at(due, lambda fired=fired: fired.done() or fired.set_result(loop.time()))
         late.append((await fired - due) * 1000)
     return late
 

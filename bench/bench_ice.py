@@ -44,7 +44,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  #
 
 from panel.media.service import MediaService  # noqa: E402
 from panel.media.sessions import ice_servers_from_message  # noqa: E402
-from panel.platform import parse_config
+from panel.platform import parse_config  # noqa: E402
 from tests.media_resident import Resident  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 
@@ -197,9 +197,9 @@ async def main() -> None:
         media.start()
         await media.sessions.ice.probe_now()
         states = ", ".join(s["state"] for s in media.status()["ice"]["servers"]) or "-"
-        panel = await measure(lambda: panel_answer(media, None), args.trials)
+        panel = await measure(lambda media=media: panel_answer(media, None), args.trials)
         await media.stop()
-        bare = await measure(lambda: bare_answer(servers), bare_trials)
+        bare = await measure(lambda servers=servers: bare_answer(servers), bare_trials)
         row(f"{case} [{states}]", panel, bare)
         print(f"  {case}: done", flush=True)
 
@@ -219,10 +219,10 @@ async def main() -> None:
     print()
     heads = ("case [probe state]", "panel answer_offer median / p95", "panel candidates", "bare aiortc", "ratio")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(heads, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
-        print("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |")
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |")
 
 
 if __name__ == "__main__":

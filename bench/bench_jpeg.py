@@ -89,7 +89,7 @@ async def fan_out(width: int, height: int, seconds: float) -> dict[int, tuple[fl
                 parts = [0] * n
                 stop = asyncio.Event()
 
-                async def view(i: int) -> None:
+                async def view(i: int, parts: list[int] = parts, stop: asyncio.Event = stop) -> None:
                     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
                         async with c.stream("GET", "/api/v1/video.mjpeg",
                                             headers={"Authorization": f"Bearer {INSTALLER}"}) as r:

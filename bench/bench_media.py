@@ -94,7 +94,8 @@ class PanelProcess:
         async with httpx.AsyncClient() as c:
             for _ in range(300):
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"panel exited: {Path(self.log.name).read_text()[-2000:]}")
+                    log = await asyncio.to_thread(Path(self.log.name).read_text)
+                    raise RuntimeError(f"panel exited: {log[-2000:]}")
                 try:
                     if (await c.get(self.url + "/api/v1/health", timeout=1)).status_code == 200:
                         return
@@ -229,8 +230,8 @@ async def streaming_cost(panel: PanelProcess, viewers: int, seconds: float) -> t
     await asyncio.sleep(seconds)
     c1, t1 = cpu_s(panel.proc.pid), time.monotonic()
     rss = rss_mb(panel.proc.pid)
-    fps = min((len(r.pictures) - n) for r, n in zip(residents, counts)) / (t1 - t0)
-    for r, url in zip(residents, urls):
+    fps = min((len(r.pictures) - n) for r, n in zip(residents, counts, strict=True)) / (t1 - t0)
+    for r, url in zip(residents, urls, strict=True):
         await panel.leave(url, r)
     return (c1 - c0) / (t1 - t0), rss, round(fps)
 

@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from panel.events import ButtonPressed, DoorClosed  # noqa: E402
-from panel.link import Outbox, Sender, body_of
-from panel.platform import EventRow, Journal, LoopClock, PanelInfo, Store
+from panel.link import Outbox, Sender, body_of  # noqa: E402
+from panel.platform import EventRow, Journal, LoopClock, PanelInfo, Store  # noqa: E402
+from tests.eventually import eventually  # noqa: E402
 from tests.webhook_receiver import ReceiverProcess  # noqa: E402
 
 
@@ -61,8 +62,7 @@ async def drain(rc: ReceiverProcess, secret: str, n: int, keys: int, workdir: Pa
     t0 = time.perf_counter()
     task = asyncio.create_task(outbox.run())
     await rc.wait(lambda r: len(r) - before >= n, timeout=600)
-    while outbox.backlog:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: not outbox.backlog, 600, what="outbox drained", interval=0.001)
     elapsed = time.perf_counter() - t0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -36,10 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from panel.auth import Secrets
+from panel.auth import Secrets  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
-from panel.link import Sender, body_of
-from panel.platform import ButtonConfig, EventRow, parse_config
+from panel.link import Sender, body_of  # noqa: E402
+from panel.platform import ButtonConfig, EventRow, parse_config  # noqa: E402
+from tests.eventually import eventually  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 from tests.webhook_receiver import ReceiverProcess  # noqa: E402
 
@@ -67,13 +68,12 @@ async def presses(rc: ReceiverProcess, secret: str, n: int, debounce_ms: int, wo
         press, release = (pin.drive_high, pin.drive_low) if button.active == "high" else (pin.drive_low, pin.drive_high)
         for _ in range(n):
             assert panel.outbox is not None
-            while panel.outbox.backlog:
-                await asyncio.sleep(0.001)
+            await eventually(lambda: not panel.outbox.backlog, 30, what="outbox drained", interval=0.001)
             await asyncio.sleep(0.005)
             before = len(rc.records)
             t0 = time.monotonic()
             press()
-            await rc.wait(lambda r: any(x["type"] == "call.created" for x in r[before:]), timeout=10)
+            await rc.wait(lambda r, before=before: any(x["type"] == "call.created" for x in r[before:]), timeout=10)
             got = next(x for x in rc.records[before:] if x["type"] == "call.created")
             assert got["verified"] and got["status"] == 200
             latencies.append(got["at"] - t0)
@@ -109,7 +109,7 @@ async def bare_posts(rc: ReceiverProcess, secret: str, n: int) -> list[float]:
             t0 = time.monotonic()
             r = await client.post(rc.url, content=body, headers=headers)
             assert r.status_code == 200
-            await rc.wait(lambda recs: len(recs) > before, timeout=5)
+            await rc.wait(lambda recs, before=before: len(recs) > before, timeout=5)
             if i >= 5:  # the first few open the connection
                 out.append(rc.records[before]["at"] - t0)
     await sender.aclose()

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(os.environ.get("PANEL_ROOT") or Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(ROOT))
@@ -98,7 +97,6 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--idle-s", type=float, default=3.0)
     args = ap.parse_args()
-    rows: list[tuple[str, list[float]]] = []
     py_bare = [bare("pass") for _ in range(args.runs)]
     py_std = [bare("import asyncio, logging, json") for _ in range(args.runs)]
     runs = {m: [one_run(m, args.idle_s) for _ in range(args.runs)] for m in (False, True)}

@@ -44,10 +44,10 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from panel.auth import Secrets
+from panel.auth import Secrets  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
-from panel.link import signed
-from panel.platform import parse_config
+from panel.link import signed  # noqa: E402
+from panel.platform import parse_config  # noqa: E402
 from tests.mosquitto import BACKEND_USER, Broker  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 
@@ -66,7 +66,7 @@ class Synced:
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def paho_client(broker: Broker, name: str) -> mqtt.Client:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .auth import _cli_credentials as cli_credentials
+from .auth import add_credential_parsers, credentials_command, factory_reset_command
 from .errors import ConfigError, PanelError
 
 EXIT_USAGE = 2
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     tam.add_argument("state", nargs="?", choices=["on", "off"], default="on")
     _target_args(tam, nested=True)
     _target_args(sim_sub.add_parser("state", help="print the panel's state"), nested=True)
-    cli_credentials.add_parsers(sub)
+    add_credential_parsers(sub)
     return p
 
 
@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tamper":
             return _tamper(args)
         if args.command == "credentials":
-            return cli_credentials.credentials(args)
+            return credentials_command(args)
         if args.command == "factory-reset":
-            return cli_credentials.factory_reset(args)
+            return factory_reset_command(args)
     except ConfigError as e:
         print(f"config {e.source or ''}: {len(e.problems)} problem(s):", file=sys.stderr)
         for line in e.problems:
@@ -193,9 +193,9 @@ def _relays_for_safe_state(path: Path) -> tuple[list[tuple[str, int, str]], str,
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        return [], "lgpio", problems + [f"cannot read {path}: {e}"]
-    door = data.get("door") if isinstance(data.get("door"), dict) else {}
-    gpio = data.get("gpio") if isinstance(data.get("gpio"), dict) else {}
+        return [], "lgpio", [*problems, f"cannot read {path}: {e}"]
+    door = data["door"] if isinstance(data.get("door"), dict) else {}
+    gpio = data["gpio"] if isinstance(data.get("gpio"), dict) else {}
     factory = gpio.get("pin_factory") if gpio.get("pin_factory") in ("lgpio", "rpigpio", "native", "mock") else "lgpio"
     relays: list[tuple[str, int, str]] = []
     for i, r in enumerate(door.get("relays") or []):
@@ -206,7 +206,7 @@ def _relays_for_safe_state(path: Path) -> tuple[list[tuple[str, int, str]], str,
         except Exception:
             problems.append(f"door.relays[{i}].pin: {r.get('pin')!r} is not a usable pin; that relay was not touched")
             continue
-        active = r.get("active") if r.get("active") in ("high", "low") else "high"
+        active = r["active"] if r.get("active") in ("high", "low") else "high"
         relays.append((str(r.get("id", f"relays[{i}]")), pin, active))
     return relays, str(factory), problems
 

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +21,9 @@ from . import __version__
 from .auth import InstallerCredential, Secrets
 from .calls import CallLinks, CallManager, CallService, Participants
 from .door import DebouncedInput, Door, Lights, Relay
-from .errors import PanelError
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
 from .platform import (
+    Background,
     BaseComponent,
     ButtonConfig,
     Clock,
@@ -79,6 +79,7 @@ class Panel:
         self.simulated = simulate
         self.clock: Clock = clock or LoopClock()
         self.notifier = notifier or Notifier()
+        self._background = Background("panel")  # unlocks started by the exit button's pin callback
         self.supervisor = Supervisor(self.clock)
         self.lifecycle = Lifecycle()
         self.started_mono = time.monotonic()
@@ -102,7 +103,6 @@ class Panel:
         self.mqtt: MqttLink | None = None
         self.media: MediaService | None = None
         self.visitor: VisitorMedia | None = None
-        self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped = False
         self._core_built = False
         self.storage_lock: Any = None  # held for the daemon's life (see serve)
@@ -351,7 +351,7 @@ class Panel:
         if self.hw.exit_button is not None and self.cfg.door.exit_button is not None:
             def exit_changed(active: bool) -> None:
                 if active:
-                    self._spawn(self.door.exit_pressed(), "exit button")
+                    self._background.spawn(self.door.exit_pressed(), "exit button unlock")
             self.inputs["exit_button"] = DebouncedInput("exit_button", self.hw.exit_button, self.cfg.door.exit_button,
                                                         self.clock, loop, exit_changed, stuck("exit_button"))
         if self.hw.tamper is not None and self.cfg.tamper is not None:
@@ -360,18 +360,6 @@ class Panel:
             self.inputs["tamper"] = tamper
             if tamper.active:  # tampered while we were down: that is news
                 self.door.tamper_changed(True)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
-        """A short task started by an input; kept referenced until done and its failure logged, never lost."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Future[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), PanelError):
-                log.error("%s failed", what, exc_info=t.exception())
-
-        task.add_done_callback(done)
 
     def on_button(self, button_id: str) -> None:
         # Tamper does not matter here: visitors can always ring; only remote unlocks are blocked.

@@ -20,15 +20,23 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .errors import ConfigError
-from .platform import Config, declared_apply, parse_config
-from .platform import _config as config_mod
+from .platform import (
+    BOARD_TO_BCM,
+    BOOT_PULLED_UP,
+    FIXED_PULLUP_PINS,
+    RESERVED_PINS,
+    SLUG_PATTERN,
+    Config,
+    declared_apply,
+    parse_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED_NOTE = "Generated from {source} by `scripts/gen-docs`; do not edit by hand."
@@ -48,7 +56,7 @@ def _strip(annotation: Any) -> tuple[Any, bool]:
         if len(args) == 1:
             inner, inner_opt = _strip(args[0])
             return inner, optional or inner_opt
-        return typing.Union[tuple(args)], optional
+        return typing.Union[tuple(args)], optional  # noqa: UP007 - built from a runtime tuple; no | spelling
     return annotation, False
 
 
@@ -196,7 +204,7 @@ def _config_allowed(name: str, field: FieldInfo) -> str:
         parts.append(f"at most {_num(hi)}{suffix}")
     elif unit:
         parts.append(unit)
-    if b.get("pattern") == config_mod._SLUG:
+    if b.get("pattern") == SLUG_PATTERN:
         parts.append("lower-case letters, digits, `-`, `_`; 1 to 64, starting with a letter or digit")
     elif "pattern" in b:
         parts.append(f"matches `{b['pattern']}`")
@@ -251,9 +259,9 @@ ALT_FUNCTIONS = {
 
 
 def _pin_section() -> list[str]:
-    reserved = ", ".join(f"GPIO{p} ({what})" for p, what in sorted(config_mod.RESERVED_PINS.items()))
-    fixed = ", ".join(f"GPIO{p}" for p in sorted(config_mod.FIXED_PULLUP_PINS))
-    up = sorted(config_mod.BOOT_PULLED_UP)
+    reserved = ", ".join(f"GPIO{p} ({what})" for p, what in sorted(RESERVED_PINS.items()))
+    fixed = ", ".join(f"GPIO{p}" for p in sorted(FIXED_PULLUP_PINS))
+    up = sorted(BOOT_PULLED_UP)
     lines = [
         '<a id="pins"></a>',
         "## Pins",
@@ -273,12 +281,12 @@ def _pin_section() -> list[str]:
         "| header pin | BCM | at power-on | relay active-high | relay active-low | also used by |",
         "|---|---|---|---|---|---|",
     ]
-    for board, bcm in sorted(config_mod.BOARD_TO_BCM.items()):
-        if bcm in config_mod.RESERVED_PINS:
+    for board, bcm in sorted(BOARD_TO_BCM.items()):
+        if bcm in RESERVED_PINS:
             pull, high, low = "HAT EEPROM", "reserved", "reserved"
-        elif bcm in config_mod.FIXED_PULLUP_PINS:
+        elif bcm in FIXED_PULLUP_PINS:
             pull, high, low = "fixed 1.8 kΩ pull-up", "no", "no"
-        elif bcm in config_mod.BOOT_PULLED_UP:
+        elif bcm in BOOT_PULLED_UP:
             pull, high, low = "pulled up", "needs external pull-down", "yes"
         else:
             pull, high, low = "pulled down", "yes", "needs external pull-up"
@@ -460,7 +468,7 @@ def _example_value(name: str, field: FieldInfo | None, tp_raw: Any) -> Any:
         return EXAMPLE_TIME
     if (name == "who" or name.endswith("_by")) and str in _flat(tp_raw):
         return "resident-17"
-    tp, optional = _strip(tp_raw)
+    tp, _ = _strip(tp_raw)
     item = _list_item(tp)
     if typing.get_origin(tp) is Literal:
         return typing.get_args(tp)[0]
@@ -501,7 +509,7 @@ def example_data(model: type[BaseModel]) -> dict[str, Any]:
     """
     extra = model.model_config.get("json_schema_extra")
     if isinstance(extra, dict) and extra.get("examples"):
-        data = extra["examples"][0]
+        data = cast(list[Any], extra["examples"])[0]
     else:
         data = {name: _example_value(name, field, field.annotation) for name, field in model.model_fields.items()}
     return model.model_validate(data).model_dump(mode="json")
@@ -519,8 +527,8 @@ def render_events() -> str:
         "on it, then delivered to the backend from the outbox and published to in-process subscribers. "
         "Each stored event has a stable `id` (UUID, the de-duplication key), its `type`, the wall-clock "
         "`time` it was recorded, and the `data` described here. Every field is present in `data` (`null` "
-        "when it does not apply), and `data` also carries `panel: {id, name}`, added by the journal. How events travel: [webhooks.md](webhooks.md), "
-        "[mqtt.md](mqtt.md).",
+        "when it does not apply), and `data` also carries `panel: {id, name}`, added by the journal. "
+        "How events travel: [webhooks.md](webhooks.md), [mqtt.md](mqtt.md).",
         "",
         "| type | description |",
         "|---|---|",
@@ -577,7 +585,7 @@ def toml_sections(text: str) -> list[tuple[str, str]]:
             lead: list[str] = []
             while prev and prev[-1].startswith("#"):
                 lead.insert(0, prev.pop())
-            blocks.append((m.group(1), lead + [line]))
+            blocks.append((m.group(1), [*lead, line]))
         else:
             blocks[-1][1].append(line)
     return [(key, "\n".join(lines).strip("\n")) for key, lines in blocks if "\n".join(lines).strip()]

@@ -17,10 +17,14 @@ FLAGS = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-str
          "--autoplay-policy=no-user-gesture-required"]
 
 
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
+def _require_chromium() -> None:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium (apt-get install chromium)")
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    _require_chromium()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:

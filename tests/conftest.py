@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,3 +15,10 @@ def panel_proc(tmp_path: Path) -> Iterator[PanelProcess]:
     p = start_panel(tmp_path)
     yield p
     p.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """PANEL_TEST_REVERSE=1 runs the tests in reverse order (with -p no:randomly): the quickest way to
+    find a test that only passes because an earlier one set something up."""
+    if os.environ.get("PANEL_TEST_REVERSE") == "1":
+        items.reverse()

@@ -22,6 +22,8 @@ from panel.media.capture import DeviceCapture
 from panel.media.pattern import Stamp, read_frame_stamp
 from panel.media.tracks import MicrophoneTrack
 
+from .eventually import eventually
+
 
 @dataclass
 class Picture:
@@ -97,18 +99,12 @@ class Resident:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     async def wait_connected(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while self.pc.connectionState != "connected":
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not connected after {timeout} s: {self.pc.connectionState}")
-            await asyncio.sleep(0.02)
+        await eventually(lambda: self.pc.connectionState == "connected", timeout, "the peer connection connected",
+                         detail=lambda: self.pc.connectionState)
 
     async def wait_channel_open(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while self.channel is None or self.channel.readyState != "open":
-            if time.monotonic() > deadline:
-                raise AssertionError("data channel did not open")
-            await asyncio.sleep(0.02)
+        await eventually(lambda: self.channel is not None and self.channel.readyState == "open", timeout,
+                         "the data channel open")
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.channel is not None
@@ -129,7 +125,7 @@ class Resident:
             self._message_event.clear()
             try:
                 await asyncio.wait_for(self._message_event.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def renegotiate(self, *, video: str) -> None:
@@ -155,18 +151,12 @@ class Resident:
         return samples[-int(last_s * 48000):] if last_s else samples
 
     async def wait_pictures(self, n: int, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.counters()) < n:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.counters())} readable pictures after {timeout} s, wanted {n}")
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(self.counters()) >= n, timeout, f"{n} readable pictures",
+                         detail=lambda: f"{len(self.counters())} arrived")
 
     async def wait_audio(self, seconds: float, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received_audio()) < seconds * 48000:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.received_audio()) / 48000:.2f} s of audio after {timeout} s")
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(self.received_audio()) >= seconds * 48000, timeout, f"{seconds:g} s of audio",
+                         detail=lambda: f"{len(self.received_audio()) / 48000:.2f} s arrived")
 
     async def close(self) -> None:
         self.mic_track.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from panel.media.audio import RecordingSink
 from panel.media.service import MediaService
 from panel.platform import parse_config
 
+from .eventually import eventually
 from .support import config_dict
 
 INSTALLER = "installer-token-0123456789"
@@ -45,7 +45,7 @@ def media_config(**overrides: Any) -> dict[str, Any]:
     return media
 
 
-async def start_panel_inprocess(tmp_path: Path, media: dict[str, Any] | None | str = "default",
+async def start_panel_inprocess(tmp_path: Path, media: dict[str, Any] | str | None = "default",
                                 simulate: bool = True, **sections: Any) -> Panel:
     """``media``: the [media] section, "default" for ``media_config()``, None for no media at all;
     ``sections`` replace (or, given None, remove) other sections of the base test config."""
@@ -80,17 +80,6 @@ async def ring(panel: Panel, button: str = "b303") -> str:
     return press.call.guid
 
 
-async def eventually(check: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await asyncio.sleep(0.02)
-
-
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -109,19 +98,21 @@ async def assert_no_leaks(before: Resources, panel: Panel, timeout: float = 5.0)
     """Every task, socket and track a session made is gone again (aiortc finishes some teardown in
     background tasks, so give it a moment)."""
     media = media_of(panel)
-    deadline = time.monotonic() + timeout
-    while True:
-        now = Resources.now()
-        live_tracks = media.sessions.live_tracks.live()
+
+    def streaming() -> bool:
         video = media.hub.video
-        streaming = video is not None and (video.viewers or video.capture.running)
-        if (now.tasks <= before.tasks and now.fds <= before.fds and not live_tracks and not streaming
-                and not media.sessions.sessions and not media.hub.mixer.inputs):
-            return
-        if time.monotonic() > deadline:
-            names = sorted(t.get_name() + ":" + getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks())
-            raise AssertionError(
-                f"leak: tasks {before.tasks} -> {now.tasks}, fds {before.fds} -> {now.fds}, live tracks {live_tracks}, "
-                f"camera streaming {streaming}, sessions {list(media.sessions.sessions)}, mixer inputs "
-                f"{list(media.hub.mixer.inputs)}; tasks now: {names}")
-        await asyncio.sleep(0.05)
+        return video is not None and bool(video.viewers or video.capture.running)
+
+    def clean() -> bool:
+        now = Resources.now()
+        return (now.tasks <= before.tasks and now.fds <= before.fds and not media.sessions.live_tracks.live()
+                and not streaming() and not media.sessions.sessions and not media.hub.mixer.inputs)
+
+    def leaks() -> str:
+        now = Resources.now()
+        names = sorted(t.get_name() + ":" + getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks())
+        return (f"tasks {before.tasks} -> {now.tasks}, fds {before.fds} -> {now.fds}, live tracks "
+                f"{media.sessions.live_tracks.live()}, camera streaming {streaming()}, sessions "
+                f"{list(media.sessions.sessions)}, mixer inputs {list(media.hub.mixer.inputs)}; tasks now: {names}")
+
+    await eventually(clean, timeout, "no leaks", interval=0.05, detail=leaks)

@@ -28,7 +28,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from .eventually import eventually_sync
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
@@ -81,7 +82,7 @@ class TestCA:
     def __init__(self, directory: Path, name: str = "Panel test CA") -> None:
         self.dir = directory
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name)).issuer_name(_name(name))
@@ -98,7 +99,7 @@ class TestCA:
 
     def issue(self, cn: str, *, server: bool) -> KeyPair:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn)).issuer_name(self.cert.subject)
@@ -225,17 +226,21 @@ class Broker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")],
                                      stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "ab"))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}\n"
+        proc = self.proc
+
+        def running() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {proc.returncode}:\n{self.log()}\n"
                                    f"{(self.dir / 'stderr.log').read_text(errors='replace')}")
             text = self.log_path.read_text(errors="replace")[offset:] if self.log_path.exists() else ""
-            if "running" in text and self._accepting(self.port) and self._accepting(self.cert_port):
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not start within {timeout} s:\n{self.log()}")
+            return "running" in text and self._accepting(self.port) and self._accepting(self.cert_port)
+
+        try:
+            eventually_sync(running, timeout, "mosquitto running", interval=0.02, detail=self.log)
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     @staticmethod
     def _accepting(port: int) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import tomli_w
 
+from .eventually import eventually_sync
+
 ROOT = Path(__file__).resolve().parent.parent
 
 BASE_CONFIG: dict[str, Any] = {
@@ -88,18 +90,16 @@ class PanelProcess:
         return self
 
     def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def up() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"panel exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
-                    return
+                return httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"panel did not come up within {timeout} s:\n{self.log()}")
+                return False
+
+        eventually_sync(up, timeout, "the panel up", interval=0.05, detail=self.log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -198,7 +198,7 @@ async def test_every_local_only_key_is_refused_and_nothing_changes(rig: Rig, key
     assert (panel.cfg, panel.door.cfg, panel.door.relays["main"].cfg, panel.calls.cfg, panel.journal.panel,
             dict(panel.lights._by_role)) == held
     assert all(a is b for a, b in zip(held[:5], (panel.cfg, panel.door.cfg, panel.door.relays["main"].cfg,
-                                                  panel.calls.cfg, panel.journal.panel)))
+                                                  panel.calls.cfg, panel.journal.panel), strict=True))
 
 
 # The attacks that worked through the old route, with values that would otherwise be valid.

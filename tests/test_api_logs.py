@@ -85,7 +85,7 @@ async def test_long_poll_wakes_on_the_next_event(rig: Rig) -> None:
         assert r["events"] == []
         waiting = asyncio.create_task(c.get("/api/v1/events", headers=installer,
                                             params={"after": "now", "wait_s": 20, "type": "door.*"}))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a window in which nothing may happen
         assert not waiting.done()
         await _release(rig)
         got = (await asyncio.wait_for(waiting, 10)).json()

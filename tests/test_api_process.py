@@ -13,7 +13,6 @@ import ssl
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from panel.errors import ConfigError
 from panel.platform import parse_config
 
+from .eventually import eventually_sync
 from .support import BASE_CONFIG, ROOT, PanelProcess, free_port, write_config
 
 pytestmark = pytest.mark.slow
@@ -46,20 +46,19 @@ class HttpsPanel(PanelProcess):
         return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=str(self.cert)), timeout=20)
 
     def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def up() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"panel exited with {self.proc.returncode}:\n{self.log()}")
-            if self.cert.exists():
-                try:
-                    with self.client() as c:
-                        if c.get("/api/v1/health").status_code == 200:
-                            return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.05)
-        raise AssertionError(f"panel did not come up within {timeout} s:\n{self.log()}")
+            if not self.cert.exists():
+                return False
+            try:
+                with self.client() as c:
+                    return c.get("/api/v1/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        eventually_sync(up, timeout, "the panel up", interval=0.05, detail=self.log)
 
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -120,8 +119,8 @@ def test_https_credentials_selftest_and_factory_reset(tmp_path: Path) -> None:
             secrets.append(new)
             done = _cli("credentials", "set", "--config", str(path), "--password-stdin", stdin=new + "\n")
             assert done.returncode == 0, done.stderr
-            time.sleep(1.1)
-            assert c.get("/api/v1/auth/me", headers=auth).status_code == 401
+            # the panel re-reads the credential file's generation at most once a second
+            eventually_sync(lambda: c.get("/api/v1/auth/me", headers=auth).status_code == 401, 5, "the session ended")
             assert c.post("/api/v1/auth/login", json={"password": password}).status_code == 401
             assert c.post("/api/v1/auth/login", json={"password": new}).status_code == 200
             fingerprint = info["tls"]["fingerprint_sha256"]
@@ -165,18 +164,21 @@ def test_https_credentials_selftest_and_factory_reset(tmp_path: Path) -> None:
 
 
 def test_the_generated_password_is_shown_on_a_terminal_only(tmp_path: Path) -> None:
-    path, port = _config(tmp_path)
+    path, _ = _config(tmp_path)
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "panel", "run", "--config", str(path), "--simulate"],
                             stdout=slave, stderr=slave, stdin=subprocess.DEVNULL, cwd=ROOT)
     os.close(slave)
     seen = b""
     try:
-        deadline = time.monotonic() + 20
-        while b"Installer password for this panel:" not in seen or b"panel running" not in seen:
-            assert time.monotonic() < deadline, seen.decode(errors="replace")
-            if select.select([master], [], [], 0.2)[0]:
+        def shown() -> bool:
+            nonlocal seen
+            if select.select([master], [], [], 0.2)[0]:  # blocks up to 0.2 s for the next output
                 seen += os.read(master, 65536)
+            return b"Installer password for this panel:" in seen and b"panel running" in seen
+
+        eventually_sync(shown, 20, "the password and 'panel running' on the terminal", interval=0,
+                        detail=lambda: seen.decode(errors="replace"))
     finally:
         proc.terminate()
         proc.wait(10)

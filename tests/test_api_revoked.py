@@ -54,7 +54,8 @@ async def test_a_revoked_credential_gets_token_revoked_on_every_route(panel: Pan
             issued[role] = r.json()
             assert (await c.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {r.json()['token']}"})
                     ).status_code == 200
-            assert (await c.delete(f"/api/v1/auth/tokens/{r.json()['credential']['token_id']}", headers=installer)).status_code == 200
+            token_id = r.json()["credential"]["token_id"]
+            assert (await c.delete(f"/api/v1/auth/tokens/{token_id}", headers=installer)).status_code == 200
 
         guarded: list[str] = []
         public: list[str] = []

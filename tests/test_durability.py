@@ -15,10 +15,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
 
+from .eventually import eventually_sync
 from .support import PanelProcess, start_panel
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -41,7 +43,7 @@ class Acks:
 class Writers:
     """Client threads driving writes through the simulation API until told to stop."""
 
-    SCRIPTS: dict[str, list[str]] = {
+    SCRIPTS: ClassVar[dict[str, list[str]]] = {
         "exit": ["/api/v1/sim/exit"],  # door.unlocked + access_log row in one transaction
         "buttons": ["/api/v1/sim/buttons/b303/press", "/api/v1/sim/buttons/b303/release",
                     "/api/v1/sim/buttons/b304/press", "/api/v1/sim/buttons/b304/release"],
@@ -130,10 +132,9 @@ def test_every_acknowledged_record_survives_sigkill(tmp_path: Path) -> None:
                 # Writes are flowing once the first one of this round is acknowledged; kill at a
                 # random instant after that.
                 ok_before = acks.requests_ok
-                deadline = time.monotonic() + 10
-                while acks.requests_ok == ok_before and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                time.sleep(rng.uniform(0, 0.3))
+                eventually_sync(lambda ok_before=ok_before: acks.requests_ok != ok_before, 10, "a write acknowledged",
+                                interval=0.005)
+                time.sleep(rng.uniform(0, 0.3))  # the stimulus: a random instant for the kill
                 panel.kill()
             kills += 1
             assert not acks.unexpected, acks.unexpected

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,9 +24,9 @@ from panel.media.audio import (
 from panel.media.tones import TonePlayer, render, to_int16, tones_from_config
 from panel.platform import EventRow, TonesConfig
 
+from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import (
-    eventually,
     media_config,
     media_of,
     ring,
@@ -51,7 +52,7 @@ def level_at(samples: np.ndarray, hz: float, width: float = 15.0) -> float:
 
 
 def present(samples: np.ndarray, hz: float) -> bool:
-    return level_at(samples, hz) > 0.2
+    return len(samples) >= RATE // 10 and level_at(samples, hz) > 0.2  # a tenth of a second resolves the band
 
 
 # -- the tones themselves -----------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def test_tones_are_generated_with_the_documented_shapes() -> None:
         t = 0
         out = []
         for seg in tones[name].segments:
-            n = int(round(seg.seconds * RATE))
+            n = round(seg.seconds * RATE)
             if seg.hz is not None:
                 out.append(dominant_frequency(samples[t:t + n]))
             t += n
@@ -99,7 +100,7 @@ async def test_mixer_sums_tone_and_voice_without_wrapping() -> None:
         for i in range(0, len(loud), BLOCK * 5):
             a.write(loud[i:i + BLOCK * 5])
             b.write(loud[i:i + BLOCK * 5])
-            await asyncio.sleep(0.09)
+            await asyncio.sleep(0.09)  # the stimulus: audio arriving in real time, 5 blocks at a time
         await eventually(lambda: sink.written >= BLOCK * 15, what="mixed audio")
     finally:
         await mixer.close()
@@ -157,24 +158,23 @@ async def test_visitor_hears_ringback_then_answer_and_door_mixed_with_the_reside
         sink = speaker(panel)
         sink.clear()
         guid = await ring(panel)
-        await asyncio.sleep(0.7)
-        ringing = sink.samples(0.4)
-        assert dominant_frequency(ringing) == pytest.approx(425, abs=5), "ringback while ringing"
+        await eventually(lambda: abs(dominant_frequency(sink.samples(0.4)) - 425) <= 5, 3, "ringback while ringing")
 
         media = media_of(panel)
         await join(panel, resident, media.issue_call_token(guid, "alice"))
-        await asyncio.sleep(0.35)
-        answered = sink.samples(0.35)
-        assert present(answered, 880) or present(answered, 1320), "the rising answered tone after the answer"
-        assert not present(answered, 425), "ringback stopped at the answer"
+
+        def answered() -> bool:
+            s = sink.samples(0.35)
+            return (present(s, 880) or present(s, 1320)) and not present(s, 425)
+
+        await eventually(answered, 3, "the rising answered tone after the answer, ringback stopped")
 
         await eventually(lambda: panel.calls.current is not None and panel.calls.current.state == "connected",
                          what="call connected")
         await eventually(lambda: present(sink.samples(0.3), RESIDENT_TONE), what="the resident's voice on the speaker")
         await panel.door.unlock(cause="call", actor="alice", method="data_channel", call_guid=guid)
-        await asyncio.sleep(0.25)
+        await eventually(lambda: present(sink.samples(0.25), 1760), 3, "door beeps")
         both = sink.samples(0.25)
-        assert present(both, 1760), "door beeps"
         assert present(both, RESIDENT_TONE), "the resident's voice at the same time"
         assert np.abs(both.astype(np.int32)).max() <= 32767
     finally:
@@ -187,14 +187,16 @@ async def test_a_declined_call_plays_the_falling_tone(tmp_path: Path) -> None:
     try:
         sink = speaker(panel)
         guid = await ring(panel)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: present(sink.samples(0.25), 425), 3, "ringback")
         await panel.calls.decline(guid, "alice")
         await panel.journal.flush()
-        await asyncio.sleep(0.3)
-        first = sink.samples(0.25)
-        assert present(first, 880) and not present(first, 425), "the unanswered tone starts high, ringback is gone"
-        await asyncio.sleep(0.75)
-        assert present(sink.samples(0.3), 440), "and ends low"
+
+        def falling_starts() -> bool:
+            s = sink.samples(0.25)
+            return present(s, 880) and not present(s, 425)
+
+        await eventually(falling_starts, 3, "the unanswered tone starting high, ringback gone")
+        await eventually(lambda: present(sink.samples(0.3), 440), 3, "the unanswered tone ending low")
         await eventually(lambda: not any(n.startswith("tones:") for n in media_of(panel).hub.mixer.inputs),
                          what="the tone ends and leaves the mixer")
     finally:
@@ -206,10 +208,23 @@ async def test_a_declined_call_plays_the_falling_tone(tmp_path: Path) -> None:
 CALL_LIGHT, STATUS_LIGHT, DOOR_LIGHT = 21, 16, 20
 
 
+_still: dict[int, tuple[int, float]] = {}
+
+
+def dark_and_still(pin: Any, quiet_s: float = 0.35) -> bool:
+    """The pin is low and has not changed for ``quiet_s`` (polled: a blink ends in gpiozero's thread)."""
+    changes, now = len(pin.states), time.monotonic()
+    seen, since = _still.get(id(pin), (-1, now))
+    if changes != seen:
+        _still[id(pin)] = (changes, now)
+        return False
+    return bool(pin.state == 0 and now - since >= quiet_s)
+
+
 def intervals(pin: object, seconds: float) -> list[float]:
     """Times between the pin's changes over the last ``seconds`` (real time: gpiozero blinks in a thread)."""
     pin.clear_states()  # type: ignore[attr-defined]
-    time.sleep(seconds)
+    time.sleep(seconds)  # the observation window, not a wait for something
     return [s.timestamp for s in pin.states[1:]]  # type: ignore[attr-defined]
 
 
@@ -254,7 +269,7 @@ async def test_lights_follow_call_states(tmp_path: Path) -> None:
         await rig.settle()
         flash = await asyncio.to_thread(intervals, call_pin, 1.0)
         assert len(flash) >= 5 and all(t < 0.3 for t in flash), f"quick flashes when nobody answers: {flash}"
-        await asyncio.sleep(2.3)
-        assert call_pin.state == 0 and await asyncio.to_thread(intervals, call_pin, 0.3) == [], "then dark"
+        await eventually(lambda: dark_and_still(call_pin), 5, "the call light dark after the flashes")
+        assert await asyncio.to_thread(intervals, call_pin, 0.3) == [], "and staying dark"
     finally:
         await rig.close()

@@ -53,7 +53,7 @@ async def test_a_glitch_shorter_than_debounce_is_ignored() -> None:
 
 
 async def test_zero_debounce_is_immediate() -> None:
-    inp, pin, clock, seen = await make(debounce_ms=0)
+    _, pin, _, seen = await make(debounce_ms=0)
     pin.drive_low()
     await hop()
     assert seen == [("change", True)]

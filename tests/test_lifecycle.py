@@ -130,7 +130,7 @@ async def test_routes_store_nothing_on_the_panel(tmp_path: Path) -> None:
         await panel.stop("test over")
     assert set(vars(panel)) == declared, set(vars(panel)) ^ declared
     assert not [k for k in vars(panel) if k.startswith("_") and k not in
-                {"_tasks", "_stopped", "_core_built"}], "a private attribute was stored on the panel"
+                {"_background", "_stopped", "_core_built"}], "a private attribute was stored on the panel"
 
 
 def test_panel_declares_its_components_as_typed_attributes() -> None:

@@ -17,11 +17,11 @@ from panel.calls import CallLinks
 from panel.daemon import Panel
 from panel.media.audio import dominant_frequency
 
+from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import (
     INSTALLER,
     api,
-    eventually,
     media_of,
     ring,
     speaker,
@@ -99,7 +99,7 @@ async def test_a_link_previews_joins_talks_and_leaves(panel: Panel) -> None:
         # A long-poll for the list answers as soon as the guest joins.
         waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version={sub['version']}&wait_s=10",
                                               headers=bearer(sub["subscription"])))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a window in which nothing may happen
         assert not waiting.done()
         guest = Resident(tone_hz=1000.0)
         sink = speaker(panel)
@@ -154,7 +154,7 @@ async def test_revoked_expired_forged_and_full_links_are_refused(panel: Panel) -
             waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version="
                                                   f"{CallLinks.for_panel(panel).participants.version}&wait_s=10",
                                                   headers=bearer(first["subscription"])))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the stimulus: the long-poll is waiting before the change
 
             # Revoking takes effect at once: the open preview, the joined guest and the link itself.
             r = await c.delete(f"/api/v1/calls/{guid}/links/{link['info']['id']}", headers=bearer(alice))
@@ -206,7 +206,7 @@ async def test_the_end_of_the_call_empties_the_list_and_closes_every_link(panel:
             version = CallLinks.for_panel(panel).participants.version
             waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version={version}&wait_s=10",
                                                   headers=bearer(sub["subscription"])))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the stimulus: the long-poll is waiting before the change
             await panel.calls.end(guid, "alice")
             r = await waiting
             assert r.status_code == 200 and r.json()["ended"] is True and r.json()["participants"] == []

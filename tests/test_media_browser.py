@@ -14,7 +14,10 @@ import pytest
 from panel.daemon import Panel
 
 from .browser import chromium
-from .media_rig import eventually, media_of, ring, speaker, start_panel_inprocess
+from .eventually import eventually
+from .media_rig import media_of, ring, speaker, start_panel_inprocess
+
+pytestmark = pytest.mark.browser
 
 RENDERED = """() => {
   const v = document.querySelector('video');
@@ -44,16 +47,7 @@ async def wait_rendered(page: Any, frames: int, timeout: float = 15.0) -> dict[s
             raise AssertionError(f"player failed: {r['error']}")
         return r if r and r["width"] > 0 and r["frames"] >= frames else None
 
-    import asyncio
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await check()
-        if r:
-            return r
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {frames} frames rendered within {timeout} s: {await page.evaluate(RENDERED)}")
-        await asyncio.sleep(0.1)
+    return await eventually(check, timeout, f"{frames} frames rendered", interval=0.1)
 
 
 def loud(samples: np.ndarray) -> bool:

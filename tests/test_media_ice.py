@@ -38,8 +38,9 @@ from panel.media.errors import SessionRefused
 from panel.media.ice import IceMonitor, parse_target, probe
 from panel.media.service import MediaService
 
+from .eventually import eventually, eventually_sync
 from .media_resident import Resident
-from .media_rig import eventually, media_config, media_of, start_panel_inprocess
+from .media_rig import media_config, media_of, start_panel_inprocess
 
 BUDGET_S = 0.4
 PROBE_TIMEOUT_S = 0.4
@@ -263,7 +264,7 @@ def self_signed(directory: Path, ip: str) -> tuple[Path, Path]:
     """A certificate for the LAN address (turns: to an IP is checked against an IP SAN)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "panel test TURN")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -297,17 +298,21 @@ def coturn(tmp_path: Path) -> Iterator[Coturn]:
          "--no-rfc5780", "--no-software-attribute", "--log-file=stdout", "--simple-log",
          f"--pidfile={tmp_path / 'turnserver.pid'}"],
         stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:  # ready when both listeners accept TCP
+    def accepting() -> bool:  # ready when both listeners accept TCP
+        if proc.poll() is not None:
+            raise AssertionError("turnserver exited")
         try:
             for listening in (port, tls_port):
                 socket.create_connection((host, listening), timeout=0.2).close()
-            break
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"turnserver did not start: {(tmp_path / 'turnserver.log').read_text()[-2000:]}")
-            time.sleep(0.05)
+            return False
+        return True
+
+    try:
+        eventually_sync(accepting, 10, "turnserver listening", interval=0.05)
+    except AssertionError:
+        proc.kill()
+        pytest.fail(f"turnserver did not start: {(tmp_path / 'turnserver.log').read_text()[-2000:]}")
     yield Coturn(host, port, user, password, proc, tls_port, cert)
     proc.terminate()
     try:

@@ -17,12 +17,12 @@ from panel.media.audio import dominant_frequency
 from panel.media.errors import SessionRefused, TokenRefused
 from panel.media.sessions import Session
 
+from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import (
     Resources,
     api,
     assert_no_leaks,
-    eventually,
     media_config,
     media_of,
     ring,
@@ -106,7 +106,7 @@ async def test_mute_from_either_side_is_applied_and_reported(panel: Panel) -> No
     state = await resident.wait_message(lambda m: m["type"] == "state" and m["muted"]["panel"]["video"])
     assert state["session"] == session.id
     count = len(resident.pictures)
-    await asyncio.sleep(0.8)
+    await asyncio.sleep(0.8)  # a window in which no picture may come
     assert len(resident.pictures) - count <= 2, "pictures kept coming with the camera muted"
     resident.send({"type": "mute", "kind": "video", "muted": False, "target": "panel"})
     await resident.wait_pictures(len(resident.counters()) + 5)
@@ -114,11 +114,9 @@ async def test_mute_from_either_side_is_applied_and_reported(panel: Panel) -> No
     # The panel mutes its microphone (e.g. a backend command): the resident hears silence.
     session.set_mute("audio", True)
     await resident.wait_message(lambda m: m["type"] == "state" and m["muted"]["panel"]["audio"])
-    await asyncio.sleep(0.6)
-    assert rms(resident.received_audio(0.3)) < 50
+    await eventually(lambda: rms(resident.received_audio(0.3)) < 50, 3, "silence at the resident")
     session.set_mute("audio", False)
-    await asyncio.sleep(0.6)
-    assert rms(resident.received_audio(0.3)) > 1000
+    await eventually(lambda: rms(resident.received_audio(0.3)) > 1000, 3, "the panel's microphone again")
 
     # The resident reports its own microphone muted: kept and reported back.
     resident.send({"type": "mute", "kind": "audio", "muted": True})
@@ -240,7 +238,7 @@ async def test_audio_only_start_then_video_and_back_with_renegotiation(panel: Pa
     await eventually(lambda: not session.video_on, what="video off")
     count = len(resident.pictures)
     await resident.renegotiate(video="inactive")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a window in which no picture may come
     assert len(resident.pictures) - count <= 2
     await eventually(lambda: media.hub.video.viewers == 0, what="the camera stream released")
 
@@ -399,7 +397,6 @@ async def test_viewers_share_one_encode(panel: Panel) -> None:
         await join(panel, v, "installer-token-0123456789")
         await v.wait_pictures(3)
         assert stream.viewers == i + 1
-    await asyncio.sleep(1.0)
     for v in viewers:
         await v.wait_pictures(15)
     # One encode per captured picture, however many viewers: never one per viewer.
@@ -470,3 +467,37 @@ def test_nothing_outside_the_media_package_reaches_into_sessions() -> None:
                  if "media" not in path.relative_to(root).parts[:1]
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert offenders == [], f"use MediaService's public methods instead: {offenders}"
+
+async def test_stopping_media_waits_for_a_preempted_session_to_close(tmp_path: Path) -> None:
+    # A call preempting a live view closes the viewer in the background, after taking it out of
+    # ``sessions``: stopping media must still wait for that close (it was a task nobody held or awaited).
+    panel = await start_panel_inprocess(tmp_path, media_config(max_sessions=1))
+    try:
+        media = media_of(panel)
+        viewer = Resident(audio="recvonly", datachannel=False)
+        watching = await join(panel, viewer, "installer-token-0123456789")
+        # The viewer's close starts only once the answerer's session has closed, so it is the last
+        # thing still running when stopping gets to the sessions it knows
+        answering: list[Session] = []
+        answered = asyncio.Event()
+        close = watching.close
+
+        async def close_after_the_answerer(reason: str, *, notify: bool = True) -> None:
+            await answered.wait()
+            await answering[0].closed.wait()
+            await close(reason, notify=notify)
+
+        watching.close = close_after_the_answerer  # type: ignore[method-assign]
+        guid = await ring(panel)
+        token, _ = media.tokens.issue("call", subject="alice", call_guid=guid)
+        resident = Resident()
+        answering.append(await join(panel, resident, token))
+        answered.set()
+        assert watching.id not in media.sessions.sessions and watching.state != "closed"
+        await media.sessions.close()
+        assert watching.state == "closed"
+        assert ("preempted_by_call" in dict(media.sessions.ended).values())
+        await viewer.close()
+        await resident.close()
+    finally:
+        await panel.stop("test over")

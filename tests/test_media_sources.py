@@ -27,10 +27,10 @@ from panel.media.tokens import TokenStore
 from panel.media.tracks import PacketVideoTrack
 from panel.platform import parse_config
 
+from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import (
     INSTALLER,
-    eventually,
     media_config,
     media_of,
     ring,
@@ -249,7 +249,7 @@ def test_tokens_expire_and_revoke_with_precise_reasons() -> None:
         store.verify(token)
     assert e.value.code == "token_expired"
     other, g2 = store.issue("call", subject="bob", call_guid="g1")
-    monitor, g3 = store.issue("monitor", subject="bob")
+    _, g3 = store.issue("monitor", subject="bob")
     assert [g.token_id for g in store.revoke_call("g1")] == [grant.token_id, g2.token_id]
     assert ended == [grant.token_id, g2.token_id]
     with pytest.raises(TokenRefused, match="its call ended"):
@@ -283,7 +283,7 @@ def test_media_config_errors_name_the_key() -> None:
     assert "media.video.width: 321 is not allowed; expected an even number of pixels" in text
     assert "media.video.source: \"usb\" is not allowed" in text
     assert "media.ice_servers[0].urls[1]" in text and "STUN/TURN URL" in text
-    with pytest.raises(ConfigError, match="media.video.file: is required when media.video.source is"):
+    with pytest.raises(ConfigError, match=r"media\.video\.file: is required when media\.video\.source is"):
         parse_config(config_dict(media={"video": {"source": "h264_file"}}))
 
 

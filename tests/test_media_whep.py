@@ -15,13 +15,13 @@ from aiortc import RTCRtpReceiver
 
 from panel.daemon import Panel
 
+from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import (
     INSTALLER,
     Resources,
     api,
     assert_no_leaks,
-    eventually,
     media_config,
     media_of,
     ring,
@@ -101,7 +101,7 @@ async def test_whep_refusals_are_specific_and_change_nothing(panel: Panel) -> No
         assert r.status_code == 401 and r.json()["code"] == "invalid_token"
         guid = await ring(panel)
         expired, _ = media.tokens.issue("call", subject="alice", call_guid=guid, ttl_s=0.05)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the token's lifetime running out is the condition
         r = await c.post(WHEP, content=offer, headers=sdp_headers(expired))
         assert r.status_code == 401 and r.json()["code"] == "token_expired"
         revoked, grant = media.tokens.issue("call", subject="alice", call_guid=guid)

@@ -19,10 +19,10 @@ from panel.media.mjpeg import BOUNDARY, MjpegStreamer
 from panel.media.pattern import read_frame_stamp
 
 from .browser import chromium
+from .eventually import eventually
 from .media_rig import (
     INSTALLER,
     api,
-    eventually,
     media_config,
     media_of,
     ring,
@@ -185,7 +185,7 @@ async def test_slow_client_skips_pictures_without_holding_up_the_others(panel: P
     async def send(message: dict[str, object]) -> None:
         if message["type"] == "http.response.body":
             bodies.append(message["body"])  # type: ignore[arg-type]
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # the stimulus: a slow client
 
     response = asyncio.ensure_future(s.response(slow)({"type": "http"}, receive, send))
     async with api(panel) as client:
@@ -235,6 +235,7 @@ async def test_too_many_viewers_are_refused_with_a_reason(tmp_path: Path) -> Non
         await panel.stop("test over")
 
 
+@pytest.mark.browser
 async def test_a_web_view_with_http_authentication_shows_the_stream(panel: Panel) -> None:
     """Headless Chromium as the resident's web view: given the URL and a user name and password (the
     call's credential), it answers the Basic challenge itself and keeps showing the stream."""
@@ -247,19 +248,19 @@ async def test_a_web_view_with_http_authentication_shows_the_stream(panel: Panel
         context = await browser.new_context(http_credentials={"username": "alice", "password": token})
         page = await context.new_page()
         await page.goto(url, wait_until="commit")
-        size = None
-        for _ in range(100):
-            size = await page.evaluate("() => document.images.length ? [document.images[0].naturalWidth, "
-                                       "document.images[0].naturalHeight] : null")
-            if size and size[0]:
-                break
-            await asyncio.sleep(0.05)
+        size = await eventually(lambda: page.evaluate("() => document.images.length && document.images[0].naturalWidth"
+                                                      " ? [document.images[0].naturalWidth, "
+                                                      "document.images[0].naturalHeight] : null"), 5,
+                                "a picture in the browser", interval=0.05)
         assert size == [320, 240], f"the browser shows the JPEG pictures: {size}"
         await eventually(lambda: s.viewers and s.viewers[0].sent >= 8, what="the browser keeps taking pictures")
         assert s.viewers[0].who == "alice"
         first = await page.screenshot()
-        await asyncio.sleep(0.5)
-        assert await page.screenshot() != first, "the picture moves"
+
+        async def moved() -> bool:
+            return await page.screenshot() != first
+
+        await eventually(moved, 5, "the picture moving", interval=0.1)
         denied = await (await browser.new_context()).new_page()
         statuses: list[int] = []
         denied.on("response", lambda r: statuses.append(r.status))

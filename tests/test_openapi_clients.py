@@ -55,7 +55,7 @@ def _models(tp: Any) -> Iterator[type[BaseModel]]:
 def test_schema_names_are_unique() -> None:
     """Two models of one name become one schema: a generator then gives one route the other's body."""
     by_name: dict[str, set[type[BaseModel]]] = {}
-    for _, path, route in routes(create_app(None, simulated=True)):
+    for _, _path, route in routes(create_app(None, simulated=True)):
         if not isinstance(route, APIRoute):
             continue
         fields = [route.body_field, route.response_field] if route.body_field else [route.response_field]

@@ -27,6 +27,7 @@ from panel.events import (
 from panel.link import DISABLED_KEY, Outbox, Sender, heartbeat
 from panel.platform import EventRow, Journal, LoopClock, PanelInfo, Store
 
+from .eventually import eventually
 from .webhook_receiver import Rule, WebhookReceiver
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,14 +97,10 @@ class Rig:
             c.row_factory = sqlite3.Row
             return [dict(r) for r in c.execute("SELECT seq, id, type, key, delivered, data FROM events ORDER BY seq")]
 
-    async def until(self, cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                recs = self.receiver.snapshot()
-                raise AssertionError(f"timed out waiting for {what or cond}; receiver has {len(recs)} requests, "
-                                     f"outbox: {self.outbox.status()}")
-            await asyncio.sleep(0.01)
+    async def until(self, cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+        """``eventually``, showing the receiver's and the outbox's state when it times out."""
+        await eventually(cond, timeout, what, detail=lambda: f"receiver has {len(self.receiver.snapshot())} "
+                         f"requests, outbox: {self.outbox.status()}")
 
 
 @pytest.fixture
@@ -219,7 +216,7 @@ async def test_outage_modes_lose_nothing_and_duplicates_are_identical(rig: Rig, 
                      ("redirect", {}), ("error", {})]:
         receiver.set_mode(mode, **kw)
         await burst(6)
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.35)  # the stimulus: each failure mode lasts a while
     receiver.set_mode("ok")
     await rig.until(lambda: rig.outbox.backlog == 0, timeout=20, what="the backlog to drain")
 
@@ -284,14 +281,14 @@ async def test_gone_disables_until_the_url_changes(rig: Rig, receiver: WebhookRe
     for i in range(3):
         rig.journal.record(event_for(i, "call-1"), key="call-1")
     await rig.journal.flush()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a window in which nothing more may be delivered
     assert len(receiver.snapshot()) == 1
     await rig.stop()
 
     receiver.set_mode("ok")
     rig.open()
     await rig.start()  # same URL: stays disabled across a restart
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a window in which nothing may be delivered
     assert rig.outbox.disabled is not None and len(receiver.snapshot()) == 1
     assert rig.outbox.backlog == 4
     await rig.stop()
@@ -350,7 +347,7 @@ async def test_full_outbox_keeps_everything_refuses_heartbeats_and_alarms(rig: R
 
     # heartbeats are refused while full: none is recorded
     beat = asyncio.create_task(heartbeat(journal, outbox, 0.02, time.monotonic()))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # ten heartbeat periods in which none may be recorded
     assert [r["type"] for r in rig.rows()].count("panel.heartbeat") == 0
 
     receiver.set_mode("ok")
@@ -403,7 +400,7 @@ async def test_backlog_counts_events_recorded_before_and_while_running(rig: Rig,
     for i in range(5):
         journal.record(event_for(i, "call-2"), key="call-2")
     await journal.flush()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: outbox.backlog == 12, 2, "the outbox counting the new events")
     assert outbox.backlog == 12 == len([r for r in rig.rows() if r["delivered"] is None])
     receiver.set_mode("ok")
     await rig.until(lambda: outbox.backlog == 0, what="drain")

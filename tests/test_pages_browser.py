@@ -30,13 +30,14 @@ from panel.media.audio import dominant_frequency
 from panel.platform import parse_config
 
 from .browser import chromium
-from .media_rig import INSTALLER, eventually, media_config, media_of, speaker
+from .eventually import eventually
+from .media_rig import INSTALLER, media_config, media_of, speaker
 from .support import ROOT, config_dict, write_config
 
 ARTIFACTS = ROOT / "test-artifacts"
 DOCS_IMG = ROOT / "docs" / "img"
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
 
 FRAMES = """(sel) => {
   const v = document.querySelector(sel);
@@ -81,14 +82,8 @@ async def shot(page: Any, name: str, docs: str | None = None) -> Path:
 
 
 async def until(page: Any, script: str, arg: Any = None, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await page.evaluate(script, arg)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s (last: {value!r})")
-        await asyncio.sleep(0.1)
+    """``eventually`` for a script evaluated in the page."""
+    return await eventually(lambda: page.evaluate(script, arg), timeout, what, interval=0.1)
 
 
 async def frames(page: Any, sel: str, n: int = 10) -> dict[str, Any]:
@@ -132,7 +127,7 @@ async def test_resident_page_rings_answers_talks_opens_and_shares_a_link(panel: 
 
         async def press() -> None:
             button.drive_low()
-            await asyncio.sleep(0.08)
+            await asyncio.sleep(0.08)  # the stimulus: holding the button past the debounce
             button.drive_high()
 
         # The first visitor is declined: the call ends as declined by alice and enters the history.

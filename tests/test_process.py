@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .eventually import eventually_sync
 from .support import ROOT, PanelProcess, config_dict, start_panel, write_config
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
@@ -119,14 +120,12 @@ def test_sigterm_with_a_request_in_flight_still_stops_within_2s_and_a_second_sig
 
     client = threading.Thread(target=hold)
     client.start()
-    deadline = time.monotonic() + 5
-    while not panel.api("GET", "/api/v1/sim/state").json()["inputs"]["button:b303"]["active"]:
-        assert time.monotonic() < deadline, "the hold never pressed the button"
-        time.sleep(0.02)
+    eventually_sync(lambda: panel.api("GET", "/api/v1/sim/state").json()["inputs"]["button:b303"]["active"], 5,
+                    "the hold pressing the button", interval=0.02)
     assert panel.proc is not None
     t0 = time.monotonic()
     panel.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.1)
+    time.sleep(0.1)  # the stimulus: the second signal arrives during the stop
     panel.proc.send_signal(signal.SIGINT)  # an impatient second signal during the stop changes nothing
     code = panel.proc.wait(10)
     took = time.monotonic() - t0
@@ -143,7 +142,7 @@ def test_a_fatal_component_failure_exits_non_zero_with_the_relay_off(tmp_path: P
     panel = start_panel(tmp_path)
     r = panel.api("POST", "/api/v1/sim/exit")
     assert r.json()["pins"]["relay:main"]["energised"] is True
-    access_id = [e for e in read_events(db_path(panel)) if e["type"] == "door.unlocked"][0]["data"]["access_id"]
+    access_id = next(e for e in read_events(db_path(panel)) if e["type"] == "door.unlocked")["data"]["access_id"]
 
     r = panel.api("POST", "/api/v1/sim/fault", json={"component": "sim-flaky", "max_restarts": 2})
     assert r.status_code == 202, r.text

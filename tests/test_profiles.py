@@ -66,7 +66,7 @@ def pin_table(doc: Path) -> dict[str, dict[str, str]]:
     for line in lines[start + 2:]:
         if not line.startswith("|"):
             break
-        cells = dict(zip(header, (c.strip() for c in line.strip().strip("|").split("|"))))
+        cells = dict(zip(header, (c.strip() for c in line.strip().strip("|").split("|")), strict=True))
         m = re.fullmatch(r"`([^`]+)`(?:\s*\(([^)]+)\))?", cells["config key"])
         assert m, f"{doc.relative_to(ROOT)}: bad config key cell {cells['config key']!r}"
         key = m.group(1)

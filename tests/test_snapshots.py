@@ -20,10 +20,10 @@ from panel.media.snapshots import SnapshotError, SnapshotFiles
 from panel.media.visitor import VisitorMedia
 from panel.platform import SnapshotsConfig
 
+from .eventually import eventually
 from .media_rig import (
     INSTALLER,
     api,
-    eventually,
     media_config,
     media_of,
     ring,

@@ -63,7 +63,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_an_unwritable_directory_is_named(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(StoreError, match="storage.dir"):
+    with pytest.raises(StoreError, match=r"storage\.dir"):
         Store(blocker / "sub" / "p.db")
 
 

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
 import pytest
 
-from panel.platform import Supervisor
+from panel.platform import Background, Supervisor
+
+from .eventually import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
 
 class Boom(RuntimeError):
     pass
-
-
-async def _until(pred: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_a_crashing_component_is_restarted_with_growing_backoff() -> None:
@@ -36,8 +32,8 @@ async def test_a_crashing_component_is_restarted_with_growing_backoff() -> None:
         await forever.wait()
 
     sup.start("flaky", flaky, max_restarts=5, window_s=60, backoff_s=0.02, max_backoff_s=5)
-    await _until(lambda: len(starts) == 5)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    await eventually(lambda: len(starts) == 5, 5, "five starts")
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     # Backoff doubles from 0.02 s with +-50 % jitter: each wait is at least half its nominal value.
     for i, gap in enumerate(gaps):
         assert gap >= 0.02 * 2 ** i * 0.5, (i, gaps)
@@ -89,10 +85,10 @@ async def test_crashes_spread_over_more_than_the_window_are_not_a_crash_loop() -
         raise Boom("rare")
 
     sup.start("rare", occasionally, max_restarts=1, window_s=0.1, backoff_s=0.01)
-    await _until(lambda: len(starts) >= 5)
+    await eventually(lambda: len(starts) >= 5, 5, "five starts")
     assert not sup.failed.is_set(), sup.failure
     # A crash after a long healthy run starts the backoff afresh: no gap grew past the first backoff.
-    assert max(b - a - 0.12 for a, b in zip(starts, starts[1:])) < 0.1
+    assert max(b - a - 0.12 for a, b in itertools.pairwise(starts)) < 0.1
     await sup.stop()
 
 
@@ -100,8 +96,11 @@ async def test_stop_cancels_in_reverse_start_order_within_its_budget() -> None:
     sup = Supervisor()
     cancelled: list[str] = []
 
+    started: list[str] = []
+
     def component(name: str):  # type: ignore[no-untyped-def]
         async def run() -> None:
+            started.append(name)
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
@@ -110,6 +109,7 @@ async def test_stop_cancels_in_reverse_start_order_within_its_budget() -> None:
         return run
 
     async def stubborn() -> None:
+        started.append("stubborn")
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -119,7 +119,7 @@ async def test_stop_cancels_in_reverse_start_order_within_its_budget() -> None:
     for name in ("store", "door", "api"):
         sup.start(name, component(name))
     sup.start("stubborn", stubborn)
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(started) == 4, 5, "every component running")
     t0 = time.monotonic()
     await sup.stop(timeout_s=0.2)
     assert time.monotonic() - t0 < 0.8
@@ -148,25 +148,28 @@ async def test_a_component_that_returns_is_finished_not_restarted() -> None:
         runs += 1
 
     sup.start("once", once)
-    await _until(lambda: sup.status()["once"]["state"] == "finished")
-    await asyncio.sleep(0.05)
+    await eventually(lambda: sup.status()["once"]["state"] == "finished", 5, "the component finished")
+    await asyncio.sleep(0.05)  # a window in which it may not be restarted
     assert runs == 1 and not sup.failed.is_set()
 
 
 async def test_stop_keeps_to_its_total_budget_whatever_the_components_do() -> None:
     sup = Supervisor()
 
+    started: list[str] = []
+
     async def deaf() -> None:
+        started.append("deaf")
         while True:
             try:
-                await asyncio.sleep(10)
+                await asyncio.sleep(10)  # a component that runs until cancelled...
             except asyncio.CancelledError:
-                await asyncio.sleep(0.6)
+                await asyncio.sleep(0.6)  # ...and then takes its time to stop
                 return
 
     for name in ("a", "b", "c"):
         sup.start(name, deaf)
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(started) == 3, 5, "every component running")
     t0 = time.monotonic()
     await sup.stop(timeout_s=0.5, total_s=0.3)
     assert time.monotonic() - t0 < 0.6  # not 3 x 0.5 s
@@ -174,3 +177,28 @@ async def test_stop_keeps_to_its_total_budget_whatever_the_components_do() -> No
         assert comp.task is not None
         comp.task.cancel()
     await asyncio.gather(*(c.task for c in sup.tasks if c.task), return_exceptions=True)
+
+
+async def test_background_tasks_are_kept_until_done_failures_logged_and_awaitable(
+        caplog: pytest.LogCaptureFixture) -> None:
+    background = Background("door")
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def unlock() -> None:
+        await release.wait()
+        finished.append("unlock")
+
+    async def broken() -> None:
+        raise Boom("no relay")
+
+    with caplog.at_level(logging.ERROR, logger="panel.platform._tasks"):
+        background.spawn(unlock(), "exit button unlock")
+        failing = background.spawn(broken(), "a broken thing")
+        await asyncio.wait([failing])
+        assert len(background) == 1  # the finished one is let go, the waiting one held
+        assert [(r.getMessage(), type(r.exc_info[1])) for r in caplog.records if r.exc_info] == [
+            ("door: a broken thing failed", Boom)]
+        release.set()
+        await background.wait()
+    assert finished == ["unlock"] and len(background) == 0

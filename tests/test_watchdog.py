@@ -7,6 +7,7 @@ guard thread cuts an energised relay even while the loop is blocked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from gpiozero.pins.mock import MockFactory
 from panel.door import GUARD_MARGIN_S, Relay
 from panel.platform import LoopClock, Notifier, RelayConfig, TimerHandle, feed_watchdog
 
+from .eventually import eventually, eventually_sync
 from .support import PanelProcess, config_dict, start_panel
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,14 +81,11 @@ class FakeSystemd:
             return [m.text for m in self.messages]
 
     def wait_for(self, pred: Callable[[str], bool], timeout: float) -> Message:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def match() -> Message | None:
             with self._lock:
-                for m in self.messages:
-                    if pred(m.text):
-                        return m
-            time.sleep(0.01)
-        raise AssertionError(f"no matching notify message within {timeout} s; got {self.texts()!r}")
+                return next((m for m in self.messages if pred(m.text)), None)
+
+        return eventually_sync(match, timeout, "a matching notify message", detail=lambda: f"got {self.texts()!r}")
 
     def close(self) -> None:
         self._stop.set()
@@ -102,7 +101,7 @@ def systemd() -> Iterator[FakeSystemd]:
 
 
 def _gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in zip(times, times[1:])]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 # -- the feeder on its own -------------------------------------------------------------------------
@@ -114,22 +113,19 @@ async def test_feeder_pings_only_while_the_health_check_passes(systemd: FakeSyst
     health = {"ok": True}
     task = asyncio.create_task(feed_watchdog(notifier, lambda: health["ok"]))
     try:
-        await asyncio.sleep(0.55)
-        healthy_pings = systemd.pings()
-        assert len(healthy_pings) >= 3, healthy_pings
+        await eventually(lambda: len(systemd.pings()) >= 3, 3, "three pings")
 
         health["ok"] = False
         await asyncio.sleep(0.15)  # at most one ping was already on its way
         t0 = time.monotonic()
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # six ping periods in which none may come
         assert systemd.pings(since=t0) == [], "the feeder pinged while the health check failed"
         assert not task.done()
         assert sum(t.startswith("STATUS=unhealthy") for t in systemd.texts()) == 1
 
         health["ok"] = True
         t1 = time.monotonic()
-        await asyncio.sleep(0.45)
-        assert len(systemd.pings(since=t1)) >= 2, "pings did not resume once the check passed again"
+        await eventually(lambda: len(systemd.pings(since=t1)) >= 2, 3, "pings resuming once the check passed again")
         assert systemd.texts().count("WATCHDOG=1\nSTATUS=running") == 1
     finally:
         task.cancel()
@@ -144,7 +140,7 @@ async def test_a_health_check_that_raises_counts_as_unhealthy(systemd: FakeSyste
 
     task = asyncio.create_task(feed_watchdog(notifier, broken))
     try:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # five ping periods in which none may come
         assert systemd.pings() == []
         assert not task.done(), "the feeder must keep running (and keep not pinging), not crash"
     finally:
@@ -194,21 +190,20 @@ async def test_a_late_relay_timer_stops_the_pings_and_the_guard_cuts_the_relay(s
         energised_at = time.monotonic()
         relay.energise(0.5)
         assert dev.value == 1 and relay.healthy()
-        await asyncio.sleep(0.3)
-        assert len(systemd.pings()) >= 2 and dev.value == 1
+        await eventually(lambda: len(systemd.pings()) >= 2, 3, "two pings")
+        assert dev.value == 1
 
         # The loop timer never fires. The guard thread cuts the coil GUARD_MARGIN_S after the deadline...
-        while dev.value == 1 and time.monotonic() - energised_at < 3:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: dev.value == 0, 3, what="the guard thread cutting the relay")
         cut_after = time.monotonic() - energised_at
         assert dev.value == 0, "the guard thread did not cut the relay"
         assert cut_after >= 0.5 + GUARD_MARGIN_S - 0.02
         assert relay.guard.tripped == 1
         # ...and the feeder stops: the relay's timer is late, so the daemon is not healthy.
         assert not relay.healthy()
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.15)  # at most one ping was already on its way
         t0 = time.monotonic()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # five ping periods in which none may come
         assert systemd.pings(since=t0) == []
     finally:
         task.cancel()
@@ -221,13 +216,12 @@ async def test_a_dead_guard_thread_stops_the_pings(systemd: FakeSystemd) -> None
     notifier = Notifier(systemd.env(200_000))
     task = asyncio.create_task(feed_watchdog(notifier, relay.healthy))
     try:
-        await asyncio.sleep(0.3)
-        assert len(systemd.pings()) >= 2
+        await eventually(lambda: len(systemd.pings()) >= 2, 3, "two pings")
         relay.guard.stop()
         assert not relay.guard.alive() and not relay.healthy()
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.15)  # at most one ping was already on its way
         t0 = time.monotonic()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # five ping periods in which none may come
         assert systemd.pings(since=t0) == []
     finally:
         task.cancel()
@@ -249,9 +243,8 @@ def test_daemon_notifies_ready_pings_stops_pinging_while_blocked_and_says_stoppi
         ready = systemd.wait_for(lambda t: "READY=1" in t.split("\n"), timeout=10)
         assert f"MAINPID={panel.proc.pid}" in ready.text.split("\n")
 
-        time.sleep(0.9)
+        eventually_sync(lambda: len(systemd.pings(since=ready.at)) >= 3, 5, "three pings after READY")
         before = systemd.pings(since=ready.at)
-        assert len(before) >= 3, before
         gaps = sorted(_gaps(before))
         median = gaps[len(gaps) // 2]
         assert INTERVAL_S * 0.5 <= median <= INTERVAL_S * 2, f"pings every {median:.3f} s, expected ~{INTERVAL_S}"
@@ -267,8 +260,7 @@ def test_daemon_notifies_ready_pings_stops_pinging_while_blocked_and_says_stoppi
         blocked = systemd.pings(since=blocked_from + 0.2, until=blocked_until)
         assert blocked == [], f"pings arrived while the event loop was blocked: {blocked}"
 
-        time.sleep(0.7)
-        assert len(systemd.pings(since=t_done)) >= 2, "pings did not resume after the loop unblocked"
+        eventually_sync(lambda: len(systemd.pings(since=t_done)) >= 2, 5, "pings resuming after the loop unblocked")
         longest = max(_gaps(systemd.pings(since=ready.at)))
         assert longest >= 1.3, f"the longest gap between pings was only {longest:.2f} s"
         assert panel.api("GET", "/api/v1/health").json()["checks"]["relays"] is True
@@ -323,12 +315,9 @@ def test_guard_thread_cuts_the_relay_while_the_event_loop_is_blocked(tmp_path: P
         assert blocked_from - 0.01 < cut_at < blocked_until, "the guard did not act while the loop was blocked"
 
         # Once the loop runs again, the release ends in the journal as usual.
-        locked = [rec for rec in _log_records(panel) if rec.get("event") == "door.locked"]
-        deadline = time.monotonic() + 5
-        while not locked and time.monotonic() < deadline:
-            time.sleep(0.05)
-            locked = [rec for rec in _log_records(panel) if rec.get("event") == "door.locked"]
-        assert locked and locked[0]["data"]["relay"] == "main"  # type: ignore[index]
+        locked = eventually_sync(lambda: [rec for rec in _log_records(panel) if rec.get("event") == "door.locked"], 5,
+                                 "door.locked in the log", interval=0.05)
+        assert locked[0]["data"]["relay"] == "main"  # type: ignore[index]
         assert panel.api("GET", "/api/v1/health").json()["checks"]["relays"] is True
     finally:
         assert panel.stop() == 0

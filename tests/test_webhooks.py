@@ -9,7 +9,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from panel.link import RETRY_AFTER_MAX_S, Sender, body_of, parse_retry_after
 from panel.link._webhooks import sign
 from panel.platform import EventRow, SecretsConfig
 
+from .eventually import eventually_sync
 from .support import PanelProcess, config_dict, start_panel
 from .webhook_receiver import WebhookReceiver
 
@@ -51,7 +52,7 @@ def test_our_signature_verifies_with_the_standardwebhooks_library() -> None:
     assert doc == {"type": "door.opened", "timestamp": "2025-03-14T09:26:53.589Z",
                    "data": {"authorised": False, "grant": None, "panel": {"id": "p", "name": "Lobby ü"}}}
     # byte for byte what the library itself would sign
-    lib = Webhook(secret).sign("msg_1", datetime.fromtimestamp(ts, timezone.utc), body.decode())
+    lib = Webhook(secret).sign("msg_1", datetime.fromtimestamp(ts, UTC), body.decode())
     assert headers["webhook-signature"] == lib
 
 
@@ -194,14 +195,6 @@ def health(panel: PanelProcess) -> dict[str, Any]:
     return panel.api("GET", "/api/v1/health").json()
 
 
-def wait_until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_sigkill_restarts_and_outages_lose_nothing(tmp_path: Path) -> None:
     secret = new_secret()
@@ -222,15 +215,15 @@ def test_sigkill_restarts_and_outages_lose_nothing(tmp_path: Path) -> None:
 
         door_cycle(2)
         press("b303")  # a call: call.created, acknowledged -> ringing
-        wait_until(lambda: any(r.type == "call.created" for r in rc.accepted()), 10, "call.created")
+        eventually_sync(lambda: any(r.type == "call.created" for r in rc.accepted()), 10, "call.created")
         rc.set_mode("error")
         door_cycle(2)
         press("b304")  # another unit during the call: busy
         # Under load the panel may still be backing off from the 500s: wait until each mode was met.
-        wait_until(lambda: any(r.status == 500 for r in rc.snapshot()), 10, "a 500")
+        eventually_sync(lambda: any(r.status == 500 for r in rc.snapshot()), 10, "a 500")
         rc.set_mode("throttle", retry_after="1")
         door_cycle(1)
-        wait_until(lambda: any(r.status == 429 for r in rc.snapshot()), 10, "a 429")
+        eventually_sync(lambda: any(r.status == 429 for r in rc.snapshot()), 10, "a 429")
         press("b303")  # the same unit again: ignored
         rc.set_mode("error")
         door_cycle(1)
@@ -242,15 +235,15 @@ def test_sigkill_restarts_and_outages_lose_nothing(tmp_path: Path) -> None:
         door_cycle(2)
         rc.set_mode("slow", slow_s=1.5)  # answers after the panel's 1 s timeout: duplicates follow
         door_cycle(1)
-        time.sleep(1.2)
+        time.sleep(1.2)  # the stimulus: past the panel's 1 s timeout, so it retries
         rc.set_mode("ok")
-        time.sleep(0.15)
+        time.sleep(0.15)  # the stimulus: kill while the backlog drains
         kills.append(time.monotonic())
         p.kill()  # SIGKILL while the backlog drains
 
         p = PanelProcess(p.config_path, p.port, env).start()
         door_cycle(1)
-        wait_until(lambda: health(p)["checks"]["webhooks"]["backlog"] == 0, 30, "the backlog to drain")
+        eventually_sync(lambda: health(p)["checks"]["webhooks"]["backlog"] == 0, 30, "the backlog to drain")
         state = p.api("GET", "/api/v1/state", headers={"Authorization": f"Bearer {token}"}).json()
         assert state["backlog"] == 0
     finally:
@@ -308,7 +301,7 @@ def test_gone_disables_delivery_and_health_says_so(tmp_path: Path) -> None:
     env = {"PANEL_SECRET_WEBHOOK_SECRETS": secret}
     p = start_panel(tmp_path, panel_config(rc), env)
     try:
-        wait_until(lambda: health(p)["checks"]["webhooks"]["disabled"] is not None, 10, "disabled")
+        eventually_sync(lambda: health(p)["checks"]["webhooks"]["disabled"] is not None, 10, "disabled")
         h = health(p)
         assert h["status"] == "degraded"
         assert h["checks"]["webhooks"]["disabled"]["status"] == 410
@@ -317,7 +310,7 @@ def test_gone_disables_delivery_and_health_says_so(tmp_path: Path) -> None:
         rc.set_mode("ok")
         seen = len(rc.snapshot())
         p = PanelProcess(p.config_path, p.port, env).start()
-        time.sleep(0.5)
+        time.sleep(0.5)  # a window in which nothing may be delivered (the endpoint stays disabled)
         h = health(p)
         assert h["status"] == "degraded" and h["checks"]["webhooks"]["disabled"] is not None
         assert h["checks"]["webhooks"]["backlog"] >= 4 and len(rc.snapshot()) == seen
@@ -354,7 +347,7 @@ def test_the_documented_example_delivery_is_correctly_signed() -> None:
     secret = doc.split('webhook_secrets = ["', 1)[1].split('"', 1)[0]
     body_bytes = body.strip().encode()
     ts = int(headers["webhook-timestamp"])
-    expected = Webhook(secret).sign(headers["webhook-id"], datetime.fromtimestamp(ts, timezone.utc), body.strip())
+    expected = Webhook(secret).sign(headers["webhook-id"], datetime.fromtimestamp(ts, UTC), body.strip())
     assert headers["webhook-signature"] == expected == sign([decode_secret(secret)], headers["webhook-id"], ts, body_bytes)
     parsed = json.loads(body_bytes)
     assert set(parsed) == {"type", "timestamp", "data"}

@@ -29,12 +29,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from .eventually import eventually_sync
+
 MODES = ("ok", "error", "throttle", "slow", "gone", "redirect", "down")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -211,15 +215,14 @@ class WebhookReceiver:
         if mode == "down" and not was_down:
             self._close_listener()
         elif mode != "down" and was_down:
-            deadline = time.monotonic() + 5
-            while True:  # the port may linger briefly after the close
+            def listening() -> bool:  # the port may linger briefly after the close
                 try:
                     self.start()
-                    break
                 except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+                    return False
+                return True
+
+            eventually_sync(listening, 5, "the receiver listening again", interval=0.05)
 
     @staticmethod
     def http_date(seconds_from_now: float) -> str:
@@ -302,13 +305,11 @@ class WebhookReceiver:
         return out
 
     def wait_for(self, predicate: Callable[[WebhookReceiver], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                recs = self.snapshot()
-                raise AssertionError(f"receiver: condition not met within {timeout} s; {len(recs)} requests, "
-                                     f"last: {[(r.type, r.status) for r in recs[-5:]]}")
-            time.sleep(0.01)
+        def requests() -> str:
+            recs = self.snapshot()
+            return f"{len(recs)} requests, last: {[(r.type, r.status) for r in recs[-5:]]}"
+
+        eventually_sync(lambda: predicate(self), timeout, "receiver condition", detail=requests)
 
 
 class ReceiverProcess:
@@ -328,12 +329,11 @@ class ReceiverProcess:
 
     async def start(self) -> ReceiverProcess:
         import asyncio
-        import os
 
         args = [sys.executable, "-m", "tests.webhook_receiver", "--echo"]
         for s in self.secrets:
             args += ["--secret", s]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = ROOT
         self.changed = asyncio.Event()
         self.proc = await asyncio.create_subprocess_exec(*args, cwd=root, stdin=asyncio.subprocess.PIPE,
                                                          stdout=asyncio.subprocess.PIPE)
@@ -358,7 +358,7 @@ class ReceiverProcess:
                 raise TimeoutError(f"receiver: condition not met within {timeout} s ({len(self.records)} requests)")
             try:
                 await asyncio.wait_for(self.changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def stop(self) -> None:

@@ -93,7 +93,7 @@ def operation_id(route: APIRoute) -> str:
     return "_".join([prefix, *words])
 
 
-def create_app(panel: "Panel | None", *, simulated: bool, server_cert: Any = None) -> FastAPI:
+def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None) -> FastAPI:
     app = FastAPI(title="Door-station panel API", version=__version__, description=DESCRIPTION,
                   responses={422: {"model": ErrorBody, "description": "invalid request (the message names the field)"}},
                   openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(authorize)],
@@ -221,7 +221,9 @@ class ApiServer:
                  ssl_keyfile: str | None = None) -> None:
         # access_log stays off: request lines are not needed, and no URL of ours carries a secret anyway.
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=0.5, ssl_certfile=ssl_certfile,
+                                # typed int, but uvicorn waits with asyncio.wait_for, which takes a float
+                                lifespan="off", timeout_graceful_shutdown=0.5,  # type: ignore[arg-type]
+                                ssl_certfile=ssl_certfile,
                                 ssl_keyfile=ssl_keyfile)
         self.scheme = "https" if ssl_certfile else "http"
         self.server = _Server(config)

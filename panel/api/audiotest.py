@@ -140,7 +140,7 @@ async def microphone_level(panel: PanelDep, who: Caller,
                 break
             try:
                 item = await asyncio.wait_for(sub.get(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             chunks.append(item.samples)
     finally:

@@ -148,7 +148,7 @@ async def one(guid: str, panel: PanelDep, who: Caller) -> CallOne:
     return CallOne.model_validate({"code": "ok", "message": f"call {guid} ({call['status']})", **call})
 
 
-_CMD = {401: _401, 403: _403, 404: {"description": "unknown call"},
+_CMD: dict[int | str, dict[str, Any]] = {401: _401, 403: _403, 404: {"description": "unknown call"},
         409: {"description": "no call in progress, the call is over, or already answered by someone else"}}
 
 

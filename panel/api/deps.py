@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..daemon import Panel
 
 
-def get_panel(request: Request) -> "Panel":
+def get_panel(request: Request) -> Panel:
     return request.app.state.panel  # type: ignore[no-any-return]
 
 

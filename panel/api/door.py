@@ -79,8 +79,8 @@ class RelayOff(OkBody):
 
 
 _401 = {"description": "no, unknown, expired or revoked credential"}
-_OPEN = {401: _401, 403: {"description": "the credential may not open now (e.g. not your call, not your unit's "
-                          "relay)"},
+_OPEN: dict[int | str, dict[str, Any]] = {
+         401: _401, 403: {"description": "the credential may not open now (e.g. not your call, not your unit's relay)"},
          404: {"description": "unknown relay or call"},
          409: {"description": "tamper block active, no answered call, or the call is over"},
          422: {"description": "a field is invalid (e.g. duration_s beyond the relay's max_on_s)"}}

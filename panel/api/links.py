@@ -21,9 +21,8 @@ from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..calls import NAME_MAX, CallLinks, Link, LinkRefused, Participants, Subscription
-from ..errors import CallError
+from ..errors import CallError, http_status
 from .deps import PanelDep
-from ..errors import http_status
 from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
 from .roles import caller

@@ -283,7 +283,7 @@ async def _stream(panel: Any, auth: ApiAuth, who: Principal, seq: int, types: li
                 continue
             try:
                 await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await is_disconnected():
                     return
                 yield b": keepalive\n\n"

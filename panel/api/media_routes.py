@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
+from ..errors import http_status
 from ..media.errors import MediaError, TokenRefused
 from .deps import PanelDep
-from ..errors import http_status
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ REALM = "panel camera"
 # One challenge per header line: Chromium (web views) rejects a line that lists several schemes.
 CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
 JPEG = "image/jpeg"
-_UNAUTHENTICATED = {401: {"description": "no, wrong, expired or revoked credential"}}
-_JPEG_RESPONSE = {200: {"content": {JPEG: {}}, "description": "a JPEG picture"}}
+_UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {401: {"description": "no, wrong, expired or revoked credential"}}
+_JPEG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {JPEG: {}}, "description": "a JPEG picture"}}
 
 
 def bearer_or_basic(authorization: str | None) -> str | None:

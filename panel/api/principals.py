@@ -17,6 +17,7 @@ a dictionary lookup, and a revocation is effective before the response that conf
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import logging
@@ -200,10 +201,11 @@ class TokenStore:
                and (roles is None or e.principal.role in roles) and (subject is None or e.principal.subject == subject)]
         return sorted(out, key=lambda p: p.created)
 
-    async def revoke(self, token_ids: list[str]) -> list[Principal]:
+    # builtins.list: inside this class ``list`` is the method above
+    async def revoke(self, token_ids: builtins.list[str]) -> builtins.list[Principal]:
         """Revoke now (in memory first, so the very next request is refused), then on disk."""
         now = self.now()
-        done: list[Principal] = []
+        done: builtins.list[Principal] = []
         for token_id in token_ids:
             d = self._by_id.get(token_id)
             entry = self._by_digest.get(d) if d is not None else None

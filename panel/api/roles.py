@@ -174,7 +174,7 @@ def client_address(request: Request) -> str:
 async def authorize(request: Request) -> None:
     """The app-wide gate every route passes through (FastAPI app dependency)."""
     route = request.scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", "?")
+    path = str(getattr(route, "path_format", None) or getattr(route, "path", "?"))
     rule = rule_for(request.method, path)
     if rule is None:
         raise ApiError("route_not_authorised", f"{request.method} {path} has no entry in panel/api/roles.py "

@@ -17,7 +17,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UnlockRefused
-from ..platform._selftest import Row, _check_storage, format_table
+from ..platform import SelftestRow as Row
+from ..platform import check_storage, format_table
 from .deps import Caller, PanelDep
 from .errors import ApiError
 
@@ -73,7 +74,7 @@ async def _pulse(panel: Any, relay_id: str, actor: str) -> Row:
 async def selftest(panel: PanelDep, who: Caller, body: SelftestBody | None = None) -> SelftestResult:
     body = body or SelftestBody()
     started = time.monotonic()
-    rows: list[Row] = [await asyncio.to_thread(_check_storage, panel.cfg)]
+    rows: list[Row] = [await asyncio.to_thread(check_storage, panel.cfg)]
     try:
         await panel.store.write(lambda tx: tx.set_kv("selftest_last", {"at": time.time(), "by": who.actor}))
         rows.append(Row("database", "PASS", "a durable write to the store succeeded"))

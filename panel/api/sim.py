@@ -94,7 +94,8 @@ async def _settled(panel: Any) -> dict[str, Any]:
         i.debounce_ms for i in (panel.cfg.door.contact, panel.cfg.door.exit_button, panel.cfg.tamper) if i])
     await asyncio.sleep(longest / 1000 + 0.02)
     await panel.journal.flush()
-    return panel.pin_levels()
+    levels: dict[str, Any] = panel.pin_levels()
+    return levels
 
 
 @router.post("/buttons/{button_id}/press", response_model=SimResult)
@@ -142,6 +143,7 @@ async def exit_button(panel: PanelDep) -> SimResult:
     cfg = panel.cfg.door.exit_button
     with _recording(panel) as events:
         _drive(panel, "exit button", cfg, True)
+        assert cfg is not None  # _drive refused a panel without one
         try:
             await asyncio.sleep(cfg.debounce_ms / 1000 + 0.05)
         finally:
@@ -179,7 +181,7 @@ class StallResult(SimResult):
 @router.post("/stall", response_model=StallResult, summary="Block the event loop (watchdog test)")
 async def stall(body: StallBody, panel: PanelDep) -> StallResult:
     started = time.monotonic()
-    time.sleep(body.seconds)  # deliberately blocking: this route simulates a hung loop
+    time.sleep(body.seconds)  # noqa: ASYNC251 - deliberately blocking: this route simulates a hung loop
     ended = time.monotonic()
     # Pin levels read before the loop runs again: what threads (the relay guard) did meanwhile.
     return StallResult(message=f"event loop blocked for {body.seconds:g} s", pins=panel.pin_levels(),

@@ -44,7 +44,7 @@ class UniqueKeys:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     break
-        except Exception as e:  # noqa: BLE001 - e.g. the body limit: raised again where the route reads, handled as before
+        except Exception as e:
             failed = e
         body = b"".join(chunks)
         if failed is None and body:

@@ -75,7 +75,7 @@ def server_cert(storage_dir: Path, panel_id: str, cert_file: Path | None = None,
         except TlsError as e:
             log.warning("the panel's certificate is unusable (%s); making a new one", e)
         else:
-            left = _not_after(cert) - dt.datetime.now(dt.timezone.utc)
+            left = _not_after(cert) - dt.datetime.now(dt.UTC)
             if left > dt.timedelta(days=RENEW_BEFORE_DAYS):
                 return ServerCert(cpath, kpath, fingerprint(cert), _iso(cert), generated=True)
             log.warning("the panel's certificate expires on %s; making a new one", _iso(cert))
@@ -98,7 +98,7 @@ def generate(cert_path: Path, key_path: Path, panel_id: str, hostname: str | Non
             dns.append(a)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64]),
                          x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"door panel {panel_id}"[:64])])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()

@@ -98,7 +98,8 @@ def _grant(request: Request, media: MediaService, authorization: str | None) -> 
         return media.tokens.verify(_bearer(authorization))
     except TokenRefused as e:
         error = "invalid_request" if e.code == "unauthenticated" else "invalid_token"
-        raise ApiError(e.code, str(e), headers={**CORS, "WWW-Authenticate": f'Bearer realm="panel", error="{error}"'}) from None
+        challenge = f'Bearer realm="panel", error="{error}"'
+        raise ApiError(e.code, str(e), headers={**CORS, "WWW-Authenticate": challenge}) from None
 
 
 def _refused(e: SessionRefused) -> ApiError:

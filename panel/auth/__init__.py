@@ -2,6 +2,9 @@
 """
 
 
+from ._cli_credentials import add_parsers as add_credential_parsers
+from ._cli_credentials import credentials as credentials_command
+from ._cli_credentials import factory_reset as factory_reset_command
 from ._credentials import (
     MAX_LEN,
     MIN_LEN,
@@ -22,6 +25,9 @@ __all__ = [
     "SECRET_PREFIX",
     "Secrets",
     "WebhookSecretError",
+    "add_credential_parsers",
+    "credentials_command",
     "decode_secret",
+    "factory_reset_command",
     "load_secrets",
 ]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PanelError
 from ..events import CallLinkCreated, CallLinkRevoked, Participant
-from ..platform import Config, LinksConfig
+from ..platform import Background, Config, LinksConfig
 from ..platform import iso8601 as iso
 from ._participants import NameRefused, Participants, clean_name
 
@@ -122,6 +122,7 @@ class CallLinks:
         self._subs: dict[str, Subscription] = {}  # digest of the subscription secret -> subscription
         self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()  # digest -> (code, message)
         self._unsubscribe = journal.subscribe(self.on_event)
+        self._closers = Background("call links")  # guests' sessions, closed without holding up the caller
 
     @classmethod
     def for_panel(cls, panel: Any) -> CallLinks:

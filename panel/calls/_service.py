@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import sqlite3
 import uuid
@@ -282,8 +283,8 @@ class CallManager:
         # Both timers run from the press, so a backend that never acknowledges cannot hold a call open.
         self._cancel_timers()
         self._timers = [
-            self.clock.call_at(mono + self.policy.ring_timeout_s, lambda g=call.guid: self._ring_timeout(g)),
-            self.clock.call_at(mono + self.policy.max_call_s, lambda g=call.guid: self._max_call(g)),
+            self.clock.call_at(mono + self.policy.ring_timeout_s, functools.partial(self._ring_timeout, call.guid)),
+            self.clock.call_at(mono + self.policy.max_call_s, functools.partial(self._max_call, call.guid)),
         ]
         if self.ring_without_ack:
             self._transition(call, "ringing", who="panel", reason="no_webhook_endpoint")
@@ -311,7 +312,7 @@ class CallManager:
         futs = [self._transition(call, "connecting", who=who, reason="answered")]
         if self.media_attached:
             self._timers.append(self.clock.call_at(self.clock.monotonic() + MEDIA_CONNECT_TIMEOUT_S,
-                                                   lambda g=call.guid: self._media_timeout(g)))
+                                                   functools.partial(self._media_timeout, call.guid)))
         else:
             futs.append(self._transition(call, "connected", who=None, reason="no_media_layer"))
         snap = call.snapshot()
@@ -607,7 +608,8 @@ def _actor(value: Any, what: str) -> str:
 
 
 def _filters(unit_id: str | None, status: str | None) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if unit_id is not None:
         clauses.append("unit_id = ?")
         params.append(unit_id)

@@ -11,7 +11,7 @@ Both follow the journal: feedback never decides anything, it shows what was deci
 | connected             | (the answered tone plays out)       | steady on                       |
 | missed, declined      | unanswered: falling three notes     | quick flashes for 3 s, then off |
 | ended, canceled, failed | silence                           | off                             |
-| door released (main relay) | door: three short high beeps   | door light on while released; the call light flashes 0.1 s / 0.1 s meanwhile |
+| door released (main relay) | door: three short high beeps   | door light on while released; call light flashes 0.1 s / 0.1 s |
 
 A release by the exit button (someone inside leaving) plays no tone outside.
 """

@@ -124,7 +124,7 @@ class Door:
             "SELECT key, value FROM kv WHERE key LIKE ? ORDER BY key", (GRANT_KEY + "%",)).fetchall())
         closed = []
         now = self.clock.wall()
-        for key, value in rows:
+        for _key, value in rows:
             g = json.loads(value)
             # Unknown: how long it really stayed on. At most its duration, and no longer than until now.
             on_s = round(min(float(g["duration_s"]), max(0.0, now - float(g["at"]))), 3)

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import rfc8785
 from pydantic import (
@@ -193,8 +193,10 @@ class HangupCommand(Envelope):
     session: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="the session id from the offer's reply")
 
 
-Command = Annotated[Union[OpenCommand, AnswerCommand, DeclineCommand, EndCommand, StatusCommand, OfferCommand,
-                          HangupCommand], Field(discriminator="cmd")]
+Command = Annotated[
+    OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand,
+    Field(discriminator="cmd"),
+]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
     "open": OpenCommand, "answer": AnswerCommand, "decline": DeclineCommand, "end": EndCommand,
     "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,
@@ -212,7 +214,7 @@ class SensorbergCommand(Envelope):
 
     def to_command(self) -> OpenCommand | EndCommand:
         value = self.value if isinstance(self.value, bool) else self.value == "true"
-        env = {"id": self.id, "exp": self.exp, "nonce": self.nonce, "sig": self.sig}
+        env: dict[str, Any] = {"id": self.id, "exp": self.exp, "nonce": self.nonce, "sig": self.sig}
         if self.action == "open" and value:
             return OpenCommand(cmd="open", actor=self.actor, **env)
         if self.action == "call" and not value:

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..door import Requester, UnlockRequest
 from ..calls import BACKEND, CallService
+from ..door import Requester, UnlockRequest
 from ..errors import CallError, UnlockRefused
 from ..media.errors import SessionRefused
 from ..platform import Config

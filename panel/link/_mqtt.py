@@ -25,7 +25,7 @@ import random
 import socket
 import ssl
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -55,7 +55,7 @@ EVENT_BUFFER = 500  # events waiting for the publisher while connected; older on
 def backoff_s(attempt: int, cap: float, rng: random.Random) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, so retries spread out but
     never collapse to zero (a broker restart must not be met by every panel at the same instant)."""
-    ceiling = min(cap, BACKOFF_FIRST_S * 2 ** min(attempt, 30))
+    ceiling = min(cap, BACKOFF_FIRST_S * 2.0 ** min(attempt, 30))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
@@ -136,7 +136,7 @@ class MqttLink:
     def _new_client(self) -> aiomqtt.Client:
         m = self.m
         assert m.host is not None
-        connect = Properties(PacketTypes.CONNECT)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = 0
         # paho reads any packet whole into memory, up to MQTT's 256 MB: the broker must drop bigger ones
         # (commands are at most 96 KiB; a larger one up to this size still gets its "malformed" reply).
@@ -212,6 +212,9 @@ class MqttLink:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _publish_discovery(self, client: aiomqtt.Client) -> None:
+        self._discovery_stale = False
+        if not self.m.homeassistant_discovery:
+            return
         for topic, config in discovery_messages(self.cfg, self.topics, self._local_address(client)).items():
             await client.publish(topic, _json(config) if config is not None else b"", qos=1, retain=True)
 
@@ -230,7 +233,7 @@ class MqttLink:
         ha = self.m.homeassistant_discovery
         topics = [self.topics.commands] + ([self.topics.ha_lock_set, self.topics.ha_status] if ha else [])
         granted = await client.subscribe([(t, opts) for t in topics])
-        refused = [t for t, rc in zip(topics, granted) if int(getattr(rc, "value", rc)) >= 0x80]
+        refused = [t for t, rc in zip(topics, granted, strict=True) if int(cast(int, getattr(rc, "value", rc))) >= 0x80]
         if self.topics.ha_status in refused:
             # Optional: without it discovery is still published at every connect.
             refused.remove(self.topics.ha_status)
@@ -279,7 +282,7 @@ class MqttLink:
         await self._reply(client, reply_to, reply, correlation)
 
     async def _reply(self, client: aiomqtt.Client, topic: str, reply: Reply, correlation: bytes | None) -> None:
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if correlation is not None:
             props.CorrelationData = correlation
         try:
@@ -314,13 +317,6 @@ class MqttLink:
         if renamed:
             self._discovery_stale = True
             self.poke()
-
-    async def _publish_discovery(self, client: aiomqtt.Client) -> None:
-        self._discovery_stale = False
-        if not self.m.homeassistant_discovery:
-            return
-        for topic, config in discovery_messages(self.cfg, self.topics).items():
-            await client.publish(topic, _json(config) if config is not None else b"", qos=1, retain=True)
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:

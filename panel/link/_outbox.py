@@ -41,8 +41,8 @@ from typing import Any
 
 from .. import __version__
 from ..events import OutboxOverflow, PanelHeartbeat, PanelOnline
-from ..platform import Clock, EventRow, Journal, LoopClock, Store, Tx
-from ._webhooks import Attempt, Sender, describe, endpoint_label, iso8601
+from ..platform import Clock, EventRow, Journal, LoopClock, Store, Tx, iso8601
+from ._webhooks import Attempt, Sender, describe, endpoint_label
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ DISABLED_KEY = "webhooks.disabled"
 
 def full_jitter(failures: int, base_s: float, cap_s: float) -> float:
     """A uniformly random delay in [0, min(cap, base * 2**(failures-1))] (AWS's "full jitter")."""
-    return random.random() * min(cap_s, base_s * 2 ** min(max(failures - 1, 0), 32))
+    return random.random() * min(cap_s, base_s * 2.0 ** min(max(failures - 1, 0), 32))
 
 
 @dataclass
@@ -151,7 +151,7 @@ class Outbox:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), RESCAN_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self._caught_up = False
         finally:
             self.ready = False

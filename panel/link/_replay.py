@@ -14,8 +14,9 @@ over, because that boot's nonces can never be accepted again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from ..platform import Clock, Extra, Store, Tx
+from ..platform import Clock, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class SeenCommands:
         self._ids.add(command_id)
         return True
 
-    def writer(self, command_id: str, cmd: str, exp: float | None) -> Extra:
+    def writer(self, command_id: str, cmd: str, exp: float | None) -> Callable[[Tx, str | None], None]:
         """The row for ``command_id``, to write inside another transaction (the unlock's)."""
         seen_at, boot = self.clock.wall(), self.boot_id
 

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -80,7 +80,7 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
         if when is None:
             return None
         if when.tzinfo is None:  # RFC 9110 dates are GMT
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now_wall
     return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
 

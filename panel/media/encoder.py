@@ -12,7 +12,7 @@ from __future__ import annotations
 import fractions
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import av
 from av.video.frame import PictureType
@@ -73,7 +73,7 @@ class VideoEncoder:
             ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
         return ctx
 
-    def encode(self, frame: av.VideoFrame, keyframe: bool) -> list[av.Packet]:
+    def encode(self, frame: av.VideoFrame, keyframe: bool) -> list[av.Packet[Any]]:
         s = self.settings
         if frame.width != s.width or frame.height != s.height or frame.format.name != "yuv420p":
             pts, tb = frame.pts, frame.time_base

@@ -18,9 +18,10 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import av
+from av.video.codeccontext import VideoCodecContext
 
 from ..events import EventData
 from ..platform import MediaConfig
@@ -152,7 +153,7 @@ class VideoStream:
         codec = "h264" if self.codec == "h264" else "vp8"
 
         def decode() -> av.VideoFrame | None:
-            ctx = av.CodecContext.create(codec, "r")
+            ctx = cast(VideoCodecContext, av.CodecContext.create(codec, "r"))
             last = None
             for item in gop:
                 for frame in ctx.decode(av.Packet(bytes(item.packet))):
@@ -222,7 +223,7 @@ class VideoStream:
                 "encoded": self.encoded, "published": self.published, "gop": len(self._gop)}
 
 
-def _timed_encode(encoder: VideoEncoder, frame: av.VideoFrame, keyframe: bool) -> tuple[list[av.Packet], float]:
+def _timed_encode(encoder: VideoEncoder, frame: av.VideoFrame, keyframe: bool) -> tuple[list[av.Packet[Any]], float]:
     t0 = time.thread_time()
     packets = encoder.encode(frame, keyframe)
     return packets, time.thread_time() - t0

@@ -321,7 +321,7 @@ class IceMonitor:
             ep.due_mono = started + self.probe_interval_s  # a wake-up during the probe may bring it forward
         results = await asyncio.gather(*(probe(ep.target, self.probe_timeout_s) for ep in endpoints),
                                        return_exceptions=True)
-        for ep, result in zip(endpoints, results):
+        for ep, result in zip(endpoints, results, strict=True):
             if isinstance(result, BaseException):
                 result = ProbeResult("unreachable", None, None, f"probe failed: {type(result).__name__}: {result}")
             self._record(ep, result, started)
@@ -494,7 +494,7 @@ async def probe(target: Target, timeout: float) -> ProbeResult:
     deadline = time.monotonic() + timeout
     try:
         address = await asyncio.wait_for(_resolve(target), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return ProbeResult("unreachable", None, None, f"looking up {target.host} took longer than {timeout} s")
     except OSError as e:
         return ProbeResult("unreachable", None, None, f"cannot look up {target.host}: {e}")
@@ -585,7 +585,7 @@ async def _exchange_udp(address: str, port: int, requests: list[stun.Message],
                 transport.sendto(bytes(request))
             try:
                 answer = await asyncio.wait_for(asyncio.shield(protocol.answer), min(delay, left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 delay *= 2
                 continue
             except ConnectionRefusedError:

@@ -20,9 +20,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import av
+from av.video.codeccontext import VideoCodecContext
 
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
@@ -107,7 +108,7 @@ class JpegEncoder:
 
 def decode_gop(items: list[EncodedFrame], codec: str = "h264") -> list[tuple[EncodedFrame, av.VideoFrame]]:
     """Decode encoded pictures from a keyframe on (blocking); each decoded picture with its stamps."""
-    ctx = av.CodecContext.create(codec, "r")
+    ctx = cast(VideoCodecContext, av.CodecContext.create(codec, "r"))
     out: list[tuple[EncodedFrame, av.VideoFrame]] = []
     pending: collections.deque[EncodedFrame] = collections.deque()
     for item in items:
@@ -191,10 +192,10 @@ class JpegFrames:
             return Picture(raw.frame, raw.seq, raw.mono, raw.wall)
         sub: Subscription[RawFrame] = capture.subscribe(maxsize=1, overflow="latest")
         try:
-            raw = await self._first(sub)
+            first = await self._first(sub)
         finally:
             sub.close()
-        return Picture(raw.frame, raw.seq, raw.mono, raw.wall)
+        return Picture(first.frame, first.seq, first.mono, first.wall)
 
     async def _latest_decoded(self, max_age_s: float) -> Picture:
         gop = self.stream.last_gop()
@@ -219,7 +220,7 @@ class JpegFrames:
     async def _first(self, sub: Subscription[T]) -> T:
         try:
             return await asyncio.wait_for(sub.get(), self.wait_s)
-        except (asyncio.TimeoutError, SubscriptionClosed):
+        except (TimeoutError, SubscriptionClosed):
             capture = self.stream.capture
             why = f": {capture.last_error}" if capture.last_error else ""
             raise NoPicture(f"the camera ({capture.name}) gave no picture within {self.wait_s:g} s{why}") from None

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import av
+from av.video.codeccontext import VideoCodecContext
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -99,7 +100,7 @@ class _Decoder:
     """A persistent H.264 decoder for the pass-through camera (used in the JPEG thread only)."""
 
     def __init__(self, codec: str) -> None:
-        self.ctx = av.CodecContext.create(codec, "r")
+        self.ctx = cast(VideoCodecContext, av.CodecContext.create(codec, "r"))
 
     def decode(self, item: EncodedFrame) -> av.VideoFrame | None:
         last = None

@@ -7,13 +7,12 @@ the reason is logged. Device failures at run time are health events, retried by 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..events import EventData
-from ..platform import EventRow, MediaConfig
+from ..platform import Background, EventRow, MediaConfig
 
 if TYPE_CHECKING:
     from ..daemon import Panel
@@ -46,6 +45,7 @@ class MediaService:
         from .tokens import TokenStore
 
         self.cfg = cfg
+        self._ending = Background("media")  # sessions ended for synchronous callers
         self.hub = MediaHub(cfg, report)
         self.tokens = TokenStore(cfg.token_ttl_s, installer_token=installer_token)
         self.sessions = SessionManager(cfg, self.hub, self.tokens, calls)
@@ -111,7 +111,7 @@ class MediaService:
     def end_session_soon(self, session_id: str, reason: str) -> None:
         """``end_session`` for synchronous callers (a revocation, a link ending)."""
         if self.sessions.get(session_id) is not None:
-            asyncio.ensure_future(self.sessions.end(session_id, reason))
+            self._ending.spawn(self.sessions.end(session_id, reason), f"ending session {session_id}")
 
     def configured_ice_servers(self) -> list[Any]:
         """``media.ice_servers`` as RTCIceServer objects (TURN passwords from their environment variables),
@@ -147,6 +147,7 @@ class MediaService:
                                                 ice_servers=ice_servers)
 
     async def stop(self) -> None:
+        await self._ending.wait()
         await self.sessions.close()
         await self.sessions.ice.close()
         await self.hub.close()

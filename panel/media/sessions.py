@@ -40,7 +40,7 @@ from aiortc.exceptions import InternalError, InvalidStateError, OperationError
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from ..errors import CallError
-from ..platform import IceServerConfig, MediaConfig
+from ..platform import Background, IceServerConfig, MediaConfig
 from .audio import MixerInput
 from .errors import SessionRefused
 from .hub import MediaHub
@@ -140,7 +140,7 @@ def check_offer(text: str) -> aiortc_sdp.SessionDescription:
     if not media:
         raise SessionRefused("invalid_sdp", "the offer has no audio or video section (m=audio / m=video)")
     for i, m in enumerate(desc.media):
-        if not (m.ice.usernameFragment and m.ice.password):
+        if m.ice is None or not (m.ice.usernameFragment and m.ice.password):
             raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no a=ice-ufrag/a=ice-pwd")
         if not m.dtls or not m.dtls.fingerprints:
             raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no a=fingerprint (DTLS)")
@@ -556,9 +556,17 @@ async def _drain(channel: RTCDataChannel | None, limit_s: float = 0.3) -> None:
     """Give a last message the chance to leave before the connection closes under it."""
     if channel is None:
         return
-    deadline = time.monotonic() + limit_s
-    while channel.bufferedAmount > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    if channel.bufferedAmount > 0:
+        drained = asyncio.Event()
+        on_low = drained.set
+        channel.on("bufferedamountlow", on_low)  # emitted when the buffer empties (the threshold is 0)
+        try:
+            await asyncio.wait_for(drained.wait(), limit_s)
+        except TimeoutError:
+            pass
+        finally:
+            channel.remove_listener("bufferedamountlow", on_low)
+    # Out of the buffer is not yet on the wire: SCTP sends it on its next turn of the loop
     await asyncio.sleep(0.02)
 
 
@@ -587,6 +595,9 @@ class SessionManager:
         self.ice = IceMonitor(ice_servers_from_config(cfg.ice_servers), gather_budget_s=cfg.ice_gather_budget_s,
                               probe_interval_s=cfg.ice_probe_interval_s, probe_timeout_s=cfg.ice_probe_timeout_s)
         self._closing = False
+        # Sessions closed without holding up whoever ended them; a preempted one is already out of
+        # ``sessions``, so close() waits for these as well
+        self._closers = Background("media sessions")
         tokens.on_revoke(self._revoked)
 
     # -- creating ----------------------------------------------------------------------------------------
@@ -637,7 +648,7 @@ class SessionManager:
             # the way (an MQTT reply, a dropped HTTP response). The retry replaces the stalled session;
             # taken out of ``answerers`` first, its closing leaves the call alone.
             del self.answerers[call.guid]
-            asyncio.ensure_future(holder.close("superseded", notify=False))
+            self._closers.spawn(holder.close("superseded", notify=False), f"closing session {holder.id}")
             return "answerer"
         answered_by = holder.who if holder is not None else (call.answered_by if call.answered else None)
         if answered_by is not None and (holder is not None or answered_by != who):
@@ -656,7 +667,7 @@ class SessionManager:
             if monitors:
                 victim = min(monitors, key=lambda s: s.created_mono)
                 del self.sessions[victim.id]  # its slot is free now; it finishes closing on its own
-                asyncio.ensure_future(victim.close("preempted_by_call"))
+                self._closers.spawn(victim.close("preempted_by_call"), f"closing session {victim.id}")
                 return
         raise SessionRefused("too_many_sessions", f"{len(self.sessions)} media sessions are open, the most this panel "
                              f"allows (media.max_sessions = {self.cfg.max_sessions}); try again when one ends",
@@ -738,7 +749,7 @@ class SessionManager:
     def _revoked(self, grant: Grant) -> None:
         for s in list(self.sessions.values()):
             if s.grant.token_id == grant.token_id:
-                asyncio.ensure_future(s.close("revoked"))
+                self._closers.spawn(s.close("revoked"), f"closing session {s.id}")
 
     # -- call-level mute ----------------------------------------------------------------------------------
     def call_mute(self, guid: str | None) -> dict[str, bool]:
@@ -763,7 +774,7 @@ class SessionManager:
         self._call_muted.pop(guid, None)
         for s in list(self.sessions.values()):
             if s.call_guid == guid:
-                asyncio.ensure_future(s.close(f"call_{status}"))
+                self._closers.spawn(s.close(f"call_{status}"), f"closing session {s.id}")
         self.tokens.revoke_call(guid)  # after: those sessions end for the call, not for the revocation
 
     def get(self, session_id: str) -> Session | None:
@@ -779,6 +790,7 @@ class SessionManager:
     async def close(self) -> None:
         self._closing = True
         await asyncio.gather(*(s.close("shutdown") for s in list(self.sessions.values())), return_exceptions=True)
+        await self._closers.wait()
 
     def status(self) -> list[dict[str, Any]]:
         return [s.info() for s in self.sessions.values()]

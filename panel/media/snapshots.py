@@ -431,8 +431,8 @@ class Snapshots:
             picture = await self.jpegs.latest_picture(max_age_s=RECENT_S)
         jpeg = await self.jpegs.encode(picture)
         files = {PRESS: jpeg.data}
-        frames = [{"name": PRESS, "taken_at": iso(jpeg.wall), "offset_ms": round((jpeg.mono - press_mono) * 1000, 1),
-                   "seq": jpeg.seq}]
+        frames: list[dict[str, Any]] = [{"name": PRESS, "taken_at": iso(jpeg.wall),
+                                         "offset_ms": round((jpeg.mono - press_mono) * 1000, 1), "seq": jpeg.seq}]
         for i, j in enumerate(pre):
             name = f"pre-{i:02d}.jpg"
             files[name] = j.data

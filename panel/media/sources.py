@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -55,7 +56,7 @@ class RawFrame:
 
 @dataclass(slots=True)
 class EncodedFrame:
-    packet: av.Packet  # one access unit, Annex-B for H.264
+    packet: av.Packet[Any]  # one access unit, Annex-B for H.264
     keyframe: bool
     seq: int
     mono: float
@@ -66,7 +67,7 @@ def is_key(item: EncodedFrame) -> bool:
     return item.keyframe
 
 
-def make_packet(data: bytes, pts: int) -> av.Packet:
+def make_packet(data: bytes, pts: int) -> av.Packet[Any]:
     packet = av.Packet(data)
     packet.pts = packet.dts = pts
     packet.time_base = TIME_BASE
@@ -227,7 +228,7 @@ async def _end_process(proc: asyncio.subprocess.Process) -> None:
             proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 2.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()

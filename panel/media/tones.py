@@ -71,7 +71,7 @@ def render(tone: Tone, level: float, rate: int = RATE) -> np.ndarray:
     phase = 0.0
     fade = int(FADE_S * rate)
     for seg in tone.segments:
-        n = int(round(seg.seconds * rate))
+        n = round(seg.seconds * rate)
         if seg.hz is None or n == 0:
             parts.append(np.zeros(n, np.float32))
             continue

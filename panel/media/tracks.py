@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -58,7 +58,7 @@ class PacketVideoTrack(MediaStreamTrack):
         """The peer lost a picture (PLI/FIR)."""
         self.stream.request_keyframe()
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -105,7 +105,7 @@ class MicrophoneTrack(MediaStreamTrack):
     def set_muted(self, muted: bool) -> None:
         self.muted = muted
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
@@ -140,7 +140,7 @@ async def consume_audio(track: MediaStreamTrack, into: MixerInput | None,
         if frames == 1 and on_first is not None:
             on_first()
         if into is not None:
-            into.write(to_mono(frame))
+            into.write(to_mono(cast(av.AudioFrame, frame)))  # an audio track yields audio frames
 
 
 async def consume_video(track: MediaStreamTrack, on_frame: Callable[[av.VideoFrame], Any] | None = None) -> int:
@@ -153,7 +153,7 @@ async def consume_video(track: MediaStreamTrack, on_frame: Callable[[av.VideoFra
             return frames
         frames += 1
         if on_frame is not None:
-            on_frame(frame)
+            on_frame(cast(av.VideoFrame, frame))  # a video track from a peer yields decoded pictures
 
 
 def watch(task: asyncio.Task[Any], what: str) -> None:

@@ -13,7 +13,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol, overload
 
 
@@ -29,7 +29,7 @@ def iso8601(t: float | None) -> str | None:
     """The one timestamp format on every wire and page: UTC, milliseconds, "Z" (2026-11-30T05:02:34.566Z)."""
     if t is None:
         return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class TimerHandle(Protocol):

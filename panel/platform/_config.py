@@ -747,16 +747,16 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError([f"file not found; copy config/panel.example.toml to {path} and edit it"], str(path))
+    except FileNotFoundError as e:
+        raise ConfigError([f"file not found; copy config/panel.example.toml to {path} and edit it"], str(path)) from e
     except OSError as e:
-        raise ConfigError([f"cannot read the file ({e.strerror})"], str(path))
+        raise ConfigError([f"cannot read the file ({e.strerror})"], str(path)) from e
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(["not UTF-8 text; save the file as UTF-8"], str(path))
+    except UnicodeDecodeError as e:
+        raise ConfigError(["not UTF-8 text; save the file as UTF-8"], str(path)) from e
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"TOML syntax error: {e}"], str(path))
+        raise ConfigError([f"TOML syntax error: {e}"], str(path)) from e
     cfg = parse_config(data, source=str(path))
     return resolve_paths(cfg, path.parent)
 

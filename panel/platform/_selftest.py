@@ -40,7 +40,7 @@ def _is_active(dev: DigitalInputDevice, cfg: InputConfig) -> bool:
 
 def run_selftest(cfg: Config, *, simulate: bool, confirm: Callable[[str], bool]) -> list[Row]:
     rows: list[Row] = []
-    rows.append(_check_storage(cfg))
+    rows.append(check_storage(cfg))
     try:
         factory = make_pin_factory("mock" if simulate else cfg.gpio.pin_factory)
         hw = Hardware.build(cfg, factory)
@@ -109,7 +109,7 @@ def run_selftest(cfg: Config, *, simulate: bool, confirm: Callable[[str], bool])
     return rows
 
 
-def _check_storage(cfg: Config) -> Row:
+def check_storage(cfg: Config) -> Row:
     d = cfg.storage.dir
     try:
         d.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ def model() -> str:
 
 def system_uptime_s() -> float | None:
     try:
-        return round(time.time() - psutil.boot_time(), 1)
+        return round(time.time() - float(psutil.boot_time()), 1)
     except (OSError, RuntimeError):
         return None
 
@@ -55,8 +55,8 @@ def cpu_temperature_c() -> float | None:
     for name, readings in sensors.items():
         for r in readings:
             if any(word in f"{name} {r.label}".lower() for word in ("cpu", "soc", "x86_pkg", "coretemp")):
-                return round(r.current, 1)
-            best = best if best is not None else round(r.current, 1)
+                return round(float(r.current), 1)
+            best = best if best is not None else round(float(r.current), 1)
     return best
 
 
