@@ -36,10 +36,11 @@ from panel.link._commands import IceServer
 from panel.link._topics import CallOutcomeMsg, DoorStateMsg, FreshnessStateMsg
 from panel.platform import SecretsConfig, parse_config
 
+from .eventually import eventually
 from .media_rig import INSTALLER, media_config
 from .mosquitto import Broker, Client
 from .support import ROOT, config_dict, write_config
-from .test_mqtt import A, FakeClockSync, until
+from .test_mqtt import A, FakeClockSync
 
 DOCS = ROOT / "docs"
 
@@ -128,7 +129,7 @@ async def panel(broker: Broker, tmp_path: Path) -> AsyncIterator[Panel]:
               simulate=True, clock_sync=FakeClockSync(True))
     p.config_path = write_config(tmp_path / "etc", data)  # what the PATCH example edits (dry run)
     await p.start()
-    await until(lambda: p.mqtt is not None and p.mqtt.connected, 10, "the panel never connected")
+    await eventually(lambda: p.mqtt is not None and p.mqtt.connected, 10, "the panel never connected")
     yield p
     await p.stop("test over")
 
@@ -142,7 +143,7 @@ def http(panel: Panel) -> httpx.AsyncClient:
 async def press(panel: Panel, button: str = "b303") -> str:
     pin = panel.hw.factory.pin(f"GPIO{panel.cfg.button(button).pin}")
     pin.drive_low()
-    await until(lambda: panel.calls.current is not None, 2, "the press made no call")
+    await eventually(lambda: panel.calls.current is not None, 2, "the press made no call")
     pin.drive_high()
     return str(panel.calls.current.guid)  # type: ignore[union-attr]
 

@@ -19,9 +19,10 @@ from panel.daemon import Panel
 from panel.link import discovery_messages, installer_url
 from panel.platform import parse_config
 
+from .eventually import eventually
 from .mosquitto import HA_USER, Broker, Client
 from .support import config_dict, free_port
-from .test_mqtt import A, cmd, panel_config, press, start, until
+from .test_mqtt import A, cmd, panel_config, press, start
 
 DISCOVERY = f"homeassistant/+/{A}/+/config"
 
@@ -59,7 +60,7 @@ async def discovery(broker: Broker, panel: Panel) -> dict[str, dict[str, Any]]:
     async with Client(broker, HA_USER, subscribe=(DISCOVERY,)) as ha:
         def held() -> dict[str, dict[str, Any]]:
             return {m.topic.value: json.loads(m.payload) for m in ha.messages if m.payload}
-        await until(lambda: wanted <= set(held()), 10, "the panel's discovery did not all arrive")
+        await eventually(lambda: wanted <= set(held()), 10, "the panel's discovery did not all arrive")
         return held()
 
 
@@ -93,7 +94,7 @@ async def test_discovery_has_the_door_contact_problem_sensors_outcome_and_instal
             assert state is not None and render(door["value_template"], state) == "OFF"
             contact = panel.hw.factory.pin(f"GPIO{panel.cfg.door.contact.pin}")  # type: ignore[union-attr]
             contact.drive_high()
-            await until(lambda: panel.door.is_open, 3, "the contact did not read open")
+            await eventually(lambda: panel.door.is_open, 3, "the contact did not read open")
             async with Client(broker, HA_USER, subscribe=(f"panels/{A}/state/door",)) as live:
                 opened = await live.wait_for(lambda m: json.loads(m.payload)["open"] is True)
                 assert render(door["value_template"], opened.payload) == "ON"
@@ -142,17 +143,17 @@ async def test_call_outcomes_reach_home_assistant_as_events(broker: Broker, back
             guid = panel.calls.current.guid  # type: ignore[union-attr]
             assert (await backend.request(A, cmd("answer", who="alice")))["code"] == "ok"
             assert (await backend.request(A, cmd("end", who="alice")))["code"] == "ok"
-            await until(lambda: len(seen()) >= 2, 5, "no answered/ended outcome")
+            await eventually(lambda: len(seen()) >= 2, 5, "no answered/ended outcome")
             assert [(e["event_type"], e["call_guid"], e["who"]) for e in seen()] == [
                 ("answered", guid, "alice"), ("ended", guid, "alice")]
 
             await press(panel, "b304")
             assert (await backend.request(A, cmd("decline", who="bob")))["code"] == "ok"
-            await until(lambda: len(seen()) >= 3, 5, "no declined outcome")
+            await eventually(lambda: len(seen()) >= 3, 5, "no declined outcome")
             assert seen()[2]["event_type"] == "declined" and seen()[2]["unit"]["id"] == "304"
 
             await press(panel, "b303")
-            await until(lambda: len(seen()) >= 4, 15, "no missed outcome after ring_timeout_s")
+            await eventually(lambda: len(seen()) >= 4, 15, "no missed outcome after ring_timeout_s")
             assert seen()[3]["event_type"] == "missed" and seen()[3]["who"] is None
             assert all(e["event_type"] in outcome["event_types"] for e in seen())
     finally:
@@ -188,7 +189,7 @@ async def test_home_assistant_birth_message_brings_discovery_again(broker: Broke
 
             def again() -> set[str]:
                 return {m.topic.value for m in ha.messages[since:] if not m.retain}
-            await until(lambda: again() == every, 5, "not all of the discovery was published again")
+            await eventually(lambda: again() == every, 5, "not all of the discovery was published again")
             since = len(ha.messages)
             await ha.publish("homeassistant/status", b"offline")
             assert await ha.quiet(lambda m: not m.retain, 0.3, since) == []
