@@ -164,7 +164,8 @@ class Panel:
         self.door.calls = self.calls  # the door decides which call a release belongs to
         self.calls.recover()  # before the buttons are wired: a zombie call is closed before a new one
         self.participants = Participants(self.calls, self.journal)
-        self.call_links = CallLinks(self.cfg.links, self.calls, self.journal, self.participants, lambda: self.media)
+        self.call_links = CallLinks(self.cfg.links, self.calls, self.journal, self.participants, lambda: self.media,
+                                    now=self.clock.wall, monotonic=self.clock.monotonic)
         self.call_service = CallService(self.calls, lambda: self.media, links=self.call_links)
 
         def calls_stopping(_r: StopReason) -> None:
@@ -313,7 +314,7 @@ class Panel:
         control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
                           media=lambda: self.media, call_service=self.call_service)
-        link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync)
+        link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
         await link.prepare()
         self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")
         return link

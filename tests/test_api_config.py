@@ -21,7 +21,6 @@ import tomli_w
 
 from panel.api.principals import ApiAuth
 from panel.auth import Secrets
-from panel.calls import CallLinks
 from panel.daemon import Panel
 from panel.link import signed
 from panel.platform import key_apply, leaf_keys, parse_config
@@ -99,7 +98,7 @@ def test_the_live_key_lists_cover_every_live_key() -> None:
 
 
 async def test_every_live_key_reaches_every_component_that_uses_it(rig: Rig) -> None:
-    links = CallLinks.for_panel(rig.panel)  # made before the change: it must follow it, not keep a copy
+    links = rig.panel.call_links  # made before the change: it must follow it, not keep a copy
     rig.panel.lights.running(True)
     light = rig.pin(20)  # the "door" light: dark while the door is locked
     assert light.state is False

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from panel.api.principals import ApiAuth
-from panel.calls import CallLinks
 from panel.daemon import Panel
 from panel.media.audio import dominant_frequency
 
@@ -152,7 +151,7 @@ async def test_revoked_expired_forged_and_full_links_are_refused(panel: Panel) -
             assert (r.status_code, r.json()["code"]) == (409, "too_many_participants")
             session = next(s for s in media_of(panel).sessions.sessions.values() if s.role == "participant")
             waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version="
-                                                  f"{CallLinks.for_panel(panel).participants.version}&wait_s=10",
+                                                  f"{panel.call_links.participants.version}&wait_s=10",
                                                   headers=bearer(first["subscription"])))
             await asyncio.sleep(0.1)  # the stimulus: the long-poll is waiting before the change
 
@@ -176,7 +175,7 @@ async def test_revoked_expired_forged_and_full_links_are_refused(panel: Panel) -
 
         # Expired: the link's clock moves past its expiry.
         fresh = (await c.post(f"/api/v1/calls/{guid}/links", headers=bearer(alice))).json()
-        links = CallLinks.for_panel(panel)
+        links = panel.call_links
         links.now = lambda: time.time() + panel.cfg.links.ttl_s + 1
         r = await c.post("/api/v1/link/subscribe", json={"name": "Late"}, headers=bearer(fresh["link"]))
         assert (r.status_code, r.json()["code"]) == (401, "link_expired")
@@ -203,7 +202,7 @@ async def test_the_end_of_the_call_empties_the_list_and_closes_every_link(panel:
         guest = Resident()
         try:
             assert (await join_guest(c, sub["subscription"], guest)).status_code == 200
-            version = CallLinks.for_panel(panel).participants.version
+            version = panel.call_links.participants.version
             waiting = asyncio.ensure_future(c.get(f"/api/v1/link/participants?version={version}&wait_s=10",
                                                   headers=bearer(sub["subscription"])))
             await asyncio.sleep(0.1)  # the stimulus: the long-poll is waiting before the change

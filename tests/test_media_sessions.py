@@ -13,6 +13,7 @@ import pytest
 
 from panel.api.principals import ApiAuth
 from panel.daemon import Panel
+from panel.errors import http_status
 from panel.media.audio import dominant_frequency
 from panel.media.errors import SessionRefused, TokenRefused
 from panel.media.sessions import Session
@@ -284,7 +285,7 @@ async def test_second_answer_is_refused_with_the_reason(panel: Panel) -> None:
     await alice.wait_audio(0.2)
     with pytest.raises(SessionRefused) as refused:
         await join(panel, bob, media.issue_call_token(guid, "bob"))
-    assert refused.value.code == "already_answered" and refused.value.status == 409
+    assert refused.value.code == "already_answered" and http_status(refused.value.code) == 409
     assert "already answered by alice" in str(refused.value)
     assert len(media.sessions.sessions) == 1 and panel.calls.current.answered_by == "alice"
     await bob.close()

@@ -24,7 +24,6 @@ import pytest_asyncio
 
 from panel.api.principals import ApiAuth
 from panel.auth import Secrets
-from panel.calls import CallLinks
 from panel.daemon import Panel
 from panel.media.audio import dominant_frequency
 from panel.platform import parse_config
@@ -247,7 +246,7 @@ async def test_resident_page_rings_answers_talks_opens_and_shares_a_link(panel: 
         await page.click("#share")
         await page.wait_for_selector("#revoke:not([hidden])")
         fresh = await page.text_content("#link")
-        links = CallLinks.for_panel(panel)
+        links = panel.call_links
         links.now = lambda: time.time() + panel.cfg.links.ttl_s + 1
         try:
             late = await guest_ctx.new_page()

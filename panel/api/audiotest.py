@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .deps import Caller, PanelDep
 from .errors import ApiError, OkBody
 from .state import ApiState
+
+if TYPE_CHECKING:
+    from .deps import Panel
 
 router = APIRouter(prefix="/api/v1/media", tags=["media"])
 
@@ -48,7 +51,7 @@ class Level(OkBody):
     seconds: float = Field(description="how much sound was measured")
 
 
-def _media(panel: Any) -> Any:
+def _media(panel: Panel) -> Any:
     media = getattr(panel, "media", None)
     if media is None:
         raise ApiError("media_unavailable", "media is not running on this panel (no [media] section, or it "
@@ -56,15 +59,15 @@ def _media(panel: Any) -> Any:
     return media
 
 
-def _no_call(panel: Any, what: str) -> None:
+def _no_call(panel: Panel, what: str) -> None:
     call = panel.calls.current
     if call is not None and call.live:
         raise ApiError("call_in_progress", f"call {call.guid} is in progress; {what} when it is over")
 
 
-def _playing(panel: Any) -> ApiState:
+def _playing(panel: Panel) -> ApiState:
     assert panel.api_state is not None, "the API's state is made with its app"
-    return panel.api_state  # type: ignore[no-any-return]
+    return panel.api_state
 
 
 async def _play(mixer: Any, samples: Any) -> None:

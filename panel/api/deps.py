@@ -10,7 +10,7 @@ from .principals import Principal
 from .roles import caller
 
 if TYPE_CHECKING:
-    from ..daemon import Panel
+    from ..daemon import Panel as Panel  # re-exported for the routes' type hints
 
 
 def get_panel(request: Request) -> Panel:

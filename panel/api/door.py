@@ -9,7 +9,7 @@ models, the same the MQTT ``open`` command uses, so both channels refuse the sam
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +22,9 @@ from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import Principal
 from .roles import caller
+
+if TYPE_CHECKING:
+    from .deps import Panel
 
 Caller = Annotated[Principal, Depends(caller)]
 
@@ -90,7 +93,7 @@ def _requester(who: Principal) -> Requester:
                      call_guid=who.call_guid)
 
 
-async def _open(panel: Any, req: UnlockRequest) -> Grant:
+async def _open(panel: Panel, req: UnlockRequest) -> Grant:
     grant: Grant = await panel.door.open(req)  # a refusal is answered with its status from the one table
     return grant
 

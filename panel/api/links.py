@@ -15,18 +15,21 @@ Two sides:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..calls import NAME_MAX, CallLinks, Link, LinkRefused, Participants, Subscription
+from ..calls import NAME_MAX, CallLinks, Link, LinkRefused, Subscription
 from ..errors import CallError, http_status
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
 from .roles import caller
 from .scope import actor, call_in_scope, call_service, refused
+
+if TYPE_CHECKING:
+    from .deps import Panel
 
 router = APIRouter(prefix="/api/v1", tags=["call links"])
 
@@ -135,8 +138,8 @@ class Invited(OkBody):
     info: LinkOut
 
 
-def _links(panel: Any) -> CallLinks:
-    return CallLinks.for_panel(panel)
+def _links(panel: Panel) -> CallLinks:
+    return panel.call_links
 
 
 def _error(e: LinkRefused) -> ApiError:
@@ -157,11 +160,11 @@ def _out(link: Link) -> LinkOut:
     return LinkOut(**link.info())
 
 
-def _people(panel: Any, guid: str) -> list[ParticipantOut]:
-    return [ParticipantOut(**p.model_dump()) for p in Participants.for_panel(panel).list(guid)]
+def _people(panel: Panel, guid: str) -> list[ParticipantOut]:
+    return [ParticipantOut(**p.model_dump()) for p in panel.participants.list(guid)]
 
 
-async def _answered_call(panel: Any, who: Principal, guid: str) -> Any:
+async def _answered_call(panel: Panel, who: Principal, guid: str) -> Any:
     """The call ``guid`` if the caller may manage its links (the CallService decides: residents only for
     the call they answered)."""
     try:
@@ -216,7 +219,7 @@ async def participants(guid: str, panel: PanelDep, who: Caller,
     call = panel.calls.get(guid) or await panel.calls.lookup(guid)
     if call is None or not call_in_scope(who, call.unit_id, call.guid):
         raise ApiError("unknown_call", f"there is no call {guid!r} in your scope")
-    reg = Participants.for_panel(panel)
+    reg = panel.participants
     now = reg.version
     if version is not None and version == now and reg.live(guid):
         now = await reg.wait(version, wait_s)

@@ -32,7 +32,7 @@ from .scope import event_in_scope
 from .state import ApiState
 
 if TYPE_CHECKING:
-    from ..daemon import Panel
+    from .deps import Panel
 
 router = APIRouter(prefix="/api/v1", tags=["logs"])
 
@@ -142,7 +142,7 @@ def _types(types: list[str] | None) -> list[str]:
     return out
 
 
-async def _cursor(panel: Any, after: str | None) -> int:
+async def _cursor(panel: Panel, after: str | None) -> int:
     """The seq after which to continue: after an event id; "0" or omitted means from the oldest kept;
     "now" means from the next event."""
     if after is None or after == "0":
@@ -156,7 +156,7 @@ async def _cursor(panel: Any, after: str | None) -> int:
     return int(row[0])
 
 
-async def _read(panel: Any, seq: int, limit: int, types: list[str]) -> list[EventRow]:
+async def _read(panel: Panel, seq: int, limit: int, types: list[str]) -> list[EventRow]:
     def q(conn: sqlite3.Connection) -> list[EventRow]:
         sql = "SELECT * FROM events WHERE seq > ?"
         params: list[Any] = [seq]
@@ -173,7 +173,7 @@ async def _read(panel: Any, seq: int, limit: int, types: list[str]) -> list[Even
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         return [EventRow.from_row(r) for r in conn.execute(sql, params)]
-    return await panel.store.read(q)  # type: ignore[no-any-return]
+    return await panel.store.read(q)
 
 
 class _Waiters:
@@ -192,7 +192,7 @@ class _Waiters:
         return self.state.open_streams
 
     @contextlib.contextmanager
-    def slot(self, panel: Any, auth: ApiAuth, who: Principal) -> Any:
+    def slot(self, panel: Panel, auth: ApiAuth, who: Principal) -> Any:
         if self.open >= MAX_WAITERS:
             raise ApiError("too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one "
                            "or try again shortly", headers={"Retry-After": "5"})
@@ -218,7 +218,7 @@ class _Waiters:
             self.state.open_streams -= 1
 
 
-async def _scoped(panel: Any, who: Principal, seq: int, limit: int, types: list[str]) -> tuple[list[EventRow], int, bool]:
+async def _scoped(panel: Panel, who: Principal, seq: int, limit: int, types: list[str]) -> tuple[list[EventRow], int, bool]:
     """Up to ``limit`` events after ``seq`` the caller may see; the seq scanned up to; whether more wait."""
     rows = await _read(panel, seq, limit, types)
     last = rows[-1].seq if rows else seq
@@ -266,7 +266,7 @@ def _sse(row: EventRow) -> bytes:
     return f"id: {row.id}\nevent: {row.type}\ndata: {data}\n\n".encode()
 
 
-async def _stream(panel: Any, auth: ApiAuth, who: Principal, seq: int, types: list[str],
+async def _stream(panel: Panel, auth: ApiAuth, who: Principal, seq: int, types: list[str],
                   is_disconnected: Callable[[], Any]) -> AsyncIterator[bytes]:
     with _Waiters.for_panel(panel).slot(panel, auth, who) as (wake, gone):
         yield b"retry: 2000\n\n"

@@ -25,6 +25,7 @@ from .errors import ApiError
 
 if TYPE_CHECKING:
     from ..media.visitor import VisitorMedia
+    from .deps import Panel
 
 router = APIRouter(prefix="/api/v1", tags=["media"])
 
@@ -56,7 +57,7 @@ def bearer_or_basic(authorization: str | None) -> str | None:
                    headers={"WWW-Authenticate": CHALLENGE})
 
 
-def _visitor(panel: Any, what: str) -> VisitorMedia:
+def _visitor(panel: Panel, what: str) -> VisitorMedia:
     visitor = getattr(panel, "visitor", None)
     if visitor is None or visitor.jpegs is None:
         raise ApiError("no_camera", f"{what} needs a camera; this panel runs without one (see [media.video] "
@@ -69,7 +70,7 @@ def _principal(request: Request) -> Any | None:
     return getattr(request.state, "principal", None)
 
 
-def _live_grant(request: Request, panel: Any, visitor: VisitorMedia,
+def _live_grant(request: Request, panel: Panel, visitor: VisitorMedia,
                 authorization: str | None) -> tuple[str, str | None, str]:
     """Who may see the camera now: (credential id, the call it is tied to or None, who)."""
     p = _principal(request)
@@ -130,7 +131,7 @@ async def mjpeg(request: Request, panel: PanelDep, authorization: str | None = H
     return visitor.mjpeg.response(viewer)
 
 
-async def _call_access(request: Request, panel: Any, visitor: VisitorMedia, guid: str, exp: str | None,
+async def _call_access(request: Request, panel: Panel, visitor: VisitorMedia, guid: str, exp: str | None,
                        sig: str | None, authorization: str | None) -> None:
     """A call's stored pictures open with its signed URL, an API credential for it, or its media token."""
     assert visitor.snapshots is not None and visitor.snapshots.signer is not None
@@ -177,7 +178,7 @@ async def call_picture(guid: str, name: str, request: Request, panel: PanelDep, 
     return await _stored(request, panel, guid, name, exp, sig, authorization)
 
 
-async def _stored(request: Request, panel: Any, guid: str, name: str, exp: str | None, sig: str | None,
+async def _stored(request: Request, panel: Panel, guid: str, name: str, exp: str | None, sig: str | None,
                   authorization: str | None) -> Response:
     visitor = _visitor(panel, "call snapshots")
     await _call_access(request, panel, visitor, guid, exp, sig, authorization)

@@ -257,11 +257,11 @@ class ApiAuth:
         self.panel = panel
         self.installer = InstallerCredential(panel.cfg.storage.dir)
         self.static_token: str | None = panel.secrets.installer_token
-        self.tokens = TokenStore(panel.store)
+        self.tokens = TokenStore(panel.store, now=panel.clock.wall)  # expiry on the panel's clock
         self.tokens.load()
         self.session_ttl_s = api.session_ttl_s
         self.login = LoginThrottle(api.login_backoff_s, api.login_lockout_after)
-        self.mutations = RateLimiter(api.mutations_per_minute)
+        self.mutations = RateLimiter(api.mutations_per_minute, now=panel.clock.monotonic)
         # scrypt costs 16 MiB and tens of ms: two checks at a time bound both, whatever arrives.
         self.hashing = asyncio.Semaphore(2)
         self._generation: tuple[float, int, int] | None = None  # (checked at, file mtime_ns, generation)

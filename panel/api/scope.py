@@ -11,6 +11,7 @@ from .principals import Principal
 if TYPE_CHECKING:
     from ..calls import Actor, CallManager, CallService
     from ..platform import EventRow
+    from .deps import Panel
 
 UNSCOPED = frozenset({"installer", "backend"})
 
@@ -43,7 +44,7 @@ def event_in_scope(p: Principal, row: EventRow, calls: CallManager | None) -> bo
 
 # -- the call service's view of a caller ------------------------------------------------------------
 
-def actor(panel: Any, p: Principal) -> Actor:
+def actor(panel: Panel, p: Principal) -> Actor:
     """The call service's Actor for an API principal (the service, not the route, applies the rules)."""
     from ..calls import Actor
     from .principals import ApiAuth
@@ -53,7 +54,7 @@ def actor(panel: Any, p: Principal) -> Actor:
                  credential_id=None if p.kind == "static" else p.token_id, expires_in_s=left)
 
 
-def call_service(panel: Any) -> CallService:
+def call_service(panel: Panel) -> CallService:
     """The panel's one CallService (built by the composition root)."""
     service: CallService = panel.call_service
     return service

@@ -10,13 +10,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import PanelDep
 from .errors import ApiError, OkBody
+
+if TYPE_CHECKING:
+    from .deps import Panel
 
 router = APIRouter(prefix="/api/v1/sim", tags=["simulation"])
 
@@ -62,7 +65,7 @@ class SimResult(OkBody):
 
 
 @contextlib.contextmanager
-def _recording(panel: Any) -> Iterator[list[RecordedEvent]]:
+def _recording(panel: Panel) -> Iterator[list[RecordedEvent]]:
     """Collect what the journal commits during a request (other concurrent requests' events included)."""
     got: list[RecordedEvent] = []
     unsubscribe = panel.journal.subscribe(lambda row: got.append(RecordedEvent(seq=row.seq, id=row.id, type=row.type)))
@@ -72,7 +75,7 @@ def _recording(panel: Any) -> Iterator[list[RecordedEvent]]:
         unsubscribe()
 
 
-def _drive(panel: Any, where: str, cfg: Any, active: bool) -> None:
+def _drive(panel: Panel, where: str, cfg: Any, active: bool) -> None:
     if cfg is None:
         raise ApiError("not_configured", f"this panel has no {where} configured")
     pin = panel.hw.factory.pin(f"GPIO{cfg.pin}")
@@ -80,7 +83,7 @@ def _drive(panel: Any, where: str, cfg: Any, active: bool) -> None:
     pin.drive_high() if level_high else pin.drive_low()
 
 
-def _button(panel: Any, button_id: str) -> Any:
+def _button(panel: Panel, button_id: str) -> Any:
     try:
         return panel.cfg.button(button_id)
     except KeyError:
@@ -88,7 +91,7 @@ def _button(panel: Any, button_id: str) -> Any:
         raise ApiError("unknown_button", f"there is no button {button_id!r}; this panel has {known}") from None
 
 
-async def _settled(panel: Any) -> dict[str, Any]:
+async def _settled(panel: Panel) -> dict[str, Any]:
     # Let the debounce window pass so the caller sees the effect of what it did.
     longest = max([b.debounce_ms for b in panel.cfg.buttons] + [
         i.debounce_ms for i in (panel.cfg.door.contact, panel.cfg.door.exit_button, panel.cfg.tamper) if i])

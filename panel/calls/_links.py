@@ -124,9 +124,6 @@ class CallLinks:
         self._unsubscribe = journal.subscribe(self.on_event)
         self._closers = Background("call links")  # guests' sessions, closed without holding up the caller
 
-    @classmethod
-    def for_panel(cls, panel: Any) -> CallLinks:
-        return panel.call_links  # type: ignore[no-any-return]  # built by the composition root
 
     def reconfigure(self, cfg: Config) -> None:
         """Take changed live keys (links.ttl_s, max_participants, max_previews, idle_s): new links,

@@ -69,10 +69,6 @@ class Participants:
         self._changed = asyncio.Event()
         self._unsubscribe = journal.subscribe(self.on_event)
 
-    @classmethod
-    def for_panel(cls, panel: Any) -> Participants:
-        """One per panel, made on first use (the call-link and call routes share it)."""
-        return panel.participants  # type: ignore[no-any-return]  # built by the composition root
 
     # -- reading ---------------------------------------------------------------------------------------
     @property

@@ -35,7 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..auth import Secrets
 from ..errors import ConfigError
-from ..platform import Config, EventRow, Journal
+from ..platform import Clock, Config, EventRow, Journal, LoopClock
 from ..platform import iso8601 as _iso
 from ._commands import MAX_PACKET, CommandRefused, Reply
 from ._control import Control
@@ -86,7 +86,8 @@ def describe(e: BaseException) -> str:
 
 class MqttLink:
     def __init__(self, cfg: Config, secrets: Secrets, control: Control, journal: Journal, seen: SeenCommands,
-                 clock_sync: ClockSync, *, rng: random.Random | None = None) -> None:
+                 clock_sync: ClockSync, *, rng: random.Random | None = None, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or LoopClock()
         m = cfg.mqtt
         assert m.host is not None
         if m.username is not None and secrets.mqtt_password is None:
@@ -178,7 +179,7 @@ class MqttLink:
             attempt += 1
             log.warning("mqtt link down: %s; reconnecting in %.2f s", self.last_error, delay,
                         extra={"broker": f"{self.m.host}:{self.m.port}", "attempt": attempt})
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         # Commands skip aiomqtt's message iterator (a queue hop and two tasks per message, ~0.3 ms

@@ -8,6 +8,8 @@ the reason is logged. Device failures at run time are health events, retried by 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,7 +41,7 @@ class SessionHandle:
 
 class MediaService:
     def __init__(self, cfg: MediaConfig, *, report: Any, calls: CallControl | None = None,
-                 installer_token: str | None = None) -> None:
+                 installer_token: str | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         from .hub import MediaHub
         from .sessions import SessionManager
         from .tokens import TokenStore
@@ -47,7 +49,7 @@ class MediaService:
         self.cfg = cfg
         self._ending = Background("media")  # sessions ended for synchronous callers
         self.hub = MediaHub(cfg, report)
-        self.tokens = TokenStore(cfg.token_ttl_s, installer_token=installer_token)
+        self.tokens = TokenStore(cfg.token_ttl_s, clock=monotonic, installer_token=installer_token)
         self.sessions = SessionManager(cfg, self.hub, self.tokens, calls)
         self.calls = calls
         self._followed: list[Any] = []
@@ -191,7 +193,7 @@ def start_media(panel: Panel) -> MediaService | None:
         panel.journal.record(event)
 
     try:
-        service = MediaService(cfg, report=report, calls=getattr(panel, "calls", None),
+        service = MediaService(cfg, report=report, calls=getattr(panel, "calls", None), monotonic=panel.clock.monotonic,
                                installer_token=panel.secrets.installer_token)
         service.start()
     except ImportError as e:
