@@ -45,6 +45,7 @@ from .platform import (
 )
 
 if TYPE_CHECKING:
+    from .access import AccessService, KeyEntry, MatrixKeypad, MockMatrix
     from .link import ClockSync, MqttLink, Outbox, Sender
     from .api.app import ApiServer
     from .api.principals import ApiAuth
@@ -100,6 +101,10 @@ class Panel:
         self.mqtt: MqttLink | None = None
         self.media: MediaService | None = None
         self.visitor: VisitorMedia | None = None
+        self.access: AccessService | None = None  # doors without a call (panel/access)
+        self.keypad: MatrixKeypad | None = None
+        self.key_entry: KeyEntry | None = None
+        self.keypad_sim: MockMatrix | None = None  # the simulated keypad's keys (mock pins only)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped = False
         self._core_built = False
@@ -189,6 +194,7 @@ class Panel:
 
             self.supervisor.start("mqtt", mqtt.run)
             lc.add_started(Hooks("mqtt", on_stop=mqtt_stop, on_health=lambda: {"ok": True, **mqtt.status()}))
+        await lc.start(self.access_component())
         await lc.start(Hooks("media", on_start=self._start_media, on_stop=self._stop_media, stop_cap_s=1.0))
         await lc.start(Hooks("api", on_start=self._start_api, on_stop=self._stop_api, stop_cap_s=0.8))
         self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy, self.clock))
@@ -202,6 +208,43 @@ class Panel:
         log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
                                          "api": f"{self.api.scheme}://{self.cfg.api.host}:{self.api.bound_port}",
                                          "start_ms": lc.timings_ms})
+
+    def access_component(self) -> Hooks:
+        """PINs, codes and cards (panel/access): the credentials, the keypad's scanning as a supervised task."""
+        feedback: Any = None
+
+        async def start() -> None:
+            nonlocal feedback
+            from gpiozero.pins.mock import MockFactory
+
+            from .access import AccessFeedback, AccessService, Credentials, KeyEntry, MatrixKeypad, MockMatrix
+
+            acfg = self.cfg.access
+            feedback = AccessFeedback(self.cfg.lights, self.hw.lights, self.clock, acfg.block_s)
+            self.access = AccessService(self.cfg, self.door, self.journal, self.clock,
+                                        await Credentials.open(self.store), feedback=feedback)
+            kp = acfg.keypad
+            if kp is None:
+                return
+            access = self.access
+
+            def submit(entry: str) -> None:
+                self._spawn(access.present("keypad", entry, source="keypad", relay=kp.relay), "keypad entry")
+
+            self.key_entry = KeyEntry(self.clock, acfg.key_timeout_s, submit)
+            if isinstance(self.hw.factory, MockFactory):
+                self.keypad_sim = MockMatrix(kp, self.hw.factory)  # before the keypad claims the pins
+            self.keypad = MatrixKeypad(kp, self.hw.factory, self.clock, self.key_entry.key)
+            self.supervisor.start("keypad", self.keypad.run)
+
+        async def stop() -> None:
+            await self.supervisor.cancel("keypad")
+            if self.keypad is not None:
+                self.keypad.close()
+            if feedback is not None:
+                feedback.close()
+
+        return Hooks("access", on_start=start, on_stop=stop, stop_cap_s=0.2)
 
     async def _start_media(self) -> None:
         """Camera, microphone and speaker; never fails the start: the door and calls work without media."""

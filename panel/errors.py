@@ -54,3 +54,13 @@ class StoreError(PanelError):
     """The durable store failed (disk full, corrupt database, read-only file system)."""
 
     code = "store_error"
+
+
+class AccessError(PanelError):
+    """A credential could not be created, changed or revoked; nothing changed. ``code`` says why, stably:
+    code_too_short, code_not_digits, bad_window, bad_uses, unknown_door, code_unavailable, card_enrolled,
+    unknown_credential, not_your_credential, not_configured."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)

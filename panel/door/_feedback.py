@@ -40,7 +40,8 @@ CALL_FEEDBACK: dict[str, tuple[ToneName | Literal["stop"] | None, LightPattern]]
     "canceled": ("stop", "off"),
     "failed": ("stop", "off"),
 }
-DOOR_TONE_CAUSES = frozenset({"call", "remote", "installer"})
+# pin, code, qr, card: the person at the keypad, camera or reader hears that the door is open.
+DOOR_TONE_CAUSES = frozenset({"call", "remote", "installer", "pin", "code", "qr", "card"})
 
 
 def call_light_pattern(status: str | None) -> LightPattern:

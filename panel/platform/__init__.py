@@ -7,6 +7,9 @@ from ._component import BaseComponent, Component, Hooks, Lifecycle, StopReason
 from ._clock import Clock, FakeClock, LoopClock, TimerHandle
 from ._config import (
     BOARD_TO_BCM,
+    AccessConfig,
+    KeypadConfig,
+    OsdpConfig,
     ButtonConfig,
     Config,
     IceServerConfig,
@@ -41,6 +44,9 @@ from ._supervisor import Supervisor
 from ._sysinfo import addresses
 
 __all__ = [
+    "AccessConfig",
+    "KeypadConfig",
+    "OsdpConfig",
     "BaseComponent",
     "Component",
     "Hooks",

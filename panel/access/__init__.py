@@ -1,0 +1,22 @@
+"""Doors without a call (docs/access.md): resident PINs and duress PINs, temporary codes (typed or shown
+as a QR code at the camera), cards on an OSDP reader; each a way to ask the door for a release.
+"""
+
+
+from ._feedback import AccessFeedback
+from ._codes import Credential, Credentials, Kind, normalise_card
+from ._keypad import KeyEntry, MatrixKeypad, MockMatrix
+from ._service import AccessService, Outcome
+
+__all__ = [
+    "AccessFeedback",
+    "AccessService",
+    "Credential",
+    "Credentials",
+    "KeyEntry",
+    "Kind",
+    "MatrixKeypad",
+    "MockMatrix",
+    "Outcome",
+    "normalise_card",
+]

@@ -1,0 +1,220 @@
+"""Doors without a call: PINs, duress PINs, temporary codes and cards through the access service and
+a matrix keypad scanned on gpiozero's MockFactory, into the real door (mock relay pins, fake clock)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from panel.errors import AccessError
+
+from .access_support import access_rig, keys, scans, service, type_keys
+from .rig import Rig
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    r = await access_rig(tmp_path)
+    yield r
+    await r.close()
+
+
+async def test_pin_typed_on_the_matrix_opens_the_door_and_logs_owner_and_method(rig: Rig) -> None:
+    await service(rig).set_pin(owner="alice", pin="1234", by="installer")
+    await type_keys(rig, "1234")
+    assert not rig.relay_on(), "digits alone must not open: # submits"
+    await type_keys(rig, "#")
+    assert rig.relay_on()
+    [granted] = rig.events("access.granted")
+    assert (granted["owner"], granted["label"], granted["method"], granted["source"], granted["relay"]) == \
+        ("alice", "PIN", "pin", "keypad", "main")
+    [row] = rig.access_log()
+    assert (row["cause"], row["actor"], row["method"], row["label"], row["id"]) == \
+        ("pin", "alice", "pin", "PIN", granted["access_id"])
+    assert row["credential_id"] == service(rig).creds.live(owner="alice")[0].id
+
+
+async def test_star_clears_and_the_inter_key_timeout_forgets_a_half_entry(rig: Rig) -> None:
+    await service(rig).set_pin(owner="alice", pin="1234", by="installer")
+    await type_keys(rig, "99*1234#")
+    assert rig.relay_on(), "* must clear the 99 typed before"
+    await rig.advance(3)
+    assert not rig.relay_on()
+    await type_keys(rig, "12")
+    await rig.advance(5.5)  # past key_timeout_s: "12" is forgotten
+    await type_keys(rig, "34#")
+    assert not rig.relay_on()
+    [denied] = rig.events("access.denied")
+    assert denied["reason"] == "too_short" and denied["owner"] is None
+
+
+async def test_a_held_key_counts_once_and_bounces_shorter_than_the_debounce_do_not_count(rig: Rig) -> None:
+    got: list[str] = []
+    assert rig.panel.keypad is not None
+    rig.panel.keypad.on_key = got.append
+    m = keys(rig)
+    m.press("5")
+    await scans(rig, 20)  # held for 200 ms: one key
+    m.release("5")
+    await scans(rig, 3)
+    m.press("7")
+    await scans(rig, 1)  # one scan only: a bounce
+    m.release("7")
+    await scans(rig, 3)
+    m.press("#")
+    await scans(rig, 3)
+    m.release("#")
+    await scans(rig, 3)
+    assert got == ["5", "#"]
+
+
+async def test_wrong_codes_block_the_keypad_with_an_event_then_it_works_again(rig: Rig) -> None:
+    await service(rig).set_pin(owner="alice", pin="1234", by="installer")
+    for _ in range(3):
+        await type_keys(rig, "0000#")
+    [blocked] = rig.events("access.blocked")
+    assert (blocked["source"], blocked["failures"], blocked["block_s"]) == ("keypad", 3, 30)
+    await type_keys(rig, "1234#")
+    assert not rig.relay_on(), "the right PIN is refused while blocked"
+    assert rig.events("access.denied")[-1]["reason"] == "blocked"
+    assert rig.panel.access is not None and rig.panel.access.feedback.shown == "blocked"  # type: ignore[attr-defined]
+    await rig.advance(30)
+    await type_keys(rig, "1234#")
+    assert rig.relay_on()
+    reasons = [e["reason"] for e in rig.events("access.denied")]
+    assert reasons == ["unknown_credential", "unknown_credential", "unknown_credential", "blocked"]
+    assert [e["failures"] for e in rig.events("access.denied")][:3] == [1, 2, 3]
+
+
+async def test_tamper_block_refuses_codes_without_looking_at_them(rig: Rig) -> None:
+    await service(rig).set_pin(owner="alice", pin="1234", by="installer")
+    await rig.drive(rig.cfg.tamper, True)
+    await rig.drive(rig.cfg.tamper, False)
+    assert rig.door.tamper_blocked
+    for _ in range(4):
+        await type_keys(rig, "1234#")
+    assert not rig.relay_on()
+    assert {e["reason"] for e in rig.events("access.denied")} == {"tamper_blocked"}
+    assert rig.events("access.blocked") == [], "refusals during a tamper block are not guesses"
+    await rig.door.clear_tamper("installer")
+    await type_keys(rig, "1234#")
+    assert rig.relay_on()
+
+
+async def test_duress_pin_opens_like_the_pin_and_tells_only_the_backend(rig: Rig) -> None:
+    svc = service(rig)
+    await svc.set_pin(owner="alice", pin="1234", by="alice")
+    await svc.set_pin(owner="alice", pin="4321", by="alice", duress=True)
+    await type_keys(rig, "1234#")
+    await rig.advance(3)
+    await type_keys(rig, "4321#")
+    assert rig.relay_on()
+    normal, duress = rig.events("access.granted")
+    strip = ("access_id",)
+    assert {k: v for k, v in normal.items() if k not in strip} == {k: v for k, v in duress.items() if k not in strip}
+    [alarm] = rig.events("access.duress")
+    assert alarm["owner"] == "alice" and alarm["access_id"] == duress["access_id"]
+    rows = rig.access_log()
+    assert [(r["method"], r["label"]) for r in rows] == [("pin", "PIN"), ("pin", "PIN")]
+    with pytest.raises(AccessError) as e:
+        await svc.set_pin(owner="alice", pin="1234", by="alice", duress=True)
+    assert e.value.code == "code_unavailable"
+
+
+async def test_temporary_code_window_use_count_and_doors(rig: Rig) -> None:
+    svc = service(rig)
+    now = rig.clock.wall()
+    cred, code = await svc.create_code(owner="alice", by="alice", label="DHL Tuesday", valid_from=now + 60,
+                                       valid_until=now + 3600, max_uses=2)
+    assert len(code) == 6 and code.isdigit()
+    await type_keys(rig, code + "#")
+    assert not rig.relay_on()
+    await rig.advance(60)
+    for _ in range(2):
+        await type_keys(rig, code + "#")
+        assert rig.relay_on()
+        await rig.advance(3)
+    await type_keys(rig, code + "#")
+    assert not rig.relay_on()
+    assert [e["reason"] for e in rig.events("access.denied")] == ["not_yet_valid", "used_up"]
+    assert [e["uses_left"] for e in rig.events("access.granted")] == [1, 0]
+    assert [(r["method"], r["actor"], r["label"]) for r in rig.access_log()] == [("code", "alice", "DHL Tuesday")] * 2
+    stored = rig.store.read_sync(lambda c: c.execute("SELECT uses FROM access_credentials WHERE id=?",
+                                                     (cred.id,)).fetchone()[0])
+    assert stored == 2
+    other, code2 = await svc.create_code(owner="bob", by="installer", label="cleaner", doors=["main"],
+                                         valid_until=now + 7200)
+    await rig.advance(3600)
+    await type_keys(rig, code2 + "#")
+    assert rig.relay_on()
+
+
+async def test_secrets_are_never_stored_logged_or_evented(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    svc = service(rig)
+    await svc.set_pin(owner="alice", pin="86420", by="installer")
+    _, code = await svc.create_code(owner="alice", by="alice", label="guest", code="97531")
+    await type_keys(rig, "86420#")
+    await rig.advance(3)
+    await type_keys(rig, "97531#")
+    await type_keys(rig, "11111#")
+    dump = "\n".join(rig.store.read_sync(lambda c: [str(tuple(r)) for t in (
+        "events", "access_log", "access_credentials", "kv") for r in c.execute(f"SELECT * FROM {t}")]))
+    for secret in ("86420", "97531", "11111"):
+        assert secret not in dump and secret not in caplog.text
+    assert len(rig.events("access.granted")) == 2
+
+
+async def test_bad_input_gets_a_specific_error_and_changes_nothing(rig: Rig) -> None:
+    svc = service(rig)
+    now = rig.clock.wall()
+    await svc.enrol_card(owner="alice", number="04:A2:2B:91", label="blue fob", by="installer")
+    cases = [
+        (svc.set_pin(owner="bob", pin="12", by="bob"), "code_too_short"),
+        (svc.set_pin(owner="bob", pin="12ab", by="bob"), "code_not_digits"),
+        (svc.create_code(owner="bob", by="bob", label="x", valid_from=now + 100, valid_until=now + 50), "bad_window"),
+        (svc.create_code(owner="bob", by="bob", label="x", max_uses=0), "bad_uses"),
+        (svc.create_code(owner="bob", by="bob", label="x", doors=["garage"]), "unknown_door"),
+        (svc.enrol_card(owner="bob", number="04a22b91", label="stolen", by="installer"), "card_enrolled"),
+        (svc.revoke("nope"), "unknown_credential"),
+    ]
+    before = rig.store.read_sync(lambda c: c.execute("SELECT count(*) FROM access_credentials").fetchone()[0])
+    for coro, code in cases:
+        with pytest.raises(AccessError) as e:
+            await coro
+        assert e.value.code == code
+    after = rig.store.read_sync(lambda c: c.execute("SELECT count(*) FROM access_credentials").fetchone()[0])
+    assert before == after == 1
+    [card] = svc.creds.live(kind="card")
+    with pytest.raises(AccessError):
+        await svc.revoke(card.id, owner="bob")  # a resident revokes only their own
+    assert svc.creds.get(card.id) is not None
+
+
+async def test_new_pin_replaces_the_old_and_revoked_codes_stop_working(rig: Rig) -> None:
+    svc = service(rig)
+    await svc.set_pin(owner="alice", pin="1234", by="alice")
+    await svc.set_pin(owner="alice", pin="5678", by="alice")
+    await type_keys(rig, "1234#")
+    assert not rig.relay_on()
+    await type_keys(rig, "5678#")
+    assert rig.relay_on()
+    await rig.advance(3)
+    cred, code = await svc.create_code(owner="alice", by="alice", label="guest")
+    await svc.revoke(cred.id, owner="alice")
+    await type_keys(rig, code + "#")
+    assert not rig.relay_on()
+    assert [e["reason"] for e in rig.events("access.denied")] == ["unknown_credential"] * 2
+
+
+async def test_credentials_survive_a_restart(tmp_path: Path) -> None:
+    rig = await access_rig(tmp_path)
+    await service(rig).set_pin(owner="alice", pin="2468", by="alice")
+    await rig.close()
+    rig = await access_rig(tmp_path)
+    try:
+        await type_keys(rig, "2468#")
+        assert rig.relay_on()
+    finally:
+        await rig.close()
