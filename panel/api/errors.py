@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..auth import CredentialError
-from ..errors import CallError, PanelError, UnlockRefused
+from ..errors import AccessError, CallError, PanelError, UnlockRefused
 
 
 class OkBody(BaseModel):
@@ -44,6 +44,11 @@ _CONFLICT = {"tamper_blocked", "tamper_active", "already_answered", "no_call", "
 
 # Call errors that are not "the call's state forbids it" (409).
 _CALL_STATUS = {"unknown_call": 404, "unknown_button": 404, "invalid_actor": 422, "invalid_query": 422}
+
+
+# Access errors that are not "this field is invalid" (422).
+_ACCESS_STATUS = {"unknown_credential": 404, "not_configured": 404, "card_enrolled": 409, "code_unavailable": 409,
+                  "not_your_credential": 403, "not_allowed_for_role": 403}
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -82,6 +87,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CallError)
     async def _call(request: Request, exc: CallError) -> JSONResponse:
         status = _CALL_STATUS.get(exc.code, 409)
+        return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
+                            status_code=status)
+
+    @app.exception_handler(AccessError)
+    async def _access(request: Request, exc: AccessError) -> JSONResponse:
+        status = _ACCESS_STATUS.get(exc.code, 422)
         return JSONResponse(ErrorBody(code=exc.code, message=str(exc)).model_dump(exclude_none=True),
                             status_code=status)
 

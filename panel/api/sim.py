@@ -34,6 +34,12 @@ class TamperBody(Strict):
     active: bool = True
 
 
+class KeypadBody(Strict):
+    keys: str = Field(min_length=1, max_length=64, pattern=r"^[0-9*#]+$", description="keys to press in turn, "
+                      "e.g. \"1234#\"")
+    held_ms: int = Field(40, ge=1, le=2000, description="how long each key is held (and the gap after it)")
+
+
 class StallBody(Strict):
     seconds: float = Field(gt=0, le=30, description="how long to block the event loop")
 
@@ -157,6 +163,27 @@ async def tamper(panel: PanelDep, body: TamperBody | None = None) -> SimResult:
         _drive(panel, "tamper switch", panel.cfg.tamper, active)
         pins = await _settled(panel)
     return SimResult(message=f"tamper switch {'tripped' if active else 'at rest'}", pins=pins, events=events)
+
+
+@router.post("/keypad", response_model=SimResult, summary="Type on the simulated matrix keypad")
+async def keypad(body: KeypadBody, panel: PanelDep) -> SimResult:
+    matrix = panel.keypad_sim
+    kp = panel.cfg.access.keypad
+    if matrix is None or kp is None:
+        raise ApiError(404, "not_configured", "this panel has no keypad configured (access.keypad)")
+    # Through the real path: mock pins -> gpiozero -> the matrix scan -> the entry rules -> access.
+    hold = max(body.held_ms / 1000, kp.scan_ms * (kp.debounce_scans + 1) / 1000)
+    with _recording(panel) as events:
+        for key in body.keys:
+            matrix.press(key)
+            try:
+                await asyncio.sleep(hold)
+            finally:
+                matrix.release(key)
+            await asyncio.sleep(hold)
+        await asyncio.sleep(0.05)  # the release the last key asked for is journalled by then
+        await panel.journal.flush()
+    return SimResult(message=f"typed {len(body.keys)} key(s)", pins=panel.pin_levels(), events=events)
 
 
 @router.get("/pins", response_model=SimResult)
