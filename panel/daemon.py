@@ -331,7 +331,7 @@ class Panel:
         nonces = Nonces(self.clock, self.cfg.mqtt.command_max_age_s)
         control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
-                          media=lambda: self.media)
+                          media=lambda: self.media, access=lambda: self.access)
         link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync)
         await link.prepare()
         return link

@@ -4,11 +4,12 @@ as a QR code at the camera), cards on an OSDP reader; each a way to ask the door
 
 
 from ._feedback import AccessFeedback
-from ._codes import Credential, Credentials, Kind, normalise_card
+from ._codes import QR_PREFIX, Credential, Credentials, Kind, normalise_card
 from ._keypad import KeyEntry, MatrixKeypad, MockMatrix
 from ._service import AccessService, Outcome
 
 __all__ = [
+    "QR_PREFIX",
     "AccessFeedback",
     "AccessService",
     "Credential",

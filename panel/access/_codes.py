@@ -30,6 +30,9 @@ KINDS: tuple[Kind, ...] = ("pin", "duress", "code", "card")
 KEY_NAME = "access_credential_key"
 MAX_CODE_LENGTH = 12
 MAX_CARD_LENGTH = 64
+# What a temporary code's QR carries: the prefix keeps any other QR code held up to the camera from being
+# taken for a typed code.
+QR_PREFIX = "panel-access:"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f
 Digits = Annotated[str, Field(min_length=1, max_length=32, description="digits only (a keypad has no other "
                                                                        "keys); at least access.min_code_length")]
 RelayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-QR_PREFIX = "panel-access:"
 
 
 class Strict(BaseModel):
@@ -138,6 +137,8 @@ def _ts(name: str, when: datetime | None) -> float | None:
 
 
 def qr_of(code: str) -> Qr | None:
+    from ..access import QR_PREFIX
+
     try:
         import zxingcpp  # the optional "access" extra
     except ImportError:

@@ -14,12 +14,19 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import CallError, UnlockRefused
+from ..errors import AccessError, CallError, UnlockRefused
 from ..events import DoorUnlockRefused
 from ..media.errors import SessionRefused
 from ..platform import Config
 from ._commands import (
     REFUSALS,
+    AccessCardCommand,
+    AccessCodeCommand,
+    AccessCommand,
+    AccessListCommand,
+    AccessPinCommand,
+    AccessReply,
+    AccessRevokeCommand,
     AnswerCommand,
     AnyCommand,
     CallReply,
@@ -49,6 +56,7 @@ from ._topics import (
 )
 
 if TYPE_CHECKING:
+    from ..access import AccessService
     from ..auth import Secrets
     from ..calls import CallManager
     from ..door import Door
@@ -68,7 +76,8 @@ HANGUP_REASON = "remote_end"
 class Control:
     def __init__(self, *, cfg: Config, secrets: Secrets, door: Door, calls: CallManager | None, journal: Journal,
                  clock: Clock, clock_sync: ClockSync, seen: SeenCommands, nonces: Nonces,
-                 media: Callable[[], MediaService | None] | None = None) -> None:
+                 media: Callable[[], MediaService | None] | None = None,
+                 access: Callable[[], AccessService | None] | None = None) -> None:
         self.cfg = cfg
         self.mqtt = cfg.mqtt
         self.panel_id = cfg.panel.id
@@ -82,6 +91,7 @@ class Control:
         self.nonces = nonces
         # A getter: the media layer starts after the link is built, and may be absent.
         self.media = media or (lambda: None)
+        self.access = access or (lambda: None)  # likewise: started after the link is built
 
     # -- the backend's commands -------------------------------------------------------------------
     async def execute(self, payload: bytes, *, retained: bool = False,
@@ -113,7 +123,7 @@ class Control:
                                      "command (and every retry) needs a new id")
             spent = True
             return await self._dispatch(command)
-        except (CommandRefused, UnlockRefused, CallError) as e:
+        except (CommandRefused, UnlockRefused, CallError, AccessError) as e:
             return await self._refused(e, obj, command, spent)
         except Exception as e:  # the reply must still go out
             log.exception("command failed")
@@ -140,6 +150,12 @@ class Control:
         if c.cmd == "status":
             await self.seen.record(c.id, c.cmd, c.exp)
             return StatusReply(code="ok", message="panel state", id=c.id, cmd=c.cmd, state=self.state_topics())
+        if isinstance(c, (AccessCodeCommand, AccessPinCommand, AccessCardCommand, AccessRevokeCommand,
+                          AccessListCommand)):
+            try:
+                return await self._access(c)
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
         if isinstance(c, (OfferCommand, HangupCommand)):
             # The spent id's commit runs beside the session's setup instead of ahead of the reply.
             record = asyncio.ensure_future(self.seen.record(c.id, c.cmd, c.exp))
@@ -174,6 +190,37 @@ class Control:
         return OpenReply(code="ok", message=f"door released: relay {grant.info.relay} for {seconds:g} s",
                          id=c.id, cmd=c.cmd, access_id=grant.info.access_id, relay=grant.info.relay,
                          duration_s=seconds, cause=cause, call_guid=guid)
+
+    # -- doors without a call (panel/access): the backend manages PINs, codes and cards ---------------
+    async def _access(self, c: AccessCommand) -> AccessReply:
+        svc = self.access()
+        if svc is None:
+            raise CommandRefused("access_unavailable", "access is not running on this panel yet; retry shortly")
+        by = "backend"
+        if isinstance(c, AccessCodeCommand):
+            from ..access import QR_PREFIX
+
+            cred, code = await svc.create_code(owner=c.owner, by=by, label=c.label, code=c.code,
+                                               valid_from=c.valid_from, valid_until=c.valid_until,
+                                               max_uses=c.max_uses, doors=c.doors)
+            return AccessReply(code="ok", message=f"code {cred.label!r} made for {cred.owner}", id=c.id, cmd=c.cmd,
+                               credentials=[cred.public()], access_code=code, qr_payload=QR_PREFIX + code)
+        if isinstance(c, AccessPinCommand):
+            cred = await svc.set_pin(owner=c.owner, pin=c.pin, by=by, duress=c.duress)
+            what = "duress PIN" if c.duress else "PIN"
+            return AccessReply(code="ok", message=f"{what} of {cred.owner} set", id=c.id, cmd=c.cmd,
+                               credentials=[cred.public()])
+        if isinstance(c, AccessCardCommand):
+            cred = await svc.enrol_card(owner=c.owner, number=c.number, label=c.label, by=by)
+            return AccessReply(code="ok", message=f"card {cred.label!r} enrolled for {cred.owner}", id=c.id,
+                               cmd=c.cmd, credentials=[cred.public()])
+        if isinstance(c, AccessRevokeCommand):
+            cred = await svc.revoke(c.credential)
+            return AccessReply(code="ok", message=f"{cred.kind} {cred.label!r} of {cred.owner} revoked", id=c.id,
+                               cmd=c.cmd, credentials=[cred.public()])
+        creds = svc.creds.live(owner=c.owner, kind=c.kind)
+        return AccessReply(code="ok", message=f"{len(creds)} credential(s)", id=c.id, cmd=c.cmd,
+                           credentials=[x.public() for x in creds])
 
     # -- media sessions ---------------------------------------------------------------------------------
     def _media(self) -> MediaService:
@@ -260,7 +307,8 @@ class Control:
         except CallError:
             return "remote", None
 
-    async def _refused(self, e: CommandRefused | UnlockRefused | CallError, obj: Any, command: AnyCommand | None,
+    async def _refused(self, e: CommandRefused | UnlockRefused | CallError | AccessError, obj: Any,
+                       command: AnyCommand | None,
                        spent: bool) -> Reply:
         cid, cmd = (command.id, command.cmd) if command is not None else best_effort_ids(obj)
         message = str(e)
