@@ -45,7 +45,7 @@ from .platform import (
 )
 
 if TYPE_CHECKING:
-    from .access import AccessService, KeyEntry, MatrixKeypad, MockMatrix
+    from .access import AccessService, KeyEntry, MatrixKeypad, MockMatrix, OsdpReader
     from .link import ClockSync, MqttLink, Outbox, Sender
     from .api.app import ApiServer
     from .api.principals import ApiAuth
@@ -105,6 +105,7 @@ class Panel:
         self.keypad: MatrixKeypad | None = None
         self.key_entry: KeyEntry | None = None
         self.keypad_sim: MockMatrix | None = None  # the simulated keypad's keys (mock pins only)
+        self.osdp: OsdpReader | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped = False
         self._core_built = False
@@ -217,16 +218,36 @@ class Panel:
             nonlocal feedback
             from gpiozero.pins.mock import MockFactory
 
-            from .access import AccessFeedback, AccessService, Credentials, KeyEntry, MatrixKeypad, MockMatrix
+            from .access import (
+                AccessFeedback,
+                AccessService,
+                Credentials,
+                KeyEntry,
+                MatrixKeypad,
+                MockMatrix,
+                OsdpReader,
+            )
 
             acfg = self.cfg.access
             feedback = AccessFeedback(self.cfg.lights, self.hw.lights, self.clock, acfg.block_s)
             self.access = AccessService(self.cfg, self.door, self.journal, self.clock,
                                         await Credentials.open(self.store), feedback=feedback)
+            access = self.access
+            if acfg.osdp is not None:
+                ocfg = acfg.osdp
+                source = f"osdp:{ocfg.address}"
+
+                def reader_entry(entry: str) -> None:
+                    self._spawn(access.present("keypad", entry, source=source, relay=ocfg.relay), "reader entry")
+
+                reader_keys = KeyEntry(self.clock, acfg.key_timeout_s, reader_entry)
+                scbk = bytes.fromhex(self.secrets.osdp_scbk) if self.secrets.osdp_scbk else None
+                self.osdp = OsdpReader(ocfg, scbk, lambda number: self._spawn(
+                    access.card(number, source=source, relay=ocfg.relay), "card read"), reader_keys.key)
+                self.supervisor.start("osdp", self.osdp.run)
             kp = acfg.keypad
             if kp is None:
                 return
-            access = self.access
 
             def submit(entry: str) -> None:
                 self._spawn(access.present("keypad", entry, source="keypad", relay=kp.relay), "keypad entry")
@@ -238,13 +259,16 @@ class Panel:
             self.supervisor.start("keypad", self.keypad.run)
 
         async def stop() -> None:
-            await self.supervisor.cancel("keypad")
+            await self.supervisor.cancel("keypad", "osdp")
             if self.keypad is not None:
                 self.keypad.close()
             if feedback is not None:
                 feedback.close()
 
-        return Hooks("access", on_start=start, on_stop=stop, stop_cap_s=0.2)
+        def health() -> dict[str, Any]:
+            return {"ok": True, **({"osdp": self.osdp.status()} if self.osdp is not None else {})}
+
+        return Hooks("access", on_start=start, on_stop=stop, on_health=health, stop_cap_s=0.3)
 
     async def _start_media(self) -> None:
         """Camera, microphone and speaker; never fails the start: the door and calls work without media."""

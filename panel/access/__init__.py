@@ -5,6 +5,7 @@ as a QR code at the camera), cards on an OSDP reader; each a way to ask the door
 
 from ._feedback import AccessFeedback
 from ._codes import QR_PREFIX, Credential, Credentials, Kind, normalise_card
+from ._osdp import OsdpReader
 from ._keypad import KeyEntry, MatrixKeypad, MockMatrix
 from ._service import AccessService, Outcome
 
@@ -18,6 +19,7 @@ __all__ = [
     "Kind",
     "MatrixKeypad",
     "MockMatrix",
+    "OsdpReader",
     "Outcome",
     "normalise_card",
 ]

@@ -16,6 +16,7 @@ release. This service adds its own, in this order:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class AccessService:
         self.creds = creds
         self.feedback = feedback
         self._throttle: dict[str, _Throttle] = {}
+        self._learning: asyncio.Future[str] | None = None  # an installer waits for a card to enrol
 
     # -- presenting ----------------------------------------------------------------------------------
     async def present(self, method: Literal["keypad", "qr", "card"], secret: str, *, source: str,
@@ -116,6 +118,29 @@ class AccessService:
         if reason is not None:
             return self._deny(shown, reason, source, relay_id, cred=cred)
         return await self._grant(shown, cred, source, relay_id)
+
+    async def card(self, number: str, *, source: str, relay: str | None = None) -> Outcome | None:
+        """A card at a reader: enrolled if an installer is waiting to learn one, else presented."""
+        if self._learning is not None and not self._learning.done():
+            self._learning.set_result(number)
+            return None
+        return await self.present("card", number, source=source, relay=relay)
+
+    async def learn_card(self, *, owner: str, label: str, by: str, timeout_s: float,
+                         doors: list[str] | None = None) -> Credential:
+        """Enrol the next card presented at a reader (the installer holds the resident's card to it)."""
+        if self._learning is not None and not self._learning.done():
+            raise AccessError("learning_busy", "a card is being learnt already; present it, or wait for that "
+                              "request to time out")
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._learning = fut
+        try:
+            number = await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            raise AccessError("no_card", f"no card was presented at a reader within {timeout_s:g} s") from None
+        finally:
+            self._learning = None
+        return await self.enrol_card(owner=owner, number=number, label=label, by=by, doors=doors)
 
     async def _grant(self, method: AccessMethod, cred: Credential, source: str, relay_id: str) -> Outcome:
         spent = self.creds.spend(cred) if cred.max_uses is not None else cred

@@ -63,6 +63,13 @@ class CardBody(Strict):
     doors: list[RelayId] | None = Field(None, max_length=16)
 
 
+class LearnBody(Strict):
+    owner: Owner
+    label: Label = "card"
+    timeout_s: float = Field(30.0, gt=0, le=120, description="how long to wait for the card at a reader")
+    doors: list[RelayId] | None = Field(None, max_length=16)
+
+
 class CredentialOut(BaseModel):
     id: str
     kind: Literal["pin", "duress", "code", "card"]
@@ -183,6 +190,15 @@ async def enrol_card(body: CardBody, panel: PanelDep, who: Caller) -> Credential
     cred = await _service(panel).enrol_card(owner=body.owner, number=body.number, label=body.label, by=who.actor,
                                             doors=body.doors)
     return CredentialOne(message=f"card {cred.label!r} enrolled for {body.owner}", credential=_out(cred))
+
+
+@router.post("/cards/learn", response_model=CredentialOne, status_code=201,
+             summary="Enrol the next card presented at a reader (hold the resident's card to it)",
+             responses={**_ERRORS, 408: {"description": "no card was presented in time"}})
+async def learn_card(body: LearnBody, panel: PanelDep, who: Caller) -> CredentialOne:
+    cred = await _service(panel).learn_card(owner=body.owner, label=body.label, by=who.actor,
+                                            timeout_s=body.timeout_s, doors=body.doors)
+    return CredentialOne(message=f"card {cred.label!r} learnt for {body.owner}", credential=_out(cred))
 
 
 @router.delete("/credentials/{cred_id}", response_model=CredentialOne, summary="Revoke a PIN, code or card",

@@ -48,7 +48,7 @@ _CALL_STATUS = {"unknown_call": 404, "unknown_button": 404, "invalid_actor": 422
 
 # Access errors that are not "this field is invalid" (422).
 _ACCESS_STATUS = {"unknown_credential": 404, "not_configured": 404, "card_enrolled": 409, "code_unavailable": 409,
-                  "not_your_credential": 403, "not_allowed_for_role": 403}
+                  "not_your_credential": 403, "not_allowed_for_role": 403, "no_card": 408, "learning_busy": 409}
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -91,6 +91,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/access/codes"): allow("installer", "backend", scoped=("resident",),
                                             note="resident: codes of their own"),
     ("POST", "/api/v1/access/cards"): allow("installer", "backend"),
+    ("POST", "/api/v1/access/cards/learn"): allow("installer", note="waits for the card at a reader"),
     ("DELETE", "/api/v1/access/credentials/{cred_id}"): allow("installer", "backend", scoped=("resident",),
                                                               note="resident: only their own"),
     # -- calls ---------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""A real OSDP reader: libosdp's peripheral (PD) mode on one end of a pseudo-terminal pair, the panel's
+control panel on the other, secure channel on. Cards and reader keys go through access into the door."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import time
+import tty
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from panel.auth import Secrets
+from panel.errors import HardwareError
+
+from .access_support import access_rig, service
+from .api_support import STATIC_TOKEN, bearer, served, token
+from .rig import Rig
+
+osdp = pytest.importorskip("osdp")
+
+SCBK = "000102030405060708090a0b0c0d0e0f"
+ADDRESS = 101
+
+
+class PtyReader:
+    """The card reader: a libosdp PD on the pty's master side."""
+
+    def __init__(self, scbk: str = SCBK) -> None:
+        self.master, self.slave = pty.openpty()
+        tty.setraw(self.master)
+        tty.setraw(self.slave)
+        self.device = os.ttyname(self.slave)
+        master = self.master
+        os.set_blocking(master, False)
+
+        class Channel(osdp.Channel):  # type: ignore[misc]
+            def read(self, n: int) -> bytes:
+                try:
+                    return os.read(master, n)
+                except OSError:
+                    return b""
+
+            def write(self, buf: bytes) -> int:
+                try:
+                    return os.write(master, buf)
+                except OSError:
+                    return 0
+
+            def flush(self) -> None:
+                return None
+
+        caps = osdp.PDCapabilities([(osdp.Capability.CommunicationSecurity, 1, 1), (osdp.Capability.Readers, 1, 1),
+                                    (osdp.Capability.CardDataFormat, 1, 1)])
+        self.pd = osdp.PeripheralDevice(osdp.PDInfo(ADDRESS, Channel(), scbk=bytes.fromhex(scbk)), caps,
+                                        log_level=osdp.LogLevel.Error)
+        self.pd.start()
+
+    def present(self, number: str) -> None:
+        data = bytes.fromhex(number)
+        self.pd.submit_event({"event": osdp.Event.CardRead, "reader_no": 0, "format": osdp.CardFormat.Unspecified,
+                              "direction": 0, "length": len(data) * 8, "data": data})
+
+    def keys(self, keys: bytes) -> None:
+        self.pd.submit_event({"event": osdp.Event.KeyPress, "reader_no": 0, "data": keys})
+
+    def close(self) -> None:
+        self.pd.stop()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def reader() -> Iterator[PtyReader]:
+    r = PtyReader()
+    yield r
+    r.close()
+
+
+async def until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        await asyncio.sleep(0.01)
+
+
+async def osdp_rig(tmp_path: Path, device: str, scbk: str | None = SCBK) -> Rig:
+    rig = await access_rig(tmp_path, access={"osdp": {"device": device, "address": ADDRESS}, "max_failures": 3},
+                           secrets=Secrets(installer_token=STATIC_TOKEN, osdp_scbk=scbk))
+    assert rig.panel.osdp is not None
+    await until(lambda: rig.panel.osdp is not None and rig.panel.osdp.cp is not None
+                and rig.panel.osdp.status()["secure_channel"], 10, "the secure channel never came up")
+    return rig
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, reader: PtyReader) -> AsyncIterator[Rig]:
+    r = await osdp_rig(tmp_path, reader.device)
+    yield r
+    await r.close()
+
+
+async def test_enrolled_card_opens_over_the_secure_channel_unknown_card_does_not(rig: Rig, reader: PtyReader) -> None:
+    assert rig.panel.osdp is not None and rig.panel.osdp.status() == {"online": True, "secure_channel": True}
+    await service(rig).enrol_card(owner="alice", number="04:A2:2B:91", label="blue fob", by="installer")
+    reader.present("deadbeef")
+    await until(lambda: bool(rig.events("access.denied")), 5, "the unknown card was not refused")
+    assert not rig.relay_on()
+    reader.present("04a22b91")
+    await until(rig.relay_on, 5, "the enrolled card did not open")
+    await until(lambda: bool(rig.events("access.granted")), 5, "no access.granted")
+    [granted] = rig.events("access.granted")
+    assert (granted["method"], granted["owner"], granted["label"], granted["source"]) == \
+        ("card", "alice", "blue fob", f"osdp:{ADDRESS}")
+    [denied] = rig.events("access.denied")
+    assert (denied["method"], denied["reason"], denied["source"]) == ("card", "unknown_credential", f"osdp:{ADDRESS}")
+    [row] = rig.access_log()
+    assert (row["method"], row["actor"], row["label"]) == ("card", "alice", "blue fob")
+
+
+async def test_revoked_card_is_refused(rig: Rig, reader: PtyReader) -> None:
+    cred = await service(rig).enrol_card(owner="alice", number="04a22b91", label="lost fob", by="installer")
+    await service(rig).revoke(cred.id)
+    reader.present("04a22b91")
+    await until(lambda: bool(rig.events("access.denied")), 5, "the revoked card was not refused")
+    assert not rig.relay_on()
+
+
+async def test_the_readers_keypad_feeds_the_same_entry_rules(rig: Rig, reader: PtyReader) -> None:
+    await service(rig).set_pin(owner="bob", pin="1357", by="installer")
+    reader.keys(b"99\x7f1357\x0d")  # OSDP keypad: 0x7F is *, 0x0D is #
+    await until(rig.relay_on, 5, "the PIN typed on the reader did not open")
+    [granted] = rig.events("access.granted")
+    assert (granted["method"], granted["owner"], granted["source"]) == ("pin", "bob", f"osdp:{ADDRESS}")
+
+
+async def test_installer_learns_a_card_by_presenting_it(rig: Rig, reader: PtyReader) -> None:
+    installer = bearer(await token(rig, "installer"))
+    async with served(rig) as c:
+        learning = asyncio.create_task(c.post("/api/v1/access/cards/learn", headers=installer,
+                                              json={"owner": "carol", "label": "red card", "timeout_s": 10}))
+        await until(lambda: service(rig)._learning is not None, 5, "the panel never started learning")
+        reader.present("1a2b3c4d")
+        r = await learning
+        assert r.status_code == 201, r.text
+        assert (r.json()["credential"]["owner"], r.json()["credential"]["kind"]) == ("carol", "card")
+        assert not rig.relay_on(), "a card presented to be learnt does not open the door"
+        r = await c.post("/api/v1/access/cards/learn", headers=installer,
+                         json={"owner": "dave", "timeout_s": 0.2})
+        assert (r.status_code, r.json()["code"]) == (408, "no_card")
+    reader.present("1a2b3c4d")
+    await until(rig.relay_on, 5, "the learnt card did not open")
+
+
+async def test_secure_channel_without_a_key_stops_the_start(tmp_path: Path, reader: PtyReader) -> None:
+    with pytest.raises(HardwareError, match="osdp_scbk"):
+        await access_rig(tmp_path, access={"osdp": {"device": reader.device, "address": ADDRESS}})
