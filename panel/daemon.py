@@ -45,7 +45,7 @@ from .platform import (
 )
 
 if TYPE_CHECKING:
-    from .access import AccessService, KeyEntry, MatrixKeypad, MockMatrix, OsdpReader
+    from .access import AccessService, KeyEntry, MatrixKeypad, MockMatrix, OsdpReader, QrScanner
     from .link import ClockSync, MqttLink, Outbox, Sender
     from .api.app import ApiServer
     from .api.principals import ApiAuth
@@ -106,6 +106,7 @@ class Panel:
         self.key_entry: KeyEntry | None = None
         self.keypad_sim: MockMatrix | None = None  # the simulated keypad's keys (mock pins only)
         self.osdp: OsdpReader | None = None
+        self.qr: QrScanner | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped = False
         self._core_built = False
@@ -226,6 +227,7 @@ class Panel:
                 MatrixKeypad,
                 MockMatrix,
                 OsdpReader,
+                QrScanner,
             )
 
             acfg = self.cfg.access
@@ -233,6 +235,9 @@ class Panel:
             self.access = AccessService(self.cfg, self.door, self.journal, self.clock,
                                         await Credentials.open(self.store), feedback=feedback)
             access = self.access
+            if acfg.qr:
+                self.qr = QrScanner(lambda: self.media.hub.video if self.media is not None else None,
+                                    acfg.qr_window_s, lambda code: access.present("qr", code, source="camera"))
             if acfg.osdp is not None:
                 ocfg = acfg.osdp
                 source = f"osdp:{ocfg.address}"
@@ -252,7 +257,7 @@ class Panel:
             def submit(entry: str) -> None:
                 self._spawn(access.present("keypad", entry, source="keypad", relay=kp.relay), "keypad entry")
 
-            self.key_entry = KeyEntry(self.clock, acfg.key_timeout_s, submit)
+            self.key_entry = KeyEntry(self.clock, acfg.key_timeout_s, submit, touched=self.someone_at_panel)
             if isinstance(self.hw.factory, MockFactory):
                 self.keypad_sim = MockMatrix(kp, self.hw.factory)  # before the keypad claims the pins
             self.keypad = MatrixKeypad(kp, self.hw.factory, self.clock, self.key_entry.key)
@@ -264,6 +269,8 @@ class Panel:
                 self.keypad.close()
             if feedback is not None:
                 feedback.close()
+            if self.qr is not None:
+                self.qr.close()
 
         def health() -> dict[str, Any]:
             return {"ok": True, **({"osdp": self.osdp.status()} if self.osdp is not None else {})}
@@ -418,6 +425,12 @@ class Panel:
     def on_button(self, button_id: str) -> None:
         # Tamper does not matter here: visitors can always ring; only remote unlocks are blocked.
         self.calls.on_button(button_id)
+        self.someone_at_panel()
+
+    def someone_at_panel(self) -> None:
+        """A press or a keypad touch: look for a QR code at the camera for a while (access.qr)."""
+        if self.qr is not None:
+            self.qr.wake()
 
     # -- run and stop ----------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:

@@ -6,6 +6,7 @@ as a QR code at the camera), cards on an OSDP reader; each a way to ask the door
 from ._feedback import AccessFeedback
 from ._codes import QR_PREFIX, Credential, Credentials, Kind, normalise_card
 from ._osdp import OsdpReader
+from ._qr import QrScanner, qr_picture, read_qr
 from ._keypad import KeyEntry, MatrixKeypad, MockMatrix
 from ._service import AccessService, Outcome
 
@@ -21,5 +22,8 @@ __all__ = [
     "MockMatrix",
     "OsdpReader",
     "Outcome",
+    "QrScanner",
     "normalise_card",
+    "qr_picture",
+    "read_qr",
 ]

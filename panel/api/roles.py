@@ -158,6 +158,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/sim/exit"): public(_SIM, simulation_only=True),
     ("POST", "/api/v1/sim/tamper"): public(_SIM, simulation_only=True),
     ("POST", "/api/v1/sim/keypad"): public(_SIM, simulation_only=True),
+    ("POST", "/api/v1/sim/camera/qr"): public(_SIM + "; shows a QR code on the synthetic camera",
+                                              simulation_only=True),
     ("GET", "/api/v1/sim/pins"): public(_SIM, simulation_only=True),
     ("GET", "/api/v1/sim/state"): public(_SIM + "; the same body as /api/v1/state", simulation_only=True),
     ("POST", "/api/v1/sim/stall"): public(_SIM, simulation_only=True),
