@@ -4,10 +4,7 @@ control panel on the other, secure channel on. Cards and reader keys go through 
 from __future__ import annotations
 
 import asyncio
-import os
-import pty
 import time
-import tty
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,61 +14,11 @@ import pytest
 from panel.auth import Secrets
 from panel.errors import HardwareError
 
-from .access_support import access_rig, service
+from .access_support import ADDRESS, SCBK, PtyReader, access_rig, service
 from .api_support import STATIC_TOKEN, bearer, served, token
 from .rig import Rig
 
-osdp = pytest.importorskip("osdp")
-
-SCBK = "000102030405060708090a0b0c0d0e0f"
-ADDRESS = 101
-
-
-class PtyReader:
-    """The card reader: a libosdp PD on the pty's master side."""
-
-    def __init__(self, scbk: str = SCBK) -> None:
-        self.master, self.slave = pty.openpty()
-        tty.setraw(self.master)
-        tty.setraw(self.slave)
-        self.device = os.ttyname(self.slave)
-        master = self.master
-        os.set_blocking(master, False)
-
-        class Channel(osdp.Channel):  # type: ignore[misc]
-            def read(self, n: int) -> bytes:
-                try:
-                    return os.read(master, n)
-                except OSError:
-                    return b""
-
-            def write(self, buf: bytes) -> int:
-                try:
-                    return os.write(master, buf)
-                except OSError:
-                    return 0
-
-            def flush(self) -> None:
-                return None
-
-        caps = osdp.PDCapabilities([(osdp.Capability.CommunicationSecurity, 1, 1), (osdp.Capability.Readers, 1, 1),
-                                    (osdp.Capability.CardDataFormat, 1, 1)])
-        self.pd = osdp.PeripheralDevice(osdp.PDInfo(ADDRESS, Channel(), scbk=bytes.fromhex(scbk)), caps,
-                                        log_level=osdp.LogLevel.Error)
-        self.pd.start()
-
-    def present(self, number: str) -> None:
-        data = bytes.fromhex(number)
-        self.pd.submit_event({"event": osdp.Event.CardRead, "reader_no": 0, "format": osdp.CardFormat.Unspecified,
-                              "direction": 0, "length": len(data) * 8, "data": data})
-
-    def keys(self, keys: bytes) -> None:
-        self.pd.submit_event({"event": osdp.Event.KeyPress, "reader_no": 0, "data": keys})
-
-    def close(self) -> None:
-        self.pd.stop()
-        os.close(self.master)
-        os.close(self.slave)
+pytest.importorskip("osdp")
 
 
 @pytest.fixture
