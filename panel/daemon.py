@@ -508,7 +508,15 @@ class Panel:
             "call": self.calls.state(),
             "inputs": {name: {"active": i.active, "stuck": i.stuck} for name, i in self.inputs.items()},
             "backlog": await self.backlog(),
+            "access": self._access_state(),
         }
+
+    def _access_state(self) -> dict[str, Any] | None:
+        if self.access is None:
+            return None
+        return {"blocked": self.access.blocked_sources(), "keypad": self.keypad is not None,
+                "osdp": self.osdp.status() if self.osdp is not None else None,
+                "qr_scanning": self.qr.scanning if self.qr is not None else False}
 
     def pin_levels(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -80,6 +80,8 @@ async def test_wrong_codes_block_the_keypad_with_an_event_then_it_works_again(ri
     assert not rig.relay_on(), "the right PIN is refused while blocked"
     assert rig.events("access.denied")[-1]["reason"] == "blocked"
     assert rig.panel.access is not None and rig.panel.access.feedback.shown == "blocked"  # type: ignore[attr-defined]
+    blocked = (await rig.panel.state())["access"]["blocked"]
+    assert list(blocked) == ["keypad"] and 29 < blocked["keypad"] <= 30
     await rig.advance(30)
     await type_keys(rig, "1234#")
     assert rig.relay_on()

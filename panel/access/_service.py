@@ -206,6 +206,10 @@ class AccessService:
         except Exception:  # a light or a speaker must never decide a door
             log.exception("access feedback failed")
 
+    def blocked_sources(self) -> dict[str, float]:
+        """Every blocked source with the seconds it stays blocked."""
+        return {src: left for src in self._throttle if (left := self.blocked(src) or 0) > 0}
+
     def blocked(self, source: str) -> float | None:
         """Seconds the source stays blocked, or None."""
         th = self._throttle.get(source)
