@@ -220,3 +220,21 @@ async def test_credentials_survive_a_restart(tmp_path: Path) -> None:
         assert rig.relay_on()
     finally:
         await rig.close()
+
+
+def test_keypad_config_is_checked_against_the_other_pins_and_relays(tmp_path: Path) -> None:
+    from panel.errors import ConfigError
+    from panel.platform import parse_config
+
+    from .support import config_dict
+
+    ok = parse_config(config_dict(access={"keypad": {"rows": ["GPIO5", 6, "BOARD32", 13], "cols": [16, 19, 21]}}))
+    assert ok.access.keypad is not None and ok.access.keypad.rows == [5, 6, 12, 13]
+    bad = config_dict(access={"keypad": {"rows": [5, 6, 12, 17], "cols": [16, 19], "relay": "garage"},
+                              "osdp": {"device": "/dev/ttyUSB0", "relay": "nope"}})
+    with pytest.raises(ConfigError) as e:
+        parse_config(bad)
+    text = str(e.value)
+    assert "access.keypad.rows[3]: GPIO17 is already used by buttons[0].pin" in text
+    assert "access.keypad.keys: 4 row(s) of legends for 4 rows and 2 columns" in text
+    assert "access.keypad.relay: 'garage' is not a relay" in text and "access.osdp.relay: 'nope'" in text

@@ -1,0 +1,101 @@
+"""A resident makes a courier code on the resident page in headless Chromium, and the courier types it on
+the panel's keypad (the simulated matrix, scanned in real time): the door opens, once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from panel.api.principals import ApiAuth
+from panel.auth import Secrets
+from panel.daemon import Panel
+from panel.platform import parse_config
+
+from .access_support import KEYPAD
+from .browser import chromium
+from .media_rig import INSTALLER
+from .support import config_dict
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+async def panel(tmp_path: Path) -> AsyncIterator[Panel]:
+    data = config_dict(access={"keypad": KEYPAD})
+    data["storage"] = {"dir": str(tmp_path / "state")}
+    data["api"] = {"listen": "127.0.0.1:0"}
+    p = Panel(parse_config(data), Secrets(installer_token=INSTALLER), simulate=True)
+    await p.start()
+    yield p
+    await p.stop("test over")
+
+
+def base(panel: Panel) -> str:
+    assert panel.api is not None
+    return f"http://127.0.0.1:{panel.api.bound_port}"
+
+
+async def wait_for(page: Any, js: str, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(js):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await page.wait_for_timeout(50)
+
+
+async def test_resident_makes_a_courier_code_and_the_courier_uses_it(panel: Panel) -> None:
+    secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role="resident", subject="alice",
+                                                            name="Alice", issued_by="test", ttl_s=3600, unit_id="303")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 900, "height": 1100})
+        page = await ctx.new_page()
+        await page.goto(base(panel) + "/resident")
+        await page.fill("#secret", secret)
+        await page.click("#signin-go")
+        await page.wait_for_selector("#access-card:not([hidden])")
+
+        # A code too short is refused with its reason, and nothing is made.
+        await page.fill("#pin", "12")
+        await page.click("#pin-set")
+        await page.wait_for_selector("#access-status.bad")
+        assert "code_too_short" in (await page.text_content("#access-status") or "")
+
+        await page.fill("#code-label", "DHL Tuesday")
+        await page.fill("#code-uses", "1")
+        await page.click("#code-make")
+        await page.wait_for_selector("#code-made:not([hidden])")
+        code = (await page.text_content("#code-value") or "").strip()
+        assert code.isdigit() and len(code) == panel.cfg.access.code_length
+        assert await page.evaluate("() => document.querySelector('#code-qr').naturalWidth > 0")
+        await page.wait_for_selector("#credentials tr:has-text('DHL Tuesday')")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "resident-courier-code.png"), full_page=True)
+
+        # The courier, at the door, types the code and # on the keypad.
+        async with httpx.AsyncClient(base_url=base(panel), timeout=20) as c:
+            r = await c.post("/api/v1/sim/keypad", json={"keys": code + "#"})
+            assert r.status_code == 200, r.text
+            assert "access.granted" in [e["type"] for e in r.json()["events"]]
+            assert bool(panel.hw.relays["main"].value)
+            log = (await c.get("/api/v1/logs/access", headers={"Authorization": f"Bearer {INSTALLER}"})).json()
+            entry = log["entries"][0]
+            assert (entry["method"], entry["actor"], entry["label"]) == ("code", "alice", "DHL Tuesday")
+            panel.door.release()
+            # Used once: the second try is refused.
+            r = await c.post("/api/v1/sim/keypad", json={"keys": code + "#"})
+            assert "access.denied" in [e["type"] for e in r.json()["events"]]
+            assert not bool(panel.hw.relays["main"].value)
+
+        await page.evaluate("() => window.access.refresh()")
+        await wait_for(page, "() => { const c = document.querySelector(\"#credentials tr .uses-left\"); "
+                       "return c && c.textContent === '0'; }", "the page to show the code used up")
+        await page.click("#credentials tr:has-text('DHL Tuesday') button")
+        await page.wait_for_selector("#access-status.ok")
+        await wait_for(page, "() => document.querySelectorAll('#credentials tr').length === 0", "the list empty")
+        assert panel.access is not None and panel.access.creds.live(owner="alice") == []
+        await ctx.close()
