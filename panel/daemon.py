@@ -250,6 +250,7 @@ class Panel:
                 self.osdp = OsdpReader(ocfg, scbk, lambda number: self._spawn(
                     access.card(number, source=source, relay=ocfg.relay), "card read"), reader_keys.key)
                 self.supervisor.start("osdp", self.osdp.run)
+                access.card_readers = 1
             kp = acfg.keypad
             if kp is None:
                 return

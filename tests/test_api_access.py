@@ -63,6 +63,8 @@ async def test_residents_see_and_revoke_only_their_own(rig: Rig) -> None:
         assert r.status_code == 201, r.text
         r = await c.post("/api/v1/access/pin", headers=installer, json={"pin": "1357"})
         assert r.status_code == 422 and r.json()["code"] == "owner_required"
+        r = await c.post("/api/v1/access/cards/learn", headers=installer, json={"owner": "alice"})
+        assert r.status_code == 404 and r.json()["code"] == "not_configured", "no reader: nothing to wait for"
         r = await c.delete(f"/api/v1/access/credentials/{bobs}", headers=bob)
         assert r.status_code == 200 and r.json()["credential"]["id"] == bobs
     assert service(rig).creds.get(bobs) is None

@@ -37,7 +37,8 @@ def qr_picture(payload: str, scale: int = 6) -> np.ndarray:
 def read_qr(luma: np.ndarray) -> list[str]:
     import zxingcpp
 
-    return [r.text for r in zxingcpp.read_barcodes(luma, formats=zxingcpp.BarcodeFormat.QRCode) if r.valid]
+    qr_only = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+    return [r.text for r in zxingcpp.read_barcodes(luma, formats=qr_only) if r.valid]
 
 
 class QrScanner:

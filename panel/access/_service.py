@@ -75,6 +75,7 @@ class AccessService:
         self.feedback = feedback
         self._throttle: dict[str, _Throttle] = {}
         self._learning: asyncio.Future[str] | None = None  # an installer waits for a card to enrol
+        self.card_readers = 0  # set by whoever wires the readers (the daemon)
 
     # -- presenting ----------------------------------------------------------------------------------
     async def present(self, method: Literal["keypad", "qr", "card"], secret: str, *, source: str,
@@ -129,6 +130,9 @@ class AccessService:
     async def learn_card(self, *, owner: str, label: str, by: str, timeout_s: float,
                          doors: list[str] | None = None) -> Credential:
         """Enrol the next card presented at a reader (the installer holds the resident's card to it)."""
+        if not self.card_readers:
+            raise AccessError("not_configured", "this panel has no card reader (access.osdp); enrol the card by "
+                              "its number instead (POST /api/v1/access/cards)")
         if self._learning is not None and not self._learning.done():
             raise AccessError("learning_busy", "a card is being learnt already; present it, or wait for that "
                               "request to time out")
