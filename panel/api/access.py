@@ -103,8 +103,8 @@ class CredentialList(OkBody):
     credentials: list[CredentialOut]
 
 
-_401 = {"description": "no, unknown, expired or revoked credential"}
-_ERRORS = {401: _401, 403: {"description": "not allowed for this credential (e.g. a call-scoped resident)"},
+_401: dict[str, Any] = {"description": "no, unknown, expired or revoked credential"}
+_ERRORS: dict[int | str, dict[str, Any]] = {401: _401, 403: {"description": "not allowed for this credential (e.g. a call-scoped resident)"},
            404: {"description": "no such credential (of yours), or access is not running"},
            409: {"description": "the code cannot be used, or the card is enrolled already"},
            422: {"description": "a field is invalid: too short, not digits, a window that ends before it starts, "
