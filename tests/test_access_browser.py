@@ -99,3 +99,32 @@ async def test_resident_makes_a_courier_code_and_the_courier_uses_it(panel: Pane
         await wait_for(page, "() => document.querySelectorAll('#credentials tr').length === 0", "the list empty")
         assert panel.access is not None and panel.access.creds.live(owner="alice") == []
         await ctx.close()
+
+
+def test_panel_sim_keypad_and_qr_from_the_command_line(tmp_path: Path) -> None:
+    """`panel sim keypad "1234#"` against `panel run --simulate`: the keys go through the mock matrix."""
+    import subprocess
+    import sys
+
+    from .support import BASE_CONFIG, start_panel
+
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(f'installer_token = "{INSTALLER}"\n')
+    secrets.chmod(0o600)
+    cfg = {**BASE_CONFIG, "access": {"keypad": KEYPAD}, "secrets": {"file": str(secrets)}}
+    panel = start_panel(tmp_path, cfg)
+    try:
+        r = panel.api("POST", "/api/v1/access/pin", headers={"Authorization": f"Bearer {INSTALLER}"},
+                      json={"owner": "alice", "pin": "2468"})
+        assert r.status_code == 200, r.text
+        cli = subprocess.run([sys.executable, "-m", "panel", "sim", "keypad", "2468#", "--url", panel.url],
+                             capture_output=True, text=True, timeout=30)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert "access.granted" in cli.stdout and "door.unlocked" in cli.stdout
+        state = panel.api("GET", "/api/v1/sim/state").json()
+        assert state["door"]["relays"]["main"]["energised"] and state["access"]["keypad"] is True
+        cli = subprocess.run([sys.executable, "-m", "panel", "sim", "qr", "panel-access:123456", "--url", panel.url],
+                             capture_output=True, text=True, timeout=30)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+    finally:
+        assert panel.stop() == 0
