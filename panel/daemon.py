@@ -245,7 +245,7 @@ class Panel:
                 def reader_entry(entry: str) -> None:
                     self._spawn(access.present("keypad", entry, source=source, relay=ocfg.relay), "reader entry")
 
-                reader_keys = KeyEntry(self.clock, acfg.key_timeout_s, reader_entry)
+                reader_keys = KeyEntry(self.clock, acfg.key_timeout_s, reader_entry, touched=self.someone_at_panel)
                 scbk = bytes.fromhex(self.secrets.osdp_scbk) if self.secrets.osdp_scbk else None
                 self.osdp = OsdpReader(ocfg, scbk, lambda number: self._spawn(
                     access.card(number, source=source, relay=ocfg.relay), "card read"), reader_keys.key)

@@ -128,3 +128,53 @@ def test_panel_sim_keypad_and_qr_from_the_command_line(tmp_path: Path) -> None:
         assert cli.returncode == 0, cli.stdout + cli.stderr
     finally:
         assert panel.stop() == 0
+
+
+async def test_installer_learns_a_residents_card_at_the_reader_on_the_installer_page(tmp_path: Path) -> None:
+    """The installer page's "Learn a card": the card held to a real OSDP reader (libosdp PD on a pty,
+    secure channel) is enrolled for the resident named, and then opens the door."""
+    pytest.importorskip("osdp")
+    from .access_support import ADDRESS, SCBK, PtyReader
+
+    reader = PtyReader()
+    data = config_dict(access={"osdp": {"device": reader.device, "address": ADDRESS}})
+    data["storage"] = {"dir": str(tmp_path / "state")}
+    data["api"] = {"listen": "127.0.0.1:0"}
+    panel = Panel(parse_config(data), Secrets(installer_token=INSTALLER, osdp_scbk=SCBK), simulate=True)
+    await panel.start()
+    try:
+        async with chromium() as browser:
+            ctx = await browser.new_context(viewport={"width": 1000, "height": 1400})
+            page = await ctx.new_page()
+            await page.goto(base(panel) + "/installer")
+            password = ApiAuth.for_panel(panel).installer.initial_password()
+            assert password is not None
+            await page.fill("#password", password)
+            await page.click("#signin-go")
+            await page.wait_for_selector("#creds-card")
+            deadline = time.monotonic() + 10
+            while not (panel.osdp is not None and panel.osdp.status()["secure_channel"]):
+                assert time.monotonic() < deadline, "the reader's secure channel never came up"
+                await page.wait_for_timeout(50)
+            await page.fill("#learn-owner", "alice")
+            await page.fill("#learn-label", "blue fob")
+            await page.click("#learn-go")
+            await wait_for(page, "() => window.creds.learning === true", "the page to start learning")
+            assert panel.access is not None
+            deadline = time.monotonic() + 5
+            while panel.access._learning is None:
+                assert time.monotonic() < deadline, "the panel never started learning"
+                await page.wait_for_timeout(20)
+            reader.present("04a22b91")
+            await page.wait_for_selector("#creds tr:has-text('blue fob')")
+            assert "learnt for alice" in (await page.text_content("#creds-status") or "")
+            assert not bool(panel.hw.relays["main"].value), "a card being learnt does not open the door"
+            reader.present("04a22b91")
+            deadline = time.monotonic() + 5
+            while not bool(panel.hw.relays["main"].value):
+                assert time.monotonic() < deadline, "the learnt card did not open the door"
+                await page.wait_for_timeout(20)
+            await ctx.close()
+    finally:
+        await panel.stop("test over")
+        reader.close()
