@@ -98,6 +98,21 @@ async def test_resident_makes_a_courier_code_and_the_courier_uses_it(panel: Pane
         await page.wait_for_selector("#access-status.ok")
         await wait_for(page, "() => document.querySelectorAll('#credentials tr').length === 0", "the list empty")
         assert panel.access is not None and panel.access.creds.live(owner="alice") == []
+
+        # The installer page's on-screen keypad (simulation) types alice's new PIN on the matrix.
+        await panel.access.set_pin(owner="alice", pin="5793", by="installer")
+        panel.door.release()
+        page2 = await ctx.new_page()
+        await page2.goto(base(panel) + "/installer")
+        await page2.fill("#password", ApiAuth.for_panel(panel).installer.initial_password() or "")
+        await page2.click("#signin-go")
+        await page2.wait_for_selector("#simpad:not([hidden]) button[data-key='5']")
+        for key in "5793#":
+            await page2.click(f"#simpad button[data-key='{key}']")
+        deadline = time.monotonic() + 5
+        while not bool(panel.hw.relays["main"].value):
+            assert time.monotonic() < deadline, "the on-screen keypad's PIN did not open the door"
+            await page2.wait_for_timeout(20)
         await ctx.close()
 
 

@@ -64,12 +64,33 @@
     refresh();
   });
 
+  // In simulation, an on-screen keypad drives the simulated matrix (POST /api/v1/sim/keypad).
+  async function simpad() {
+    let on = false;
+    try {
+      const health = await api("/api/v1/health", { token: token() });
+      const state = await api("/api/v1/state", { token: token() });
+      on = !!(health.simulated && state.access && state.access.keypad);
+    } catch (err) { /* not simulated, or not running yet */ }
+    Panel.show("simpad", on);
+    if (!on || $("simpad-keys").children.length) return;
+    // One key at a time, in order, as a finger presses them: a quick second click waits for the first.
+    let queue = Promise.resolve();
+    const press = (k) => {
+      queue = queue.then(() => api("/api/v1/sim/keypad", { method: "POST", body: { keys: k } }))
+        .catch((err) => say("creds-status", `${err.message} (${err.code || "error"})`, "bad"));
+    };
+    const keys = "123456789*0#".split("").map((k) => h("button", { "data-key": k, onclick: () => press(k) }, k));
+    $("simpad-keys").replaceChildren(...keys);
+  }
+
   let seen = null;
   setInterval(() => {
     const now = token() || null;
     if (now !== seen) {
       seen = now;
       refresh();
+      if (now) simpad();
     }
   }, 250);
   creds.refresh = refresh;
