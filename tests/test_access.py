@@ -83,6 +83,7 @@ async def test_wrong_codes_block_the_keypad_with_an_event_then_it_works_again(ri
     blocked = (await rig.panel.state())["access"]["blocked"]
     assert list(blocked) == ["keypad"] and 29 < blocked["keypad"] <= 30
     await rig.advance(30)
+    assert rig.panel.access.feedback.shown is None, "the light is steady again when the block ends"  # type: ignore[attr-defined]
     await type_keys(rig, "1234#")
     assert rig.relay_on()
     reasons = [e["reason"] for e in rig.events("access.denied")]

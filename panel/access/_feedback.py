@@ -36,7 +36,7 @@ class AccessFeedback:
             on, off = BLOCKED
             for led in self.leds:
                 led.blink(on_time=on, off_time=off, n=None)
-            until = self.block_s
+            until = outcome.block_left_s if outcome.block_left_s is not None else self.block_s
             self.shown = "blocked"
         else:
             on, off, n = REFUSED

@@ -51,6 +51,7 @@ class Outcome:
     access_id: str | None = None
     owner: str | None = None
     label: str | None = None
+    block_left_s: float | None = None  # blocked: how long the block still lasts
 
 
 @dataclass
@@ -187,7 +188,7 @@ class AccessService:
             log.warning("access source blocked", extra={"source": source, "failures": th.failures})
             self.journal.record(AccessBlocked(source=source, failures=th.failures, block_s=self.acfg.block_s,
                                               until=iso(self.clock.wall() + self.acfg.block_s)), key="door")
-            blocked = Outcome("blocked", reason="blocked")
+            blocked = Outcome("blocked", reason="blocked", block_left_s=self.acfg.block_s)
             self._show(blocked)
             return blocked
         return out
@@ -199,7 +200,8 @@ class AccessService:
                                          owner=cred.owner if cred else None, label=label, failures=failures),
                             key="door")
         out = Outcome("blocked" if reason == "blocked" else "denied", reason=reason,
-                      owner=cred.owner if cred else None, label=label)
+                      owner=cred.owner if cred else None, label=label,
+                      block_left_s=self.blocked(source) if reason == "blocked" else None)
         if show:
             self._show(out)
         return out
