@@ -45,7 +45,7 @@ from .platform import (
 )
 
 if TYPE_CHECKING:
-    from .access import AccessService, KeyEntry, MatrixKeypad, MockMatrix, OsdpReader, QrScanner
+    from .access import AccessFeedback, AccessService, KeyEntry, MatrixKeypad, MockMatrix, OsdpReader, QrScanner
     from .link import ClockSync, MqttLink, Outbox, Sender
     from .api.app import ApiServer
     from .api.principals import ApiAuth
@@ -107,6 +107,7 @@ class Panel:
         self.keypad_sim: MockMatrix | None = None  # the simulated keypad's keys (mock pins only)
         self.osdp: OsdpReader | None = None
         self.qr: QrScanner | None = None
+        self.access_feedback: AccessFeedback | None = None  # the status light's answers to codes and cards
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped = False
         self._core_built = False
@@ -227,13 +228,21 @@ class Panel:
                 MatrixKeypad,
                 MockMatrix,
                 OsdpReader,
+                Outcome,
                 QrScanner,
             )
 
             acfg = self.cfg.access
-            feedback = AccessFeedback(self.cfg.lights, self.hw.lights, self.clock, acfg.block_s)
+            feedback = self.access_feedback = AccessFeedback(self.cfg.lights, self.hw.lights, self.clock,
+                                                             acfg.block_s)
+
+            def show(outcome: Outcome) -> None:
+                feedback(outcome)
+                if self.osdp is not None and outcome.source == f"osdp:{self.osdp.cfg.address}":
+                    self.osdp.indicate(outcome.outcome, outcome.block_left_s)
+
             self.access = AccessService(self.cfg, self.door, self.journal, self.clock,
-                                        await Credentials.open(self.store), feedback=feedback)
+                                        await Credentials.open(self.store), feedback=show)
             access = self.access
             if acfg.qr:
                 self.qr = QrScanner(lambda: self.media.hub.video if self.media is not None else None,

@@ -90,7 +90,8 @@ class PtyReader:
                 return None
 
         caps = osdp.PDCapabilities([(osdp.Capability.CommunicationSecurity, 1, 1), (osdp.Capability.Readers, 1, 1),
-                                    (osdp.Capability.CardDataFormat, 1, 1)])
+                                    (osdp.Capability.CardDataFormat, 1, 1), (osdp.Capability.LEDControl, 1, 1),
+                                    (osdp.Capability.AudibleControl, 1, 1)])
         self.pd = osdp.PeripheralDevice(osdp.PDInfo(address, Channel(), scbk=bytes.fromhex(scbk)), caps,
                                         log_level=osdp.LogLevel.Error)
         self.pd.start()

@@ -79,11 +79,11 @@ async def test_wrong_codes_block_the_keypad_with_an_event_then_it_works_again(ri
     await type_keys(rig, "1234#")
     assert not rig.relay_on(), "the right PIN is refused while blocked"
     assert rig.events("access.denied")[-1]["reason"] == "blocked"
-    assert rig.panel.access is not None and rig.panel.access.feedback.shown == "blocked"  # type: ignore[attr-defined]
+    assert rig.panel.access_feedback is not None and rig.panel.access_feedback.shown == "blocked"
     blocked = (await rig.panel.state())["access"]["blocked"]
     assert list(blocked) == ["keypad"] and 29 < blocked["keypad"] <= 30
     await rig.advance(30)
-    assert rig.panel.access.feedback.shown is None, "the light is steady again when the block ends"  # type: ignore[attr-defined]
+    assert rig.panel.access_feedback.shown is None, "the light is steady again when the block ends"
     await type_keys(rig, "1234#")
     assert rig.relay_on()
     reasons = [e["reason"] for e in rig.events("access.denied")]

@@ -68,6 +68,13 @@ async def test_enrolled_card_opens_over_the_secure_channel_unknown_card_does_not
     assert (denied["method"], denied["reason"], denied["source"]) == ("card", "unknown_credential", f"osdp:{ADDRESS}")
     [row] = rig.access_log()
     assert (row["method"], row["actor"], row["label"]) == ("card", "alice", "blue fob")
+    # The reader answered the card holder itself: red for the refusal, then green for the release.
+    colours = []
+    while (cmd := reader.pd.get_command(timeout=2)) is not None and len(colours) < 2:
+        if cmd["command"] == reader.osdp.Command.LED:
+            colours.append(cmd["on_color"])
+    assert colours == [reader.osdp.CommandLEDColor.Red, reader.osdp.CommandLEDColor.Green]
+    assert rig.panel.osdp is not None and rig.panel.osdp.status()["online"], "the reader stays online"
 
 
 async def test_revoked_card_is_refused(rig: Rig, reader: PtyReader) -> None:

@@ -133,6 +133,32 @@ class OsdpReader:
             os.close(self._fd)
             self._fd = None
 
+    def indicate(self, outcome: str, seconds: float | None = None) -> bool:
+        """The reader's own light and beeper answer the card holder: green and one beep for a release, red
+        and two beeps for a refusal, red for as long as a block lasts. Sent only to a reader that says it
+        can (a NAK'd command takes an OSDP reader offline); True if sent."""
+        import osdp
+
+        cp = self.cp
+        if cp is None:
+            return False
+        green = outcome == "granted"
+        tenths = max(1, min(65535, round((seconds if seconds is not None else (3.0 if green else 1.0)) * 10)))
+        sent = False
+        try:
+            if cp.check_capability(self.cfg.address, osdp.Capability.LEDControl)[0] > 0:
+                sent = bool(cp.submit_command(self.cfg.address, {
+                    "command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1, "on_count": 10,
+                    "off_count": 0, "on_color": osdp.CommandLEDColor.Green if green else osdp.CommandLEDColor.Red,
+                    "off_color": osdp.CommandLEDColor.Black, "timer_count": tenths, "temporary": True}))
+            if cp.check_capability(self.cfg.address, osdp.Capability.AudibleControl)[0] > 0:
+                cp.submit_command(self.cfg.address, {
+                    "command": osdp.Command.Buzzer, "reader": 0, "control_code": 2, "on_count": 2, "off_count": 1,
+                    "rep_count": 1 if green else 2})
+        except Exception:  # the reader is offline or busy: the panel's own light and speaker still answer
+            log.info("could not signal the reader", exc_info=True)
+        return sent
+
     def status(self) -> dict[str, Any]:
         if self.cp is None:
             return {"online": False, "secure_channel": False}

@@ -52,6 +52,7 @@ class Outcome:
     owner: str | None = None
     label: str | None = None
     block_left_s: float | None = None  # blocked: how long the block still lasts
+    source: str | None = None  # where the credential was presented (the reader answers its own)
 
 
 @dataclass
@@ -168,7 +169,7 @@ class AccessService:
         if cred.kind == "duress":
             self.journal.record(AccessDuress(access_id=access_id, relay=relay_id, owner=cred.owner, source=source),
                                 key="door")
-        outcome = Outcome("granted", access_id=access_id, owner=cred.owner, label=label)
+        outcome = Outcome("granted", access_id=access_id, owner=cred.owner, label=label, source=source)
         self._show(outcome)
         return outcome
 
@@ -188,7 +189,7 @@ class AccessService:
             log.warning("access source blocked", extra={"source": source, "failures": th.failures})
             self.journal.record(AccessBlocked(source=source, failures=th.failures, block_s=self.acfg.block_s,
                                               until=iso(self.clock.wall() + self.acfg.block_s)), key="door")
-            blocked = Outcome("blocked", reason="blocked", block_left_s=self.acfg.block_s)
+            blocked = Outcome("blocked", reason="blocked", block_left_s=self.acfg.block_s, source=source)
             self._show(blocked)
             return blocked
         return out
@@ -201,7 +202,7 @@ class AccessService:
                             key="door")
         out = Outcome("blocked" if reason == "blocked" else "denied", reason=reason,
                       owner=cred.owner if cred else None, label=label,
-                      block_left_s=self.blocked(source) if reason == "blocked" else None)
+                      block_left_s=self.blocked(source) if reason == "blocked" else None, source=source)
         if show:
             self._show(out)
         return out
