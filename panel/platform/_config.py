@@ -563,20 +563,24 @@ class AccessConfig(Model):
     """Doors without a call (docs/access.md): PINs and temporary codes on a keypad, QR codes at the camera,
     cards on an OSDP reader, throttled and journalled."""
 
-    keypad: KeypadConfig | None = Field(None, description="a matrix keypad on GPIO; absent: none")
+    keypad: KeypadConfig | None = Field(None, description="a matrix keypad on GPIO; absent: none",
+                                        json_schema_extra=_LOCAL)
     osdp: OsdpConfig | None = Field(None, description="an OSDP card reader; absent: none (its secure channel key "
-                                    "is osdp_scbk in the secrets file)")
+                                    "is osdp_scbk in the secrets file)", json_schema_extra=_LOCAL)
     qr: bool = Field(False, description="read QR codes from the camera while someone is at the panel (a press "
                      "or a keypad touch); needs media", json_schema_extra=_RESTART)
-    qr_window_s: float = _seconds(2, 120, 20.0, "after a press or a keypad touch, look for QR codes this long")
+    qr_window_s: float = Field(20.0, ge=2, le=120, description="after a press or a keypad touch, look for QR codes "
+                               "this long", json_schema_extra={"unit": "seconds", "apply": "restart"})
     min_code_length: int = Field(4, ge=4, le=12, description="PINs and codes have at least this many digits",
                                  json_schema_extra=_RESTART)
     code_length: int = Field(6, ge=4, le=12, description="digits of a temporary code the panel makes up",
                              json_schema_extra=_RESTART)
-    key_timeout_s: float = _seconds(1, 60, 5.0, "a keypad entry is forgotten this long after its last key")
+    key_timeout_s: float = Field(5.0, ge=1, le=60, description="a keypad entry is forgotten this long after its "
+                                 "last key", json_schema_extra={"unit": "seconds", "apply": "restart"})
     max_failures: int = Field(5, ge=1, le=100, description="wrong codes or cards in a row at one source before "
                               "it blocks", json_schema_extra=_RESTART)
-    block_s: float = _seconds(5, 3600, 60.0, "how long a source stays blocked after max_failures")
+    block_s: float = Field(60.0, ge=5, le=3600, description="how long a source stays blocked after max_failures",
+                           json_schema_extra={"unit": "seconds", "apply": "restart"})
 
 
 class Config(Model):
@@ -596,7 +600,8 @@ class Config(Model):
     media: MediaConfig | None = Field(
         None, description="camera, microphone, speaker and WebRTC; absent: no media")
     links: LinksConfig = LinksConfig()
-    access: AccessConfig = Field(AccessConfig(), description="keypad, codes, QR and card readers (docs/access.md)")
+    access: AccessConfig = Field(AccessConfig(), description="keypad, codes, QR and card readers (docs/access.md)",
+                                 json_schema_extra=_RESTART)
 
     def button(self, button_id: str) -> ButtonConfig:
         for b in self.buttons:
