@@ -120,7 +120,8 @@ async def test_duress_pin_opens_like_the_pin_and_tells_only_the_backend(rig: Rig
     [alarm] = rig.events("access.duress")
     assert alarm["owner"] == "alice" and alarm["access_id"] == duress["access_id"]
     rows = rig.access_log()
-    assert [(r["method"], r["label"]) for r in rows] == [("pin", "PIN"), ("pin", "PIN")]
+    pin_id = svc.creds.live(owner="alice", kind="pin")[0].id
+    assert [(r["method"], r["label"], r["credential_id"]) for r in rows] == [("pin", "PIN", pin_id)] * 2
     with pytest.raises(AccessError) as e:
         await svc.set_pin(owner="alice", pin="1234", by="alice", duress=True)
     assert e.value.code == "code_unavailable"

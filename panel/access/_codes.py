@@ -186,7 +186,9 @@ class Credentials:
             self._live[cred.id] = replace(current, uses=max(0, current.uses - 1))
 
     @staticmethod
-    def write_use(tx: Tx, cred: Credential, access_event_id: str, label: str) -> None:
+    def write_use(tx: Tx, cred: Credential, access_event_id: str, label: str, logged_id: str) -> None:
+        """In the release's transaction: count the use, and name the credential in the access log
+        (``logged_id``: a duress PIN's release names its owner's PIN, so the log looks the same)."""
         tx.execute("UPDATE access_credentials SET uses = uses + 1 WHERE id=?", (cred.id,))
         tx.execute("UPDATE access_log SET credential_id=?, label=? WHERE event_id=?",
-                   (cred.id, label, access_event_id))
+                   (logged_id, label, access_event_id))

@@ -151,9 +151,12 @@ class AccessService:
     async def _grant(self, method: AccessMethod, cred: Credential, source: str, relay_id: str) -> Outcome:
         spent = self.creds.spend(cred) if cred.max_uses is not None else cred
         label = DEFAULT_LABELS["pin"] if cred.kind == "duress" else cred.label
+        # A duress release must look like the PIN's wherever the panel shows it, the access log included.
+        pins = self.creds.live(owner=cred.owner, kind="pin") if cred.kind == "duress" else []
+        logged_id = pins[0].id if pins else cred.id
 
         def extra(tx: Tx, event_id: str) -> None:
-            Credentials.write_use(tx, cred, event_id, label)
+            Credentials.write_use(tx, cred, event_id, label, logged_id)
 
         try:
             access_id = await self._release(method, cred.owner, relay_id, extra)
