@@ -240,3 +240,18 @@ def test_keypad_config_is_checked_against_the_other_pins_and_relays(tmp_path: Pa
     assert "access.keypad.rows[3]: GPIO17 is already used by buttons[0].pin" in text
     assert "access.keypad.keys: 4 row(s) of legends for 4 rows and 2 columns" in text
     assert "access.keypad.relay: 'garage' is not a relay" in text and "access.osdp.relay: 'nope'" in text
+
+
+async def test_a_recognised_but_expired_code_does_not_reset_the_guess_count(rig: Rig) -> None:
+    svc = service(rig)
+    now = rig.clock.wall()
+    _, expired = await svc.create_code(owner="alice", by="alice", label="old", code="555000", valid_until=now + 1)
+    await rig.advance(2)
+    await type_keys(rig, "0000#")
+    await type_keys(rig, "1111#")
+    await type_keys(rig, expired + "#")  # recognised, expired: neither counts nor resets
+    await type_keys(rig, "2222#")
+    [blocked] = rig.events("access.blocked")
+    assert blocked["failures"] == 3
+    assert [e["reason"] for e in rig.events("access.denied")] == ["unknown_credential", "unknown_credential",
+                                                                  "expired", "unknown_credential"]

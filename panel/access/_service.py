@@ -107,7 +107,6 @@ class AccessService:
         elif method == "qr" and cred.kind != "code":
             # A QR carries a temporary code; a PIN held up to the camera is still only a PIN's digits.
             return self._failed(shown, "unknown_credential", source, relay_id, th)
-        th.failures = 0
         wall = self.clock.wall()
         reason: AccessDenyReason | None = None
         if cred.valid_from is not None and wall < cred.valid_from:
@@ -119,8 +118,13 @@ class AccessService:
         elif relay_id not in cred.doors:
             reason = "wrong_door"
         if reason is not None:
-            return self._deny(shown, reason, source, relay_id, cred=cred)
-        return await self._grant(shown, cred, source, relay_id)
+            # Not a guess, so not counted; but not a reset either: an expired code typed between guesses
+            # must not let the guessing go on.
+            return self._deny(shown, reason, source, relay_id, cred=cred, failures=th.failures)
+        outcome = await self._grant(shown, cred, source, relay_id)
+        if outcome.outcome == "granted":
+            th.failures = 0
+        return outcome
 
     async def card(self, number: str, *, source: str, relay: str | None = None) -> Outcome | None:
         """A card at a reader: enrolled if an installer is waiting to learn one, else presented."""
