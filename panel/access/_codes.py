@@ -139,10 +139,9 @@ class Credentials:
                       and c not in old), None)
         if clash is not None:
             if kind == "card":
-                whose = "you already" if clash.owner == owner else "someone else"
-                raise AccessError("card_enrolled", f"this card is enrolled already ({whose}: {clash.label!r} "
-                                  f"of {clash.owner if clash.owner == owner else 'another owner'}); revoke that "
-                                  "enrolment first")
+                # Only installers and the backend enrol cards, and they see every owner anyway.
+                raise AccessError("card_enrolled", f"this card is enrolled already, to {clash.owner} as "
+                                  f"{clash.label!r} ({clash.id}); revoke that enrolment first")
             # Saying whose it is would tell a resident another resident's PIN.
             raise AccessError("code_unavailable", "this code cannot be used; choose another")
 
