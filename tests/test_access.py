@@ -255,3 +255,27 @@ async def test_a_recognised_but_expired_code_does_not_reset_the_guess_count(rig:
     assert blocked["failures"] == 3
     assert [e["reason"] for e in rig.events("access.denied")] == ["unknown_credential", "unknown_credential",
                                                                   "expired", "unknown_credential"]
+
+
+async def test_an_idle_keypad_is_not_scanned_and_a_key_wakes_it(rig: Rig) -> None:
+    from panel.access._keypad import IDLE_AFTER_SCANS
+
+    keypad = rig.panel.keypad
+    assert keypad is not None
+    steps: list[int] = []
+    real_step = keypad.step
+
+    def counting_step() -> None:
+        steps.append(1)
+        real_step()
+
+    keypad.step = counting_step  # type: ignore[method-assign]
+    got: list[str] = []
+    keypad.on_key = got.append
+    await scans(rig, IDLE_AFTER_SCANS + 5)
+    settled = len(steps)
+    await scans(rig, 50)
+    assert len(steps) == settled, "an idle keypad must not be scanned"
+    assert all(not p.state for p in keys(rig).row_pins), "at rest every row is driven low, waiting for an edge"
+    await type_keys(rig, "9")
+    assert got == ["9"] and len(steps) > settled

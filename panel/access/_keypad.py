@@ -1,7 +1,8 @@
 """The keypad: a GPIO matrix scanned through gpiozero, and the entry rules every keypad shares.
 
-Scanning drives one row low at a time and reads the columns (pulled up): a held key joins its row
-to its column, so that column reads low. A key counts once it is seen in ``debounce_scans`` scans in
+At rest every row is driven low and the loop sleeps until a column edge says a key went down; then
+scanning drives one row low at a time and reads the columns (pulled up): a held key joins its row to
+its column, so that column reads low. A key counts once it is seen in ``debounce_scans`` scans in
 a row, and again only after it was seen released as long; one key at a time (a second key held
 with the first is ignored, as on a phone keypad).
 
@@ -12,6 +13,7 @@ the next key counts. Nothing here knows any code: a submitted entry goes to the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,8 @@ from ..platform import Clock, KeypadConfig
 from ._codes import MAX_CODE_LENGTH
 
 log = logging.getLogger(__name__)
+
+IDLE_AFTER_SCANS = 20  # back to sleeping on the edges after this many scans without a key
 
 
 class KeyEntry:
@@ -121,10 +125,39 @@ class MatrixKeypad:
             self.on_key(key)
 
     async def run(self) -> None:
+        """Sleep on the column edges while nobody touches the keypad; scan while someone does.
+
+        At rest every row is driven low, so any key pulls its column low and the edge wakes the loop;
+        then the rows are scanned one at a time every ``scan_ms`` until no key has been seen for
+        ``IDLE_AFTER_SCANS`` scans. An idle keypad costs no CPU at all."""
         period = self.cfg.scan_ms / 1000
-        while True:
-            self.step()
-            await self.clock.sleep(period)
+        loop = asyncio.get_running_loop()
+        touched = asyncio.Event()
+
+        def edge() -> None:  # gpiozero's callback thread (lgpio), or the caller's (mock pins)
+            loop.call_soon_threadsafe(touched.set)
+
+        for col in self.cols:
+            col.when_activated = edge
+        try:
+            while True:
+                self._rows(True)
+                touched.clear()
+                if not any(col.is_active for col in self.cols):
+                    await touched.wait()
+                self._rows(False)
+                quiet = 0
+                while quiet < IDLE_AFTER_SCANS:
+                    self.step()
+                    quiet = 0 if (self._seen is not None or self._down is not None) else quiet + 1
+                    await self.clock.sleep(period)
+        finally:
+            for col in self.cols:
+                col.when_activated = None
+
+    def _rows(self, on: bool) -> None:
+        for row in self.rows:
+            row.on() if on else row.off()
 
     def close(self) -> None:
         for dev in [*self.rows, *self.cols]:
