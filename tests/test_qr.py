@@ -122,3 +122,46 @@ async def test_the_sim_route_holds_a_code_up_to_the_camera(panel: Panel) -> None
         await until(lambda: relay_on(panel), 5, "the QR code never opened the door")
         r = await c.post("/api/v1/sim/camera/qr", json={"payload": None})
         assert r.status_code == 200 and SyntheticVideoSource.held is None
+
+
+def write_qr_h264(path: Path, payload: str, frames: int = 45, gop: int = 15) -> None:
+    """An Annex-B H.264 file of the test pattern with a QR code held up, as a Pi camera would deliver it."""
+    import av
+
+    from panel.media.pattern import PatternPainter
+
+    painter = PatternPainter(640, 480)
+    picture = qr_picture(payload)
+    with av.open(str(path), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=15)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", "g": str(gop),
+                          "keyint_min": str(gop)}
+        for i in range(frames):
+            frame = painter.paint(i, 1_700_000_000 + i / 15, picture)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+async def test_a_pass_through_h264_camera_is_decoded_for_qr_codes_only_while_scanning(tmp_path: Path) -> None:
+    clip = tmp_path / "camera.h264"
+    write_qr_h264(clip, QR_PREFIX + "480913")
+    panel = await start_panel_inprocess(tmp_path, media_config(video={"source": "h264_file", "file": str(clip)}),
+                                        access={"qr": True, "qr_window_s": 3})
+    try:
+        assert panel.access is not None and panel.qr is not None
+        video = media_of(panel).hub.video
+        assert video is not None and video.passthrough
+        await panel.access.create_code(owner="dave", by="installer", label="printed QR", code="480913")
+        assert video.capture.status()["holders"] == 0
+        panel.someone_at_panel()
+        await until(lambda: relay_on(panel), 10, "the QR code in the H.264 stream never opened the door")
+        [granted] = events(panel, "access.granted")
+        assert (granted["method"], granted["owner"], granted["source"]) == ("qr", "dave", "camera")
+        await until(lambda: not panel.qr.scanning, 10, "the scanner never stopped")  # type: ignore[union-attr]
+        assert video.capture.status()["holders"] == 0, "the camera is let go after the window"
+    finally:
+        await panel.stop("test over")

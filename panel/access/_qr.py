@@ -23,6 +23,7 @@ from ._codes import QR_PREFIX
 log = logging.getLogger(__name__)
 
 REPEAT_S = 5.0  # one QR held up for seconds is one presentation
+PASSTHROUGH_QUEUE = 30  # encoded pictures queued for the decoder (2 s at 15 fps) before a resync
 QUIET_ZONE = 4  # modules of white around a printed QR code, as the standard asks
 
 
@@ -39,6 +40,36 @@ def read_qr(luma: np.ndarray) -> list[str]:
 
     qr_only = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
     return [r.text for r in zxingcpp.read_barcodes(luma, formats=qr_only) if r.valid]
+
+
+def luma_of(frame: Any) -> np.ndarray:
+    """The luma plane of a picture: all zxing needs (a QR code is black and white)."""
+    if frame.format.name not in ("yuv420p", "yuvj420p"):
+        frame = frame.reformat(format="yuv420p")
+    return frame.to_ndarray()[:frame.height]  # type: ignore[no-any-return]
+
+
+class _Decoder:
+    """Decodes pass-through H.264 for the scanner, in a worker thread, one batch at a time."""
+
+    def __init__(self) -> None:
+        import av
+
+        self.ctx = av.CodecContext.create("h264", "r")
+
+    def read(self, items: list[Any]) -> tuple[list[str], float]:
+        import av
+
+        c0 = time.thread_time()
+        last = None
+        for item in items:
+            try:
+                for frame in self.ctx.decode(av.Packet(bytes(item.packet))):
+                    last = frame
+            except av.FFmpegError:
+                continue  # a damaged picture: the next keyframe repairs the stream
+        texts = read_qr(luma_of(last)) if last is not None else []
+        return texts, time.thread_time() - c0
 
 
 class QrScanner:
@@ -67,22 +98,32 @@ class QrScanner:
         if stream is None:
             return  # no camera (yet): nothing to scan
         # Subscribed here, at the press, so the camera starts now rather than a loop turn later.
-        sub = stream.capture.subscribe(maxsize=1, overflow="latest")
+        if getattr(stream, "passthrough", False):
+            # Already-encoded H.264 (a Pi camera through rpicam-vid): every picture is decoded here, from a
+            # keyframe on, so none may be dropped between; on overflow wait for the next keyframe.
+            sub = stream.capture.subscribe(maxsize=PASSTHROUGH_QUEUE, overflow="resync",
+                                           is_key=lambda item: bool(item.keyframe))
+            stream.request_keyframe()
+        else:
+            sub = stream.capture.subscribe(maxsize=1, overflow="latest")
         self._task = asyncio.get_running_loop().create_task(self._run(stream, sub), name="qr-scanner")
 
     async def _run(self, stream: Any, sub: Any) -> None:
         from ..media.capture import SubscriptionClosed
 
+        decoder = _Decoder() if getattr(stream, "passthrough", False) else None
         try:
             while (left := self._until - time.monotonic()) > 0:
                 try:
                     item = await asyncio.wait_for(sub.get(), left)
                 except TimeoutError:
                     break
-                luma = await self._luma(stream, item)
-                if luma is None:
-                    continue
-                texts, cpu = await asyncio.to_thread(self._read, luma)
+                if decoder is not None:
+                    # Everything queued meanwhile is decoded in one go; only the newest picture is read.
+                    items = [item, *iter(sub.get_nowait, None)]
+                    texts, cpu = await asyncio.to_thread(decoder.read, items)
+                else:
+                    texts, cpu = await asyncio.to_thread(self._read, self._luma(item))
                 self.frames += 1
                 self.cpu_s += cpu
                 for text in texts:
@@ -100,15 +141,8 @@ class QrScanner:
         return read_qr(luma), time.thread_time() - c0
 
     @staticmethod
-    async def _luma(stream: Any, item: Any) -> np.ndarray | None:
-        frame = getattr(item, "frame", None)
-        if frame is None:  # pass-through H.264: decode the newest picture instead
-            frame = await stream.decode_latest()
-            if frame is None:
-                return None
-        if frame.format.name not in ("yuv420p", "yuvj420p"):
-            frame = frame.reformat(format="yuv420p")
-        return frame.to_ndarray()[:frame.height]  # type: ignore[no-any-return]
+    def _luma(item: Any) -> np.ndarray:
+        return luma_of(item.frame)
 
     async def _found(self, text: str) -> None:
         if not text.startswith(QR_PREFIX):
