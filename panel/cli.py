@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     tam.add_argument("state", nargs="?", choices=["on", "off"], default="on")
     _target_args(tam, nested=True)
     _target_args(sim_sub.add_parser("state", help="print the panel's state"), nested=True)
+    kp = sim_sub.add_parser("keypad", help="type on the simulated keypad, e.g. panel sim keypad \"1234#\"")
+    kp.add_argument("keys", help="digits, * (clear) and # (submit), pressed in turn")
+    _target_args(kp, nested=True)
+    qr = sim_sub.add_parser("qr", help="hold a QR code up to the synthetic camera (no payload: take it away)")
+    qr.add_argument("payload", nargs="?", help="what the QR carries, e.g. panel-access:480913")
+    _target_args(qr, nested=True)
     add_credential_parsers(sub)
     return p
 
@@ -275,6 +281,10 @@ def _sim(args: argparse.Namespace) -> int:
         return _call(args, "POST", "/api/v1/sim/exit")
     if c == "tamper":
         return _call(args, "POST", "/api/v1/sim/tamper", {"active": args.state == "on"})
+    if c == "keypad":
+        return _call(args, "POST", "/api/v1/sim/keypad", {"keys": args.keys})
+    if c == "qr":
+        return _call(args, "POST", "/api/v1/sim/camera/qr", {"payload": args.payload})
     if c == "state":  # /api/v1/state needs a credential; the simulation's copy does not
         return _call(args, "GET", "/api/v1/sim/state")
     return EXIT_USAGE

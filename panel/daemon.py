@@ -46,6 +46,7 @@ from .platform import (
 )
 
 if TYPE_CHECKING:
+    from .access import AccessFeedback, AccessService, KeyEntry, MatrixKeypad, MockMatrix, OsdpReader, QrScanner
     from .api.app import ApiServer
     from .api.principals import ApiAuth
     from .api.state import ApiState
@@ -103,6 +104,13 @@ class Panel:
         self.mqtt: MqttLink | None = None
         self.media: MediaService | None = None
         self.visitor: VisitorMedia | None = None
+        self.access: AccessService | None = None  # doors without a call (panel/access)
+        self.keypad: MatrixKeypad | None = None
+        self.key_entry: KeyEntry | None = None
+        self.keypad_sim: MockMatrix | None = None  # the simulated keypad's keys (mock pins only)
+        self.osdp: OsdpReader | None = None
+        self.qr: QrScanner | None = None
+        self.access_feedback: AccessFeedback | None = None  # the status light's answers to codes and cards
         self._stopped = False
         self._core_built = False
         self.storage_lock: Any = None  # held for the daemon's life (see serve)
@@ -212,6 +220,7 @@ class Panel:
 
             self.supervisor.start("mqtt", mqtt.run)
             lc.add_started(Hooks("mqtt", on_stop=mqtt_stop, on_health=lambda: {"ok": True, **mqtt.status()}))
+        await lc.start(self.access_component())
         await lc.start(Hooks("media", on_start=self._start_media, on_stop=self._stop_media, stop_cap_s=1.0))
         await lc.start(Hooks("api", on_start=self._start_api, on_stop=self._stop_api, stop_cap_s=0.8))
         self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy, self.clock))
@@ -225,6 +234,83 @@ class Panel:
         log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
                                          "api": f"{self.api.scheme}://{self.cfg.api.host}:{self.api.bound_port}",
                                          "start_ms": lc.timings_ms})
+
+    def access_component(self) -> Hooks:
+        """PINs, codes and cards (panel/access): the credentials, the keypad's scanning as a supervised task."""
+        feedback: Any = None
+
+        async def start() -> None:
+            nonlocal feedback
+            from gpiozero.pins.mock import MockFactory
+
+            from .access import (
+                AccessFeedback,
+                AccessService,
+                Credentials,
+                KeyEntry,
+                MatrixKeypad,
+                MockMatrix,
+                OsdpReader,
+                Outcome,
+                QrScanner,
+            )
+
+            acfg = self.cfg.access
+            feedback = self.access_feedback = AccessFeedback(self.cfg.lights, self.hw.lights, self.clock,
+                                                             acfg.block_s)
+
+            def show(outcome: Outcome) -> None:
+                feedback(outcome)
+                if self.osdp is not None and outcome.source == f"osdp:{self.osdp.cfg.address}":
+                    self.osdp.indicate(outcome.outcome, outcome.block_left_s)
+
+            self.access = AccessService(self.cfg, self.door, self.journal, self.clock,
+                                        await Credentials.open(self.store), feedback=show)
+            access = self.access
+            if acfg.qr:
+                self.qr = QrScanner(lambda: self.media.hub.video if self.media is not None else None,
+                                    acfg.qr_window_s, lambda code: access.present("qr", code, source="camera"))
+            if acfg.osdp is not None:
+                ocfg = acfg.osdp
+                source = f"osdp:{ocfg.address}"
+
+                def reader_entry(entry: str) -> None:
+                    self._background.spawn(access.present("keypad", entry, source=source, relay=ocfg.relay), "reader entry")
+
+                reader_keys = KeyEntry(self.clock, acfg.key_timeout_s, reader_entry, touched=self.someone_at_panel)
+                scbk = bytes.fromhex(self.secrets.osdp_scbk) if self.secrets.osdp_scbk else None
+                def card_read(number: str) -> None:
+                    self._background.spawn(access.card(number, source=source, relay=ocfg.relay), "card read")
+
+                self.osdp = OsdpReader(ocfg, scbk, card_read, reader_keys.key)
+                self.supervisor.start("osdp", self.osdp.run)
+                access.card_readers = 1
+            kp = acfg.keypad
+            if kp is None:
+                return
+
+            def submit(entry: str) -> None:
+                self._background.spawn(access.present("keypad", entry, source="keypad", relay=kp.relay), "keypad entry")
+
+            self.key_entry = KeyEntry(self.clock, acfg.key_timeout_s, submit, touched=self.someone_at_panel)
+            if isinstance(self.hw.factory, MockFactory):
+                self.keypad_sim = MockMatrix(kp, self.hw.factory)  # before the keypad claims the pins
+            self.keypad = MatrixKeypad(kp, self.hw.factory, self.clock, self.key_entry.key)
+            self.supervisor.start("keypad", self.keypad.run)
+
+        async def stop() -> None:
+            await self.supervisor.cancel("keypad", "osdp")
+            if self.keypad is not None:
+                self.keypad.close()
+            if feedback is not None:
+                feedback.close()
+            if self.qr is not None:
+                self.qr.close()
+
+        def health() -> dict[str, Any]:
+            return {"ok": True, **({"osdp": self.osdp.status()} if self.osdp is not None else {})}
+
+        return Hooks("access", on_start=start, on_stop=stop, on_health=health, stop_cap_s=0.3)
 
     async def _start_media(self) -> None:
         """Camera, microphone and speaker; never fails the start: the door and calls work without media."""
@@ -313,7 +399,8 @@ class Panel:
         nonces = Nonces(self.clock, self.cfg.mqtt.command_max_age_s)
         control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
-                          media=lambda: self.media, call_service=self.call_service)
+                          media=lambda: self.media, call_service=self.call_service,
+                          access=lambda: self.access)
         link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
         await link.prepare()
         self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")
@@ -365,6 +452,12 @@ class Panel:
     def on_button(self, button_id: str) -> None:
         # Tamper does not matter here: visitors can always ring; only remote unlocks are blocked.
         self.calls.on_button(button_id)
+        self.someone_at_panel()
+
+    def someone_at_panel(self) -> None:
+        """A press or a keypad touch: look for a QR code at the camera for a while (access.qr)."""
+        if self.qr is not None:
+            self.qr.wake()
 
     # -- run and stop ----------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -442,7 +535,15 @@ class Panel:
             "call": self.calls.state(),
             "inputs": {name: {"active": i.active, "stuck": i.stuck} for name, i in self.inputs.items()},
             "backlog": await self.backlog(),
+            "access": self._access_state(),
         }
+
+    def _access_state(self) -> dict[str, Any] | None:
+        if self.access is None:
+            return None
+        return {"blocked": self.access.blocked_sources(), "keypad": self.keypad is not None,
+                "osdp": self.osdp.status() if self.osdp is not None else None,
+                "qr_scanning": self.qr.scanning if self.qr is not None else False}
 
     def pin_levels(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -76,6 +76,7 @@ CODES: dict[str, Code] = {
     "not_your_session": _c(403, "the media session belongs to another credential"),
     "not_your_unit": _c(403, "the call rings another unit"),
     "relay_not_allowed": _c(403, "a resident opens only the relays of the unit whose call they answered"),
+    "not_your_credential": _c(403, "residents manage only their own PINs, codes and cards"),
     "route_not_authorised": _c(403, "no role may call this route"),
     # 404: the thing named does not exist
     "no_snapshot": _c(404, "no snapshot for that call"),
@@ -88,6 +89,7 @@ CODES: dict[str, Code] = {
     "unknown_relay": _c(404, "there is no relay with that id", mqtt=True),
     "unknown_session": _c(404, "there is no media session with that id (it ended already, or never existed)",
                           mqtt=True),
+    "unknown_credential": _c(404, "there is no such PIN, code or card (of yours)"),
     "unknown_token": _c(404, "there is no credential with that id"),
     # 405, 413, 415
     "method_not_allowed": _c(405, "the route does not take that method"),
@@ -110,6 +112,9 @@ CODES: dict[str, Code] = {
     "static_credential": _c(409, "the secrets file's credential cannot be revoked over the API"),
     "tamper_active": _c(409, "the tamper switch still reads tampered"),
     "tamper_blocked": _c(409, "remote unlocks are blocked since the tamper switch tripped", mqtt=True),
+    "card_enrolled": _c(409, "the card is enrolled to someone already"),
+    "code_unavailable": _c(409, "that code is taken (or too close to one that is)"),
+    "learning_busy": _c(409, "a card is being learnt already"),
     "tone_playing": _c(409, "a test tone is playing"),
     "too_many_links": _c(409, "the call has as many links as links.max_per_call"),
     "too_many_participants": _c(409, "the call has as many guests as it may"),
@@ -124,6 +129,14 @@ CODES: dict[str, Code] = {
     "reserved_subject": _c(422, "the name is one the panel's own actors use"),
     "invalid_query": _c(422, "a query parameter is wrong"),
     "invalid_request": _c(422, "a field of the request is missing or wrong; the message names it"),
+    "bad_card": _c(422, "the card number is not one a reader reports"),
+    "bad_uses": _c(422, "max_uses must be at least 1"),
+    "bad_window": _c(422, "the validity window ends before it starts (or has ended)"),
+    "code_not_digits": _c(422, "a code is digits only"),
+    "code_too_long": _c(422, "the code is longer than the panel takes"),
+    "unknown_door": _c(422, "a code names a relay the panel does not have"),
+    "code_too_short": _c(422, "the code is shorter than access.min_code_length"),
+    "owner_required": _c(422, "the credential needs an owner"),
     "weak_password": _c(422, "the password is too short, too common or too repetitive"),
     # 429: too much
     "login_in_progress": _c(429, "a login from this address is being checked; wait for it"),
@@ -135,6 +148,7 @@ CODES: dict[str, Code] = {
     # 500: the panel failed
     "credential_error": _c(500, "the installer credential could not be read or written"),
     "credential_unreadable": _c(500, "the installer credential file is unreadable or damaged"),
+    "no_card": _c(408, "no card was presented to the reader in time"),
     "hardware_error": _c(500, "a GPIO device could not be set up"),
     "internal_error": _c(500, "the panel failed to carry the request out; see its log", mqtt=True),
     "panel_error": _c(500, "the panel failed"),
@@ -156,6 +170,7 @@ CODES: dict[str, Code] = {
     "no_microphone": _c(503, "this panel has no microphone"),
     "no_sound": _c(503, "no sound was measured"),
     "no_picture": _c(503, "the camera gave no picture in time"),
+    "access_unavailable": _c(503, "this panel runs without door codes and cards (no [access] section)"),
     "not_ready": _c(503, "the part is starting; try again shortly"),
     "too_many_sessions": _c(503, "the panel has media.max_sessions media sessions open already", mqtt=True),
     "too_many_viewers": _c(503, "the MJPEG stream has as many viewers as media.mjpeg.max_viewers"),
@@ -256,4 +271,14 @@ class ConfigChangeRefused(PanelError):
     def __init__(self, code: str, message: str, keys: list[str] | None = None) -> None:
         self.code = code
         self.keys = keys or []
+        super().__init__(message)
+
+
+class AccessError(PanelError):
+    """A credential could not be created, changed or revoked; nothing changed. ``code`` says why, stably:
+    code_too_short, code_not_digits, bad_window, bad_uses, unknown_door, code_unavailable, card_enrolled,
+    unknown_credential, not_your_credential, not_configured."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
         super().__init__(message)

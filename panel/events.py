@@ -11,8 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Cause = Literal["call", "remote", "exit_button", "installer"]
-Method = Literal["mqtt", "api", "exit_button", "data_channel", "sim"]
+# pin, code, qr, card: a release asked for at the door with a credential (panel/access), no call.
+Cause = Literal["call", "remote", "exit_button", "installer", "pin", "code", "qr", "card"]
+Method = Literal["mqtt", "api", "exit_button", "data_channel", "sim", "pin", "code", "qr", "card"]
+AccessMethod = Literal["pin", "code", "qr", "card"]
 LockReason = Literal["timeout", "relock_on_open", "released", "max_on", "tamper", "shutdown", "error", "restart"]
 PressOutcome = Literal["ignored", "busy"]
 
@@ -365,6 +367,56 @@ class MediaDeviceRecovered(EventData):
     down_s: float = Field(description="how long it was unavailable")
 
 
+class AccessGranted(EventData):
+    """A credential presented at the door (keypad, QR at the camera, card reader) released it.
+
+    The secret itself is never in an event or a log; only its owner and label. A duress PIN's release
+    looks exactly like the PIN's (its ``access.duress`` goes to the backend alone)."""
+
+    access_id: str = Field(description="the access-log entry (and door.unlocked) of this release")
+    relay: str
+    method: AccessMethod
+    owner: str = Field(description="whose credential: a resident id, or whoever made a temporary code")
+    label: str = Field(description="the credential's label, e.g. \"PIN\", \"DHL Tuesday\", \"blue fob\"")
+    source: str = Field(description="where it was presented: keypad, camera, osdp:<address>, sim")
+    uses_left: int | None = Field(None, description="a temporary code's remaining uses after this one")
+
+
+AccessDenyReason = Literal["unknown_credential", "not_yet_valid", "expired", "used_up", "wrong_door", "blocked",
+                           "tamper_blocked", "too_short", "door_refused"]
+
+
+class AccessDenied(EventData):
+    """A credential presented at the door was refused; nothing moved."""
+
+    method: AccessMethod
+    reason: AccessDenyReason = Field(description="why, stably; unknown_credential for every wrong code or card")
+    source: str
+    relay: str | None = None
+    owner: str | None = Field(None, description="the credential's owner when it was recognised (expired, used up)")
+    label: str | None = None
+    failures: int = Field(0, description="wrong credentials in a row at this source (counts toward the block)")
+
+
+class AccessBlocked(EventData):
+    """Too many wrong credentials in a row at one source: it refuses everything for ``block_s``."""
+
+    source: str
+    failures: int
+    block_s: float
+    until: str = Field(description="ISO 8601 UTC time the block ends")
+
+
+class AccessDuress(EventData):
+    """A resident opened with their duress PIN: the door opened exactly as with their PIN, and only the
+    backend is told. Never shown on the panel (lights, tones, pages)."""
+
+    access_id: str
+    relay: str
+    owner: str
+    source: str
+
+
 EVENT_MODELS: dict[str, type[EventData]] = {
     "door.unlocked": DoorUnlocked,
     "door.unlock_refused": DoorUnlockRefused,
@@ -394,5 +446,9 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "call.muted": CallMuted,
     "media.device_lost": MediaDeviceLost,
     "media.device_recovered": MediaDeviceRecovered,
+    "access.granted": AccessGranted,
+    "access.denied": AccessDenied,
+    "access.blocked": AccessBlocked,
+    "access.duress": AccessDuress,
 }
 EVENT_TYPES: dict[type[EventData], str] = {m: t for t, m in EVENT_MODELS.items()}

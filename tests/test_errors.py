@@ -10,7 +10,7 @@ from panel.errors import CODES, http_status
 ROOT = Path(__file__).resolve().parents[1]
 # Exceptions whose first argument is the code (none takes a status: the table decides it).
 CODE_FIRST = {"ApiError", "AuthError", "LinkRefused", "CommandRefused", "CallError", "UnlockRefused", "TokenRefused",
-              "SessionRefused", "MjpegRefused", "CredentialError", "AccessRefused", "UpdateRefused",
+              "SessionRefused", "MjpegRefused", "CredentialError", "AccessError", "UpdateError", "UpdateRefused",
               "ConfigChangeRefused"}
 
 

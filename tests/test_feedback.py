@@ -143,6 +143,15 @@ async def test_feedback_follows_call_states_and_door_releases() -> None:
         assert door_tones.playing == "door"
         await eventually(lambda: door_tones.playing is None, timeout=3, what="the door tone plays out and stops")
         assert "tones:door" not in mixer.inputs, "a finished one-shot tone leaves the mixer"
+        # Doors without a call: a release by PIN beeps like any other; a refusal buzzes, a block buzzes long.
+        feedback.on_event(row("door.unlocked", relay="main", cause="pin"))
+        assert door_tones.playing == "door"
+        feedback.on_event(row("access.denied", reason="unknown_credential"))
+        assert door_tones.playing == "refused"
+        feedback.on_event(row("access.blocked", source="keypad"))
+        assert door_tones.playing == "blocked"
+        feedback.on_event(row("access.denied", reason="blocked"))
+        assert door_tones.playing == "blocked"
     finally:
         await call_tones.close()
         await door_tones.close()

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 
 from .. import __version__
 from . import (
+    access,
     audiotest,
     auth,
     calls,
@@ -108,6 +109,7 @@ def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None)
     app.include_router(auth.router)
     app.include_router(system.router)
     app.include_router(door.router)
+    app.include_router(access.router)  # PINs, codes and cards (panel/access)
     app.include_router(calls.router)
     app.include_router(logs.router)
     app.include_router(config.router)

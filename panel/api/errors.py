@@ -59,6 +59,7 @@ def error_response(exc: PanelError) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers or None)
 
 
+# Access errors that are not "this field is invalid" (422).
 def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
 

@@ -60,6 +60,8 @@ class AccessEntry(BaseModel):
     call_guid: str | None
     duration_s: float
     event_id: str = Field(description="the door.unlocked event of this release")
+    label: str | None = Field(None, description="pin, code, qr, card: the credential's label (never its secret)")
+    credential_id: str | None = Field(None, description="pin, code, qr, card: the credential used")
 
 
 class AccessPage(OkBody):
@@ -102,7 +104,8 @@ async def access_log(panel: PanelDep, who: Caller, page: int = Query(1, ge=1, le
     total, rows = await panel.store.read(q)
     entries = [AccessEntry(id=r["id"], time=iso(r["time"]) or "", relay=r["relay"], cause=r["cause"], actor=r["actor"],
                            method=r["method"], call_guid=r["call_guid"], duration_s=r["duration_s"],
-                           event_id=r["event_id"]) for r in rows]
+                           event_id=r["event_id"], label=r["label"], credential_id=r["credential_id"])
+               for r in rows]
     return AccessPage(message=f"{len(entries)} of {total} entries", page=page, per_page=per_page, total=total,
                       entries=entries)
 

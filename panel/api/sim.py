@@ -37,6 +37,17 @@ class TamperBody(Strict):
     active: bool = True
 
 
+class KeypadBody(Strict):
+    keys: str = Field(min_length=1, max_length=64, pattern=r"^[0-9*#]+$", description="keys to press in turn, "
+                      "e.g. \"1234#\"")
+    held_ms: int = Field(40, ge=1, le=2000, description="how long each key is held (and the gap after it)")
+
+
+class CameraQrBody(Strict):
+    payload: str | None = Field(None, min_length=1, max_length=256, description="what the QR code carries, e.g. "
+                                "\"panel-access:480913\" (a code's qr.payload); null takes the picture away")
+
+
 class StallBody(Strict):
     seconds: float = Field(gt=0, le=30, description="how long to block the event loop")
 
@@ -162,6 +173,45 @@ async def tamper(panel: PanelDep, body: TamperBody | None = None) -> SimResult:
         _drive(panel, "tamper switch", panel.cfg.tamper, active)
         pins = await _settled(panel)
     return SimResult(message=f"tamper switch {'tripped' if active else 'at rest'}", pins=pins, events=events)
+
+
+@router.post("/keypad", response_model=SimResult, summary="Type on the simulated matrix keypad")
+async def keypad(body: KeypadBody, panel: PanelDep) -> SimResult:
+    matrix = panel.keypad_sim
+    kp = panel.cfg.access.keypad
+    if matrix is None or kp is None:
+        raise ApiError("not_configured", "this panel has no keypad configured (access.keypad)")
+    # Through the real path: mock pins -> gpiozero -> the matrix scan -> the entry rules -> access.
+    hold = max(body.held_ms / 1000, kp.scan_ms * (kp.debounce_scans + 1) / 1000)
+    with _recording(panel) as events:
+        for key in body.keys:
+            matrix.press(key)
+            try:
+                await asyncio.sleep(hold)
+            finally:
+                matrix.release(key)
+            await asyncio.sleep(hold)
+        await asyncio.sleep(0.05)  # the release the last key asked for is journalled by then
+        await panel.journal.flush()
+    return SimResult(message=f"typed {len(body.keys)} key(s)", pins=panel.pin_levels(), events=events)
+
+
+@router.post("/camera/qr", response_model=SimResult, summary="Hold a QR code up to the synthetic camera")
+async def camera_qr(body: CameraQrBody, panel: PanelDep) -> SimResult:
+    from ..media.sources import SyntheticVideoSource
+
+    if body.payload is None:
+        SyntheticVideoSource.hold_up(None)
+        return SimResult(message="nothing held up to the camera", pins=panel.pin_levels())
+    try:
+        from ..access import qr_picture
+
+        picture = qr_picture(body.payload)
+    except ImportError:
+        raise ApiError("not_configured", "QR codes need zxing-cpp: pip install 'panel[access]'") from None
+    SyntheticVideoSource.hold_up(picture)
+    return SimResult(message="QR code held up to the synthetic camera (press a button or touch the keypad so "
+                     "the panel looks)", pins=panel.pin_levels())
 
 
 @router.get("/pins", response_model=SimResult)

@@ -39,6 +39,9 @@ class State(BaseModel):
     call: dict[str, Any] = Field(description="{status: idle|calling|ringing|connecting|connected, call: the call or null}")
     inputs: dict[str, Any]
     backlog: int
+    access: dict[str, Any] | None = Field(None, description="doors without a call (docs/access.md): blocked "
+                                          "sources, keypad, OSDP reader online/secure channel, QR scanning; "
+                                          "null while not running")
 
 
 class Ok(OkBody):

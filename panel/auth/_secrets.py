@@ -41,6 +41,9 @@ class Secrets(BaseModel):
         "the backend can rotate: add the new secret, switch the backend, then remove the old one")
     mqtt_password: str | None = None
     command_key: str | None = Field(None, min_length=16, description="key that signs backend commands")
+    osdp_scbk: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$", description="the OSDP secure channel base "
+                                  "key shared with the card reader (32 hex digits); required with "
+                                  "access.osdp.secure_channel")
 
 
 def check_file_private(path: Path) -> None:

@@ -12,6 +12,8 @@ Both follow the journal: feedback never decides anything, it shows what was deci
 | missed, declined      | unanswered: falling three notes     | quick flashes for 3 s, then off |
 | ended, canceled, failed | silence                           | off                             |
 | door released (main relay) | door: three short high beeps   | door light on while released; call light flashes 0.1 s / 0.1 s |
+| code or card refused (``access.denied``) | refused: two low buzzes | the status light flashes three times (panel/access) |
+| keypad or reader blocked (``access.blocked``) | blocked: one long low buzz | the status light blinks until the block ends |
 
 A release by the exit button (someone inside leaving) plays no tone outside.
 """
@@ -25,7 +27,7 @@ from ..platform import EventRow
 
 log = logging.getLogger(__name__)
 
-ToneName = Literal["ringback", "answered", "door", "unanswered"]
+ToneName = Literal["ringback", "answered", "door", "unanswered", "refused", "blocked"]
 LightPattern = Literal["off", "slow_blink", "fast_blink", "steady", "flash", "door"]
 
 # call state -> (tone to start, or "stop", or None to leave the current one; call-light pattern)
@@ -40,7 +42,8 @@ CALL_FEEDBACK: dict[str, tuple[ToneName | Literal["stop"] | None, LightPattern]]
     "canceled": ("stop", "off"),
     "failed": ("stop", "off"),
 }
-DOOR_TONE_CAUSES = frozenset({"call", "remote", "installer"})
+# pin, code, qr, card: the person at the keypad, camera or reader hears that the door is open.
+DOOR_TONE_CAUSES = frozenset({"call", "remote", "installer", "pin", "code", "qr", "card"})
 
 
 def call_light_pattern(status: str | None) -> LightPattern:
@@ -82,3 +85,7 @@ class ToneFeedback:
         elif ev.type == "door.unlocked" and ev.data.get("relay") == self.main_relay \
                 and ev.data.get("cause") in DOOR_TONE_CAUSES:
             self.door_tones.play("door")
+        elif ev.type == "access.denied" and ev.data.get("reason") != "blocked":
+            self.door_tones.play("refused")
+        elif ev.type in ("access.blocked",) or (ev.type == "access.denied" and ev.data.get("reason") == "blocked"):
+            self.door_tones.play("blocked")

@@ -8,7 +8,10 @@ from ..events import Method
 
 # The roles the door knows. Anything else (a guest invited into a call, a viewer) is refused
 # ``not_allowed_for_role``: a new kind of credential opens nothing until the door is taught its rule.
-ROLES: tuple[str, ...] = ("resident", "installer", "backend", "homeassistant", "exit_button")
+ROLES: tuple[str, ...] = ("resident", "installer", "backend", "homeassistant", "exit_button", "access")
+# ``access``: the access service (panel/access), having checked a PIN, code, QR code or card at the door;
+# it asks only over those methods, for the credential's owner.
+ACCESS_METHODS: tuple[str, ...] = ("pin", "code", "qr", "card")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,11 @@ class Requester:
     @classmethod
     def homeassistant(cls) -> Requester:
         return cls("homeassistant", "homeassistant")
+
+    @classmethod
+    def access(cls, owner: str) -> Requester:
+        """A credential presented at the door, checked by the access service; the owner is the actor."""
+        return cls("access", owner, subject=owner)
 
     @classmethod
     def backend(cls) -> Requester:

@@ -55,7 +55,7 @@ from ..platform import (
     Tx,
 )
 from ._relay import Relay
-from ._request import ROLES, Requester, UnlockRequest
+from ._request import ACCESS_METHODS, ROLES, Requester, UnlockRequest
 
 if TYPE_CHECKING:
     from ..calls import Call
@@ -152,6 +152,10 @@ class Door:
                    + ", ".join(ROLES))
         if who.role in _CHANNEL and req.method != _CHANNEL[who.role]:
             refuse("not_allowed_for_role", f"role {who.role!r} opens only over {_CHANNEL[who.role]}")
+        if (who.role == "access") != (req.method in ACCESS_METHODS):
+            refuse("not_allowed_for_role", f"a {req.method} release is asked for by the access service alone")
+        if who.role == "access":
+            cause = req.method  # type: ignore[assignment]  # pin, code, qr, card: Cause has each
         if who.role == "homeassistant" and not self.cfg.mqtt.homeassistant_allow_open:
             refuse("ha_open_disabled", "Home Assistant may not open this door; set "
                    "mqtt.homeassistant_allow_open = true to allow it (see docs/mqtt.md)")
@@ -177,8 +181,8 @@ class Door:
             if relay_id not in allowed:
                 refuse("relay_not_allowed", f"relay: a resident opens only the relays of unit {call.unit_id} "
                        f"({', '.join(allowed)}), not {relay_id!r}")
-        elif who.role == "exit_button":
-            guid = None
+        elif who.role in ("exit_button", "access"):
+            guid = None  # a release at the door belongs to no call
         elif guid is not None:
             guid = self._call(guid, refuse).guid
             cause = "call"

@@ -81,6 +81,17 @@ REFUSALS: dict[str, str] = {
     "unknown_session": "there is no media session with that id (it ended already, or never existed)",
     "ha_open_disabled": "a Home Assistant OPEN arrived but mqtt.homeassistant_allow_open is off",
     "internal_error": "the panel failed to carry the command out (e.g. its disk failed); see its log",
+    "access_unavailable": "access (PINs, codes, cards) is not running on this panel yet",
+    "code_too_short": "the PIN or code has fewer digits than access.min_code_length",
+    "code_too_long": "the PIN or code has more than 12 digits",
+    "code_not_digits": "a PIN or code may hold only the digits 0-9",
+    "code_unavailable": "the PIN or code cannot be used (choose another; whose it is is not said)",
+    "bad_window": "valid_until is not after valid_from, or is in the past",
+    "bad_uses": "max_uses is outside 1 to 10000",
+    "unknown_door": "doors names a relay this panel does not have",
+    "bad_card": "the card number is not 4 to 64 hex digits",
+    "card_enrolled": "the card is enrolled already (to this owner or another)",
+    "unknown_credential": "there is no live credential with that id",
 }
 
 
@@ -193,13 +204,68 @@ class HangupCommand(Envelope):
     session: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="the session id from the offer's reply")
 
 
+Digits = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")]
+CredentialKind = Literal["pin", "duress", "code", "card"]
+RelayIds = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)]
+
+
+class AccessCodeCommand(Envelope):
+    """Push a temporary code to the panel (e.g. a courier's); the reply carries the code once."""
+
+    cmd: Literal["access_code"]
+    owner: Actor = Field(description="on whose behalf, e.g. the resident the parcel is for")
+    label: str = Field(min_length=1, max_length=64, description="what it is for, e.g. \"DHL Tuesday\"")
+    code: Digits | None = Field(None, description="the code; default: the panel makes one up")
+    valid_from: float | None = Field(None, gt=0, lt=1e11, description="Unix seconds; default: now")
+    valid_until: float | None = Field(None, gt=0, lt=1e11, description="Unix seconds; default: no end")
+    max_uses: int | None = Field(None, description="releases it allows; default: no limit")
+    doors: RelayIds | None = Field(None, description="relay ids it opens; default: the door")
+
+
+class AccessPinCommand(Envelope):
+    """Set a resident's PIN (or duress PIN); it replaces the old one."""
+
+    cmd: Literal["access_pin"]
+    owner: Actor
+    pin: Digits
+    duress: StrictBool = Field(False, description="the duress PIN: opens like the PIN, raises access.duress")
+
+
+class AccessCardCommand(Envelope):
+    """Enrol a card (its number as the reader reports it) for a resident."""
+
+    cmd: Literal["access_card"]
+    owner: Actor
+    number: str = Field(min_length=4, max_length=96)
+    label: str = Field("card", min_length=1, max_length=64)
+
+
+class AccessRevokeCommand(Envelope):
+    """Revoke a PIN, code or card by its id."""
+
+    cmd: Literal["access_revoke"]
+    credential: str = Field(min_length=1, max_length=64, description="the credential's id")
+
+
+class AccessListCommand(Envelope):
+    """List live credentials (never their secrets)."""
+
+    cmd: Literal["access_list"]
+    owner: Actor | None = None
+    kind: CredentialKind | None = None
+
+
+AccessCommand = AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand
 Command = Annotated[
-    OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand,
+    OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
+    | AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand,
     Field(discriminator="cmd"),
 ]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
     "open": OpenCommand, "answer": AnswerCommand, "decline": DeclineCommand, "end": EndCommand,
     "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,
+    "access_code": AccessCodeCommand, "access_pin": AccessPinCommand, "access_card": AccessCardCommand,
+    "access_revoke": AccessRevokeCommand, "access_list": AccessListCommand,
 }
 _COMMAND = TypeAdapter(Command)
 
@@ -223,7 +289,8 @@ class SensorbergCommand(Envelope):
                              f"{str(value).lower()!r} is not supported; use open/true or call/false")
 
 
-AnyCommand = OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
+AnyCommand = (OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
+              | AccessCommand)
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -269,9 +336,18 @@ class HangupReply(Reply):
     call: dict[str, Any] | None = Field(description="the call after the hangup (ended if this was its answerer)")
 
 
+class AccessReply(Reply):
+    credentials: list[dict[str, Any]] = Field(description="the credential(s) made, revoked or listed (id, kind, "
+                                              "owner, label, doors, window, uses; never a secret)")
+    access_code: str | None = Field(None, description="access_code: the code, this once (give it to the courier)")
+    qr_payload: str | None = Field(None, description="access_code: what its QR code carries")
+
+
 REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, "decline": CallReply,
                                         "end": CallReply, "status": StatusReply, "offer": OfferReply,
-                                        "hangup": HangupReply}
+                                        "hangup": HangupReply, "access_code": AccessReply,
+                                        "access_pin": AccessReply, "access_card": AccessReply,
+                                        "access_revoke": AccessReply, "access_list": AccessReply}
 
 
 # -- parsing ---------------------------------------------------------------------------------------

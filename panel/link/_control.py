@@ -16,11 +16,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..calls import BACKEND, CallService
 from ..door import Requester, UnlockRequest
-from ..errors import CallError, UnlockRefused
+from ..errors import AccessError, CallError, UnlockRefused
 from ..media.errors import SessionRefused
 from ..platform import Config
 from ._commands import (
     REFUSALS,
+    AccessCardCommand,
+    AccessCodeCommand,
+    AccessCommand,
+    AccessListCommand,
+    AccessPinCommand,
+    AccessReply,
+    AccessRevokeCommand,
     AnswerCommand,
     AnyCommand,
     CallReply,
@@ -50,6 +57,7 @@ from ._topics import (
 )
 
 if TYPE_CHECKING:
+    from ..access import AccessService
     from ..auth import Secrets
     from ..calls import CallManager
     from ..door import Door
@@ -83,7 +91,8 @@ class Control:
     def __init__(self, *, cfg: Config, secrets: Secrets, door: Door, calls: CallManager | None, journal: Journal,
                  clock: Clock, clock_sync: ClockSync, seen: SeenCommands, nonces: Nonces,
                  media: Callable[[], MediaService | None] | None = None,
-                 call_service: CallService | None = None) -> None:
+                 call_service: CallService | None = None,
+                 access: Callable[[], AccessService | None] | None = None) -> None:
         self.cfg = cfg
         self.call_service = call_service
         self.mqtt = cfg.mqtt  # no mqtt key is live: identity and signing rules stay as started
@@ -98,6 +107,7 @@ class Control:
         self.nonces = nonces
         # A getter: the media layer starts after the link is built, and may be absent.
         self.media = media or (lambda: None)
+        self.access = access or (lambda: None)  # likewise: started after the link is built
 
     # -- the backend's commands -------------------------------------------------------------------
     def reconfigure(self, cfg: Config) -> None:
@@ -133,7 +143,7 @@ class Control:
                                      "command (and every retry) needs a new id")
             spent = True
             return await self._dispatch(command)
-        except (CommandRefused, UnlockRefused, CallError) as e:
+        except (CommandRefused, UnlockRefused, CallError, AccessError) as e:
             return await self._refused(e, obj, command, spent)
         except Exception as e:  # the reply must still go out
             log.exception("command failed")
@@ -160,6 +170,12 @@ class Control:
         if c.cmd == "status":
             await self.seen.record(c.id, c.cmd, c.exp)
             return StatusReply(code="ok", message="panel state", id=c.id, cmd=c.cmd, state=self.state_topics())
+        if isinstance(c, (AccessCodeCommand, AccessPinCommand, AccessCardCommand, AccessRevokeCommand,
+                          AccessListCommand)):
+            try:
+                return await self._access(c)
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
         if isinstance(c, (OfferCommand, HangupCommand)):
             # The spent id's commit runs beside the session's setup instead of ahead of the reply.
             record = asyncio.ensure_future(self.seen.record(c.id, c.cmd, c.exp))
@@ -193,6 +209,37 @@ class Control:
         return OpenReply(code="ok", message=f"door released: relay {info.relay} for {grant.duration_s:g} s",
                          id=c.id, cmd=c.cmd, access_id=info.access_id, relay=info.relay,
                          duration_s=grant.duration_s, cause=info.cause, call_guid=info.call_guid)
+
+    # -- doors without a call (panel/access): the backend manages PINs, codes and cards ---------------
+    async def _access(self, c: AccessCommand) -> AccessReply:
+        svc = self.access()
+        if svc is None:
+            raise CommandRefused("access_unavailable", "access is not running on this panel yet; retry shortly")
+        by = "backend"
+        if isinstance(c, AccessCodeCommand):
+            from ..access import QR_PREFIX
+
+            cred, code = await svc.create_code(owner=c.owner, by=by, label=c.label, code=c.code,
+                                               valid_from=c.valid_from, valid_until=c.valid_until,
+                                               max_uses=c.max_uses, doors=c.doors)
+            return AccessReply(code="ok", message=f"code {cred.label!r} made for {cred.owner}", id=c.id, cmd=c.cmd,
+                               credentials=[cred.public()], access_code=code, qr_payload=QR_PREFIX + code)
+        if isinstance(c, AccessPinCommand):
+            cred = await svc.set_pin(owner=c.owner, pin=c.pin, by=by, duress=c.duress)
+            what = "duress PIN" if c.duress else "PIN"
+            return AccessReply(code="ok", message=f"{what} of {cred.owner} set", id=c.id, cmd=c.cmd,
+                               credentials=[cred.public()])
+        if isinstance(c, AccessCardCommand):
+            cred = await svc.enrol_card(owner=c.owner, number=c.number, label=c.label, by=by)
+            return AccessReply(code="ok", message=f"card {cred.label!r} enrolled for {cred.owner}", id=c.id,
+                               cmd=c.cmd, credentials=[cred.public()])
+        if isinstance(c, AccessRevokeCommand):
+            cred = await svc.revoke(c.credential)
+            return AccessReply(code="ok", message=f"{cred.kind} {cred.label!r} of {cred.owner} revoked", id=c.id,
+                               cmd=c.cmd, credentials=[cred.public()])
+        creds = svc.creds.live(owner=c.owner, kind=c.kind)
+        return AccessReply(code="ok", message=f"{len(creds)} credential(s)", id=c.id, cmd=c.cmd,
+                           credentials=[x.public() for x in creds])
 
     # -- media sessions ---------------------------------------------------------------------------------
     def _media(self) -> MediaService:
@@ -264,7 +311,8 @@ class Control:
             raise CommandRefused("calls_unavailable", "this panel runs without calls; nothing to answer or end")
         return self.calls
 
-    async def _refused(self, e: CommandRefused | UnlockRefused | CallError, obj: Any, command: AnyCommand | None,
+    async def _refused(self, e: CommandRefused | UnlockRefused | CallError | AccessError, obj: Any,
+                       command: AnyCommand | None,
                        spent: bool) -> Reply:
         cid, cmd = (command.id, command.cmd) if command is not None else best_effort_ids(obj)
         message = str(e)

@@ -71,8 +71,9 @@ class PatternPainter:
         self._glyphs = {ch: np.kron(np.array([int(b) for b in bits], np.uint8).reshape(5, 3),
                                     np.ones((self.scale, self.scale), np.uint8)) for ch, bits in _FONT.items()}
 
-    def paint(self, counter: int, wall: float) -> av.VideoFrame:
-        """A yuv420p frame showing ``counter`` and the capture time ``wall`` (epoch seconds)."""
+    def paint(self, counter: int, wall: float, overlay: np.ndarray | None = None) -> av.VideoFrame:
+        """A yuv420p frame showing ``counter`` and the capture time ``wall`` (epoch seconds); ``overlay``
+        (a grey picture, e.g. a QR code someone holds up to the camera) is shown in the middle."""
         h, w, b = self.height, self.width, self.block
         buf = np.empty((h * 3 // 2, w), np.uint8)
         y = buf[:h]
@@ -88,6 +89,12 @@ class PatternPainter:
             y[row * b:(row + 1) * b, :BITS * b] = np.repeat(levels, b)[None, :]
         clock = time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
         self._text(y, f"#{counter:07d}  {clock}", ROWS * b + b // 2)
+        if overlay is not None:
+            oh, ow = min(overlay.shape[0], h - (ROWS + 4) * b), min(overlay.shape[1], w)
+            top, left = max((ROWS + 4) * b, (h - oh) // 2), (w - ow) // 2
+            y[top:top + oh, left:left + ow] = overlay[:oh, :ow]
+            for plane in (buf[h:h + h // 4], buf[h + h // 4:]):  # no colour over it: U and V, each w/2 x h/2
+                plane.reshape(h // 2, w // 2)[top // 2:(top + oh) // 2, left // 2:(left + ow) // 2] = 128
         return av.VideoFrame.from_ndarray(buf, format="yuv420p")
 
     def _text(self, y: np.ndarray, text: str, top: int) -> None:

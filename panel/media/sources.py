@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import av
+import numpy as np
 
 from ..platform import VideoConfig
 from .annexb import NAL_IDR, AccessUnitSplitter
@@ -89,7 +90,16 @@ def has_idr(data: bytes) -> bool:
 
 
 class SyntheticVideoSource:
-    """The test pattern at the configured size and rate, paced by the event loop's clock."""
+    """The test pattern at the configured size and rate, paced by the event loop's clock.
+
+    ``hold_up(picture)`` shows a grey picture in the middle of every frame from then on (``None`` takes
+    it away): a QR code held up to the simulated camera, for tests and the demo (panel/access)."""
+
+    held: ClassVar[np.ndarray | None] = None
+
+    @classmethod
+    def hold_up(cls, picture: np.ndarray | None) -> None:
+        cls.held = picture
 
     def __init__(self, width: int, height: int, fps: int) -> None:
         self.name = f"synthetic {width}x{height}@{fps}"
@@ -107,7 +117,7 @@ class SyntheticVideoSource:
             elif delay < -interval:
                 next_at = time.monotonic()  # fell behind (a stalled loop): skip rather than burst
             mono, wall = time.monotonic(), time.time()
-            frame = painter.paint(seq, wall)
+            frame = painter.paint(seq, wall, SyntheticVideoSource.held)
             frame.pts = pts_now(mono)
             frame.time_base = TIME_BASE
             emit(RawFrame(frame, seq, mono, wall))

@@ -24,7 +24,7 @@ from .audio import BLOCK, BLOCK_S, RATE, MixerInput, OutputMixer
 
 log = logging.getLogger(__name__)
 
-TONE_NAMES: tuple[ToneName, ...] = ("ringback", "answered", "door", "unanswered")
+TONE_NAMES: tuple[ToneName, ...] = ("ringback", "answered", "door", "unanswered", "refused", "blocked")
 FADE_S = 0.005
 # Blocks written ahead of the mixer: enough to ride out loop jitter, little enough to stop at once.
 LEAD_BLOCKS = 3
@@ -48,7 +48,7 @@ class Tone:
 
 
 def tones_from_config(cfg: TonesConfig) -> dict[ToneName, Tone]:
-    """The four tones. Ringback follows the config; the others are fixed so visitors learn them."""
+    """The tones. Ringback follows the config; the others are fixed so visitors learn them."""
     return {
         # The network's "it is ringing at the other end" cadence (425 Hz, 1 s on, 4 s off in Europe).
         "ringback": Tone("ringback", (Segment(cfg.ringback_hz, cfg.ringback_on_s), Segment(None, cfg.ringback_off_s)),
@@ -62,6 +62,10 @@ def tones_from_config(cfg: TonesConfig) -> dict[ToneName, Tone]:
         # Falling: nobody is coming.
         "unanswered": Tone("unanswered", (Segment(880, 0.25), Segment(None, 0.05), Segment(660, 0.25),
                                           Segment(None, 0.05), Segment(440, 0.5))),
+        # Two low buzzes: that code or card does not open this door (panel/access).
+        "refused": Tone("refused", (Segment(330, 0.15), Segment(None, 0.08), Segment(330, 0.15))),
+        # One long low buzz: the keypad or reader is blocked after too many wrong codes.
+        "blocked": Tone("blocked", (Segment(220, 0.8),)),
     }
 
 

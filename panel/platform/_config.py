@@ -635,8 +635,71 @@ class MediaConfig(Model):
     tones: TonesConfig = TonesConfig()
 
 
+_LOCAL: Any = {"apply": "local"}
+_RESTART: Any = {"apply": "restart"}
+
+
+class KeypadConfig(Model):
+    """A matrix keypad on GPIO: rows driven, columns read (pulled up); a key joins its row to its column."""
+
+    rows: list[int] = Field(min_length=1, max_length=8, description="row pins, top to bottom, driven low one at a "
+                            "time while scanning", json_schema_extra=_LOCAL)
+    cols: list[int] = Field(min_length=1, max_length=8, description="column pins, left to right, read with the "
+                            "internal pull-up", json_schema_extra=_LOCAL)
+    keys: list[str] = Field(["123", "456", "789", "*0#"], min_length=1, max_length=8,
+                            description="the legend: one string per row, one character per column",
+                            json_schema_extra=_LOCAL)
+    relay: str | None = Field(None, description="the relay this keypad opens; default: the door's first",
+                              json_schema_extra=_LOCAL)
+    scan_ms: int = Field(10, ge=2, le=100, description="one scan of the matrix this often",
+                         json_schema_extra={"unit": "milliseconds", "apply": "restart"})
+    debounce_scans: int = Field(2, ge=1, le=10, description="a key counts once seen (or gone) in this many scans "
+                                "in a row", json_schema_extra=_RESTART)
+
+    _pins = field_validator("rows", "cols", mode="before")(classmethod(
+        lambda cls, v: [parse_pin(p) for p in v] if isinstance(v, list) else v))
+
+
+class OsdpConfig(Model):
+    """An OSDP card reader (with keypad, if it has one) on RS-485; the panel is the control panel (CP)."""
+
+    device: str = Field(description="the RS-485 serial device, e.g. /dev/ttyAMA0 or /dev/ttyUSB0",
+                        json_schema_extra=_LOCAL)
+    baud: Literal[9600, 19200, 38400, 57600, 115200, 230400] = Field(115200, json_schema_extra=_LOCAL)
+    address: int = Field(0, ge=0, le=126, description="the reader's OSDP address", json_schema_extra=_LOCAL)
+    relay: str | None = Field(None, description="the relay this reader opens; default: the door's first",
+                              json_schema_extra=_LOCAL)
+    secure_channel: bool = Field(True, description="OSDP secure channel (AES); off only for a reader that "
+                                 "cannot, on a bus nobody else can reach", json_schema_extra=_LOCAL)
+
+
+class AccessConfig(Model):
+    """Doors without a call (docs/access.md): PINs and temporary codes on a keypad, QR codes at the camera,
+    cards on an OSDP reader, throttled and journalled."""
+
+    keypad: KeypadConfig | None = Field(None, description="a matrix keypad on GPIO; absent: none",
+                                        json_schema_extra=_LOCAL)
+    osdp: OsdpConfig | None = Field(None, description="an OSDP card reader; absent: none (its secure channel key "
+                                    "is osdp_scbk in the secrets file)", json_schema_extra=_LOCAL)
+    qr: bool = Field(False, description="read QR codes from the camera while someone is at the panel (a press "
+                     "or a keypad touch); needs media", json_schema_extra=_RESTART)
+    qr_window_s: float = Field(20.0, ge=2, le=120, description="after a press or a keypad touch, look for QR codes "
+                               "this long", json_schema_extra={"unit": "seconds", "apply": "restart"})
+    min_code_length: int = Field(4, ge=4, le=12, description="PINs and codes have at least this many digits",
+                                 json_schema_extra=_RESTART)
+    code_length: int = Field(6, ge=4, le=12, description="digits of a temporary code the panel makes up",
+                             json_schema_extra=_RESTART)
+    key_timeout_s: float = Field(5.0, ge=1, le=60, description="a keypad entry is forgotten this long after its "
+                                 "last key", json_schema_extra={"unit": "seconds", "apply": "restart"})
+    max_failures: int = Field(5, ge=1, le=100, description="wrong codes or cards in a row at one source before "
+                              "it blocks", json_schema_extra=_RESTART)
+    block_s: float = Field(60.0, ge=5, le=3600, description="how long a source stays blocked after max_failures",
+                           json_schema_extra={"unit": "seconds", "apply": "restart"})
+
+
 class Config(Model):
-    APPLY: ClassVar[dict[str, Apply]] = {"tamper": "local-only"}
+    # Door codes, keypad and reader wiring and their throttles decide who gets in: only in the file.
+    APPLY: ClassVar[dict[str, Apply]] = {"tamper": "local-only", "access": "local-only"}
     panel: PanelInfo
     gpio: GpioConfig = GpioConfig()
     storage: StorageConfig = StorageConfig()
@@ -653,6 +716,8 @@ class Config(Model):
     media: MediaConfig | None = Field(
         None, description="camera, microphone, speaker and WebRTC; absent: no media")
     links: LinksConfig = LinksConfig()
+    access: AccessConfig = Field(AccessConfig(), description="keypad, codes, QR and card readers (docs/access.md)",
+                                 json_schema_extra=_RESTART)
 
     def button(self, button_id: str) -> ButtonConfig:
         for b in self.buttons:
@@ -836,6 +901,20 @@ def _cross_checks(cfg: Config) -> list[str]:
         if light.id in light_ids:
             problems.append(f"lights[{i}].id: {light.id!r} is already used; light ids must be unique")
         light_ids.add(light.id)
+    kp = cfg.access.keypad
+    if kp is not None:
+        for kind in ("rows", "cols"):
+            for i, pin in enumerate(getattr(kp, kind)):
+                claim(pin, f"access.keypad.{kind}[{i}]")
+        if len(kp.keys) != len(kp.rows) or any(len(k) != len(kp.cols) for k in kp.keys):
+            problems.append(f"access.keypad.keys: {len(kp.keys)} row(s) of legends for {len(kp.rows)} rows and "
+                            f"{len(kp.cols)} columns is not allowed; expected one string of {len(kp.cols)} "
+                            "characters per row")
+    for where, relay in (("keypad", kp.relay if kp else None),
+                         ("osdp", cfg.access.osdp.relay if cfg.access.osdp else None)):
+        if relay is not None and relay not in relay_ids:
+            problems.append(f"access.{where}.relay: {relay!r} is not a relay of this panel; expected one of "
+                            f"{', '.join(sorted(relay_ids))}")
     problems += _mqtt_checks(cfg.mqtt)
     problems += _api_checks(cfg.api)
     if cfg.media is not None:

@@ -129,6 +129,29 @@ MIGRATIONS: list[str] = [
     CREATE INDEX api_tokens_subject ON api_tokens(subject);
     CREATE INDEX access_log_time ON access_log(time);
     """,
+    # doors without a call (panel/access): PINs, temporary codes and cards, only a keyed digest of each
+    # secret; the access log names the credential and its label
+    """
+    CREATE TABLE access_credentials (
+        id          TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        owner       TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        doors       TEXT NOT NULL,
+        valid_from  REAL,
+        valid_until REAL,
+        max_uses    INTEGER,
+        uses        INTEGER NOT NULL DEFAULT 0,
+        created     REAL NOT NULL,
+        created_by  TEXT NOT NULL,
+        revoked     REAL
+    );
+    CREATE UNIQUE INDEX access_credentials_live ON access_credentials(digest) WHERE revoked IS NULL;
+    CREATE INDEX access_credentials_owner ON access_credentials(owner);
+    ALTER TABLE access_log ADD COLUMN credential_id TEXT;
+    ALTER TABLE access_log ADD COLUMN label TEXT;
+    """,
 ]
 
 
