@@ -22,6 +22,8 @@ from .eventually import eventually
 from .media_rig import INSTALLER
 from .support import config_dict
 
+pytestmark = pytest.mark.browser
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
