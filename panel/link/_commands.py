@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from ..errors import PanelError
+from ..update import UPDATE_ERRORS, VERSION_PATTERN
 
 MAX_PAYLOAD = 4096
 # An offer carries a WebRTC offer: a few KB from a browser, bounded at 64 KiB; with JSON escaping, ICE
@@ -80,6 +81,8 @@ REFUSALS: dict[str, str] = {
     "unknown_session": "there is no media session with that id (it ended already, or never existed)",
     "ha_open_disabled": "a Home Assistant OPEN arrived but mqtt.homeassistant_allow_open is off",
     "internal_error": "the panel failed to carry the command out (e.g. its disk failed); see its log",
+    # update (panel/update, docs/updates.md): refused before anything is downloaded
+    **UPDATE_ERRORS,
 }
 
 
@@ -192,11 +195,33 @@ class HangupCommand(Envelope):
     session: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="the session id from the offer's reply")
 
 
+class KeyRotation(Strict):
+    """A new vendor key, signed by one the panel trusts (docs/updates.md, Keys)."""
+
+    key: str = Field(min_length=40, max_length=64, description="the new Ed25519 public key, base64 of 32 bytes")
+    signature: str = Field(min_length=80, max_length=100, description="base64 Ed25519 signature by a trusted key "
+                           "over \"panel-key-rotation.v1\" LF key")
+
+
+class UpdateCommand(Envelope):
+    """Install a signed release (docs/updates.md). The reply says whether the update started; the rest is
+    reported as ``update.*`` events. An older version is refused here: only an installer can force one."""
+
+    cmd: Literal["update"]
+    version: str = Field(pattern=VERSION_PATTERN, description="the release's version, e.g. 1.4.2")
+    url: str = Field(min_length=8, max_length=2048, description="https:// URL of the release archive")
+    size: int = Field(ge=1, description="its size in bytes")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="its SHA-256, lower-case hex")
+    signature: str = Field(min_length=80, max_length=100, description="base64 Ed25519 signature of the manifest")
+    key_id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$", description="the signing key's id, if known")
+    rotation: KeyRotation | None = Field(None, description="a new vendor key signed by a trusted one")
+
+
 Command = Annotated[Union[OpenCommand, AnswerCommand, DeclineCommand, EndCommand, StatusCommand, OfferCommand,
-                          HangupCommand], Field(discriminator="cmd")]
+                          HangupCommand, UpdateCommand], Field(discriminator="cmd")]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
     "open": OpenCommand, "answer": AnswerCommand, "decline": DeclineCommand, "end": EndCommand,
-    "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,
+    "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand, "update": UpdateCommand,
 }
 _COMMAND = TypeAdapter(Command)
 
@@ -220,7 +245,8 @@ class SensorbergCommand(Envelope):
                              f"{str(value).lower()!r} is not supported; use open/true or call/false")
 
 
-AnyCommand = OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
+AnyCommand = (OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
+              | UpdateCommand)
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -266,9 +292,13 @@ class HangupReply(Reply):
     call: dict[str, Any] | None = Field(description="the call after the hangup (ended if this was its answerer)")
 
 
+class UpdateReply(Reply):
+    update: dict[str, Any] = Field(description="the update agent's state (as GET /api/v1/update)")
+
+
 REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, "decline": CallReply,
                                         "end": CallReply, "status": StatusReply, "offer": OfferReply,
-                                        "hangup": HangupReply}
+                                        "hangup": HangupReply, "update": UpdateReply}
 
 
 # -- parsing ---------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ from ._commands import (
     OpenReply,
     Reply,
     StatusReply,
+    UpdateCommand,
+    UpdateReply,
     best_effort_ids,
     decode,
     parse,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from ..door import Door
     from ..media.service import MediaService
     from ..platform import Clock, Journal
+    from ..update import UpdateAgent
     from ._replay import SeenCommands
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,8 @@ HANGUP_REASON = "remote_end"
 class Control:
     def __init__(self, *, cfg: Config, secrets: Secrets, door: Door, calls: CallManager | None, journal: Journal,
                  clock: Clock, clock_sync: ClockSync, seen: SeenCommands, nonces: Nonces,
-                 media: Callable[[], MediaService | None] | None = None) -> None:
+                 media: Callable[[], MediaService | None] | None = None,
+                 updates: Callable[[], UpdateAgent | None] | None = None) -> None:
         self.cfg = cfg
         self.mqtt = cfg.mqtt
         self.panel_id = cfg.panel.id
@@ -82,6 +86,7 @@ class Control:
         self.nonces = nonces
         # A getter: the media layer starts after the link is built, and may be absent.
         self.media = media or (lambda: None)
+        self.updates = updates or (lambda: None)  # likewise: the update agent starts last
 
     # -- the backend's commands -------------------------------------------------------------------
     async def execute(self, payload: bytes, *, retained: bool = False,
@@ -140,6 +145,11 @@ class Control:
         if c.cmd == "status":
             await self.seen.record(c.id, c.cmd, c.exp)
             return StatusReply(code="ok", message="panel state", id=c.id, cmd=c.cmd, state=self.state_topics())
+        if isinstance(c, UpdateCommand):
+            try:
+                return self._update(c)
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
         if isinstance(c, (OfferCommand, HangupCommand)):
             # The spent id's commit runs beside the session's setup instead of ahead of the reply.
             record = asyncio.ensure_future(self.seen.record(c.id, c.cmd, c.exp))
@@ -174,6 +184,24 @@ class Control:
         return OpenReply(code="ok", message=f"door released: relay {grant.info.relay} for {seconds:g} s",
                          id=c.id, cmd=c.cmd, access_id=grant.info.access_id, relay=grant.info.relay,
                          duration_s=seconds, cause=cause, call_guid=guid)
+
+    def _update(self, c: UpdateCommand) -> UpdateReply:
+        """The agent decides (signature, version, one at a time); the download runs on after the reply."""
+        from ..update import UpdateError, UpdateRequest
+
+        agent = self.updates()
+        if agent is None:
+            raise CommandRefused("update_disabled", "this panel has no update root (update.root is not set)")
+        try:
+            agent.request(UpdateRequest(version=c.version, url=c.url, size=c.size, sha256=c.sha256,
+                                        signature=c.signature, key_id=c.key_id,
+                                        rotation_key=c.rotation.key if c.rotation else None,
+                                        rotation_signature=c.rotation.signature if c.rotation else None,
+                                        actor="backend", method="mqtt"))
+        except UpdateError as e:
+            raise CommandRefused(e.code, str(e)) from None
+        return UpdateReply(code="ok", message=f"update to {c.version} started; follow the update.* events",
+                           id=c.id, cmd=c.cmd, update=agent.status())
 
     # -- media sessions ---------------------------------------------------------------------------------
     def _media(self) -> MediaService:
