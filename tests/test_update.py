@@ -304,12 +304,18 @@ async def test_what_a_power_cut_mid_install_leaves_is_cleaned_up(box: Box) -> No
     from panel.update import save_state
 
     save_state(box.root, {"active": "factory", "versions": {}, "events": [], "last": None,
-                          "trial": {"slot": "a", "version": "2.0.0", "boots": 0, "max_boots": 2}})
+                          "trial": {"slot": "a", "version": "2.0.0", "boots": 0, "max_boots": 2},
+                          "pending": {"version": "2.0.0", "stage": "install"}})
     slot, state = choose_slot(box.root)
     assert slot == "factory", "an incomplete slot is never started"
     assert state["events"][0]["data"]["reason"] == "the slot is incomplete"
     await box.boot("1.0.0", slot=slot)
+    await box.rig.settle()
     assert not (box.root / "slots" / "b.new").exists()
+    said = [(e["type"], e.get("code"), e.get("stage")) for e in box.events()]
+    assert ("update.failed", "update_interrupted", "install") in said
+    assert ("update.rolled_back", None, None) in said
+    assert box.state()["pending"] is None
 
 
 async def test_a_key_rotation_signed_by_the_pinned_key_is_trusted_from_then_on(box: Box,

@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ class Faults:
     truncate: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (bytes, times left)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     hold: threading.Event | None = None  # set: serve; clear: stall each body after its first chunk
+    rate_bps: int | None = None  # a slow link: the body in 16 KiB pieces at this rate
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -75,6 +77,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             faults.hold.wait(60)
             body = body[4096:]
+        if faults.rate_bps:
+            piece = 16 * 1024
+            for i in range(0, len(body), piece):
+                self.wfile.write(body[i:i + piece])
+                self.wfile.flush()
+                time.sleep(piece / faults.rate_bps)  # pacing a slow link, not waiting for anything
+            return
         self.wfile.write(body)
 
 
@@ -82,6 +91,9 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     directory: Path
     faults: Faults
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return None  # clients killed mid-download (the point of some tests) are no server error
 
 
 @dataclass

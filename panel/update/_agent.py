@@ -102,6 +102,17 @@ class UpdateAgent(BaseComponent):
             if ev.get("type") == "update.rolled_back":
                 self.journal.record(UpdateRolledBack(**ev["data"]), key="update")
         dirty = bool(queued)
+        pending = self.state.get("pending")
+        if isinstance(pending, dict):
+            # An update was under way when the process ended; nothing in use had changed (the switch clears this).
+            stage = pending.get("stage") if pending.get("stage") in ("download", "verify", "install") else "download"
+            self.journal.record(UpdateFailed(version=str(pending.get("version")), stage=stage,
+                                             code="update_interrupted",
+                                             reason=f"the panel stopped during the {stage} (power cut, crash or "
+                                                    f"kill); it still runs {self.running_version}"), key="update")
+            await self.journal.flush()
+            self.state["pending"] = None
+            dirty = True
         if queued:
             await self.journal.flush()  # durable before the queue is cleared: at least once, never lost
             self.state["events"] = []
@@ -232,12 +243,14 @@ class UpdateAgent(BaseComponent):
         stage: UpdateStage = "download"
         part = self.root / "downloads" / f"{req.sha256}.part"
         try:
+            await self._pending(req.version, stage)
             for other in part.parent.glob("*.part") if part.parent.is_dir() else []:
                 if other != part:
                     other.unlink(missing_ok=True)  # one download at a time: another release's leftovers go
             await download(req.url, part, req.size, verify=self._tls())
             stage = "verify"
             self.phase = "verifying"
+            await self._pending(req.version, stage)
             digest = await asyncio.to_thread(sha256_file, part)
             if digest != req.sha256.lower():
                 part.unlink(missing_ok=True)  # never resumed: the bytes are wrong, not short
@@ -246,6 +259,7 @@ class UpdateAgent(BaseComponent):
             self.journal.record(UpdateVerified(version=req.version, sha256=digest, key_id=self.key_id), key="update")
             stage = "install"
             self.phase = "installing"
+            await self._pending(req.version, stage)
             slot = await asyncio.to_thread(self._install, part, req.version)
             stage = "switch"
             trial = {"slot": slot, "version": req.version, "from_version": self.running_version,
@@ -253,6 +267,7 @@ class UpdateAgent(BaseComponent):
                      "at": self.clock.wall()}
             state = _boot.load_state(self.root)
             state["trial"] = trial
+            state["pending"] = None
             state["versions"].pop(slot, None)  # that slot's old release is gone
             await asyncio.to_thread(_boot.save_state, self.root, state)  # the switch
             self.state = state
@@ -263,17 +278,25 @@ class UpdateAgent(BaseComponent):
             self.restart(f"update: restarting into {req.version}", False)
         except UpdateError as e:
             self.phase = "idle"
+            await self._pending(None, stage)
             self._failed(req.version, stage, e)
         except asyncio.CancelledError:
-            self.phase = "idle"
+            self.phase = "idle"  # a stop: the next start reports the update as interrupted
             raise
         except Exception as e:
             self.phase = "idle"
             log.exception("update failed")
+            await self._pending(None, stage)
             self._failed(req.version, stage, UpdateError("update_install_failed" if stage != "download"
                                                          else "update_download_failed", f"{type(e).__name__}: {e}"))
         finally:
             self.progress = None
+
+    async def _pending(self, version: str | None, stage: str) -> None:
+        """Note (or clear) the update under way, so a start after a crash can say it was interrupted."""
+        state = _boot.load_state(self.root)
+        state["pending"] = {"version": version, "stage": stage} if version is not None else None
+        await asyncio.to_thread(_boot.save_state, self.root, state)
 
     def _tls(self) -> ssl.SSLContext | bool:
         if self.cfg.ca_file is None:

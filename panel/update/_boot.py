@@ -48,7 +48,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def empty_state() -> dict[str, Any]:
-    return {"active": FACTORY, "versions": {}, "trial": None, "events": [], "last": None}
+    return {"active": FACTORY, "versions": {}, "trial": None, "events": [], "last": None, "pending": None}
 
 
 def load_state(root: Path) -> dict[str, Any]:

@@ -54,6 +54,7 @@ UPDATE_ERRORS: dict[str, str] = {
     "update_hash_mismatch": "the download's SHA-256 is not the signed one",
     "update_bad_release": "the archive is not a release (no release.json, another version, unsafe paths)",
     "update_install_failed": "the release could not be written to the inactive slot (disk full, I/O error)",
+    "update_interrupted": "the panel stopped (power cut, crash, kill) before the switch; it runs the release it ran",
 }
 
 
