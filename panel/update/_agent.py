@@ -105,7 +105,8 @@ class UpdateAgent(BaseComponent):
         pending = self.state.get("pending")
         if isinstance(pending, dict):
             # An update was under way when the process ended; nothing in use had changed (the switch clears this).
-            stage = pending.get("stage") if pending.get("stage") in ("download", "verify", "install") else "download"
+            stage: UpdateStage = {"verify": "verify", "install": "install"}.get(  # type: ignore[assignment]
+                str(pending.get("stage")), "download")
             self.journal.record(UpdateFailed(version=str(pending.get("version")), stage=stage,
                                              code="update_interrupted",
                                              reason=f"the panel stopped during the {stage} (power cut, crash or "
@@ -273,7 +274,8 @@ class UpdateAgent(BaseComponent):
             self.state = state
             part.unlink(missing_ok=True)
             self.phase = "restarting"
-            await self.journal.record(UpdateInstalled(version=req.version, slot=slot, max_boots=self.cfg.max_boots),
+            await self.journal.record(UpdateInstalled(version=req.version, slot="a" if slot == "a" else "b",
+                                                      max_boots=self.cfg.max_boots),
                                       key="update")
             self.restart(f"update: restarting into {req.version}", False)
         except UpdateError as e:
