@@ -161,11 +161,24 @@ def launch(root: Path, argv: list[str], *, python: str | None = None) -> None:
     os.execve(exe, [exe, "-P", "-m", "panel", *argv], env)
 
 
+def reset_to_factory(root: Path) -> None:
+    """A package install or upgrade: run the package's own application next (slots and events are kept)."""
+    state = load_state(root)
+    state.update(active=FACTORY, trial=None, pending=None)
+    save_state(root, state)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``panel-launch [--root DIR] [--python EXE] [--] PANEL-ARGS...``"""
+    """``panel-launch [--root DIR] [--python EXE] [--] PANEL-ARGS...`` or ``panel-launch --root DIR --reset``"""
     args = list(sys.argv[1:] if argv is None else argv)
     root = Path(os.environ.get(ROOT_ENV, "/opt/panel"))
     python: str | None = None
+    if "--reset" in args:
+        args.remove("--reset")
+        if args[:1] == ["--root"] and len(args) >= 2:
+            root = Path(args[1])
+        reset_to_factory(root)
+        return 0
     while args and args[0] in ("--root", "--python"):
         if len(args) < 2:
             print(f"panel-launch: {args[0]} needs a value", file=sys.stderr)
