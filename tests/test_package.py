@@ -250,3 +250,105 @@ def test_arm64_installs_and_runs_under_qemu(tmp_path: Path) -> None:
         chroot(root, "/opt/panel/venv/bin/python", "-c",
                "import pydantic_core, cryptography.hazmat.bindings._rust, panel.daemon, panel.update")
     print(f"\narm64: build {t_build:.1f} s, {deb.stat().st_size / 1e6:.1f} MB, install under qemu {t_install:.1f} s")
+
+
+CHECK_SCRIPT = r"""#!/bin/sh
+# Runs inside the booted container once panel.service is up: what systemd says about the unit, a hung
+# daemon (SIGSTOP) caught by the watchdog, and the stop path. Polls systemctl; results go to /results.
+out=/results
+wait_for() {  # wait_for <what> <shell condition>: poll every 0.1 s, at most 60 s
+    n=0
+    until eval "$2"; do n=$((n+1)); [ $n -gt 600 ] && { echo "timeout: $1" >> $out/errors; return 1; }; sleep 0.1; done
+}
+prop() { systemctl show -p "$1" --value panel.service; }
+wait_for "panel active" '[ "$(prop ActiveState)" = active ]'
+systemctl show panel.service -p Type -p NotifyAccess -p WatchdogUSec -p ActiveState -p SubState -p StatusText \
+    -p MainPID -p NRestarts -p ExecStart > $out/started
+pid=$(prop MainPID)
+t0=$(date +%s.%N)
+kill -STOP "$pid"
+wait_for "watchdog restart" '[ "$(prop NRestarts)" -ge 1 ] && [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ]'
+echo "$t0 $(date +%s.%N)" > $out/watchdog_times
+systemctl show panel.service -p NRestarts -p MainPID -p ActiveState > $out/watchdog
+t0=$(date +%s.%N)
+systemctl stop panel.service
+echo "$t0 $(date +%s.%N)" > $out/stop_times
+systemctl show panel.service -p ActiveState -p Result -p ExecMainStatus -p ExecMainCode > $out/stopped
+journalctl -u panel.service --no-pager -o cat > $out/journal
+systemctl poweroff
+"""
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, debs: dict[str, Path]) -> None:
+    """systemd-nspawn --boot of the bookworm root with the package installed: Type=notify (active only after
+    READY=1), the watchdog (a SIGSTOPped daemon is aborted and restarted), and the stop (in order, relays
+    off, ExecStopPost's safe-state)."""
+    need_root()
+    if not shutil.which("systemd-nspawn"):
+        pytest.fail("systemd-nspawn is missing: scripts/test installs systemd-container")
+    base = bookworm("amd64")
+    results = tmp_path / "results"
+    results.mkdir()
+    with overlay(base, tmp_path) as (root, _upper):
+        with proc_mounted(root):
+            shutil.copy(debs["old"], root / "tmp" / debs["old"].name)
+            chroot(root, "dpkg", "-i", f"/tmp/{debs['old'].name}")
+        port = free_port()
+        cfg = root / "etc/panel/panel.toml"
+        cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
+                       .replace('pin_factory = "lgpio"', 'pin_factory = "mock"'))  # no GPIO chip in a container
+        # A shorter watchdog than the shipped 10 s keeps the test short; the mechanism is the same.
+        dropin = root / "etc/systemd/system/panel.service.d"
+        dropin.mkdir(parents=True)
+        (dropin / "test.conf").write_text("[Service]\nWatchdogSec=3s\nRestartSec=0.5s\n")
+        (root / "usr/local/bin/panel-check").write_text(CHECK_SCRIPT)
+        (root / "usr/local/bin/panel-check").chmod(0o755)
+        (root / "etc/systemd/system/panel-check.service").write_text(
+            "[Unit]\nAfter=panel.service\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/panel-check\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+        (root / "etc/systemd/system/multi-user.target.wants/panel-check.service").symlink_to(
+            "/etc/systemd/system/panel-check.service")
+        t0 = time.monotonic()
+        boot = subprocess.Popen(["systemd-nspawn", "--register=no", "--keep-unit", "-q", "-D", str(root),
+                                 f"--bind={results}:/results", "--boot"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            health = wait_health(port, boot, timeout=90)  # the host shares the container's network
+            t_ready = time.monotonic() - t0
+            try:
+                out, _ = boot.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                boot.kill()
+                out, _ = boot.communicate()
+                raise AssertionError(f"the container did not power off:\n{out.decode(errors='replace')[-4000:]}")
+        finally:
+            if boot.poll() is None:
+                boot.kill()
+                boot.wait()
+    console = out.decode(errors="replace")
+    if "Failed to create" in console and not (results / "started").exists():
+        pytest.skip(f"systemd could not boot in a container here (a kernel capability): {console[-1500:]}")
+    assert not (results / "errors").exists(), (results / "errors").read_text() + console[-3000:]
+    assert health["version"] == "0.1.0"
+    started = _props((results / "started").read_text())
+    assert started["Type"] == "notify" and started["NotifyAccess"] == "main"
+    assert started["ActiveState"] == "active", "active only after READY=1"
+    assert started["StatusText"] == "panel lobby-1 running"
+    assert started["WatchdogUSec"] == "3s"
+    assert "/usr/lib/panel/panel-launch" in started["ExecStart"]
+    watchdog = _props((results / "watchdog").read_text())
+    assert int(watchdog["NRestarts"]) >= 1
+    journal = (results / "journal").read_text()
+    assert "Watchdog timeout" in journal, journal[-3000:]
+    stopped = _props((results / "stopped").read_text())
+    assert stopped["ActiveState"] == "inactive" and stopped["Result"] == "success", stopped
+    assert '"msg": "panel stopped"' in journal or "panel stopped" in journal
+    w0, w1 = map(float, (results / "watchdog_times").read_text().split())
+    s0, s1 = map(float, (results / "stop_times").read_text().split())
+    assert s1 - s0 < 5.0, "systemctl stop within TimeoutStopSec"
+    print(f"\nnspawn: ready {t_ready:.1f} s after boot, hung -> restarted by the watchdog {w1 - w0:.1f} s, "
+          f"stop {s1 - s0:.2f} s")
