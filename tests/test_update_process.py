@@ -45,7 +45,8 @@ class Service:
     """What systemd does for panel.service in these tests: run the launcher, and start it again whenever the
     process ends (``Restart=always``), until told to stop."""
 
-    def __init__(self, directory: Path, root: Path, server: ReleaseServer, vendor: Vendor) -> None:
+    def __init__(self, directory: Path, root: Path, server: ReleaseServer, vendor: Vendor, **update: Any) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory
         self.root = root
         self.port = free_port()
@@ -54,7 +55,7 @@ class Service:
         secrets.chmod(0o600)
         cfg = config_dict(secrets={"file": "secrets.toml"},
                           update={"root": str(root), "keys_dir": str(vendor.keys_dir), "ca_file": str(server.ca),
-                                  "commit_after_s": 1, "health_deadline_s": 5, "max_boots": 2})
+                                  "commit_after_s": 1, "health_deadline_s": 5, "max_boots": 2, **update})
         cfg["api"] = {"listen": f"127.0.0.1:{self.port}"}
         self.config = write_config(directory, cfg)
         self.proc: subprocess.Popen[bytes] | None = None
