@@ -377,3 +377,51 @@ async def test_the_api_starts_an_update_and_reports_the_agent_in_system(tmp_path
             assert rig.panel.stop_requested.is_set()
     finally:
         await rig.close()
+
+
+# -- over MQTT: the backend's update command through a real Mosquitto --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from .mosquitto import Broker
+    from .test_mqtt import A
+
+    with Broker(tmp_path_factory.mktemp("broker"), panels=[A]) as b:
+        yield b
+
+
+async def test_the_update_command_over_mqtt_is_checked_answered_and_carried_out(
+        tmp_path: Path, world: dict[str, Any], server: ReleaseServer, broker: Any) -> None:
+    from .mosquitto import Client
+    from .test_mqtt import A, cmd, panel_config, start
+
+    data = panel_config(broker, tmp_path / "state", require_signed_commands=True)
+    data["update"] = {"root": str(tmp_path / "opt"), "keys_dir": str(world["vendor"].keys_dir),
+                      "ca_file": str(server.ca)}
+    panel = await start(data, broker)
+    try:
+        v2: Release = world["releases"]["2.0.0"]
+        fields = v2.command(server, world["vendor"].key)
+        async with Client(broker) as backend:
+            bad = await backend.request(A, cmd("update", **{**fields, "signature": corrupt_signature(
+                fields["signature"])}))
+            assert bad["code"] == "update_bad_signature", bad
+            # Older than anything this tree runs as; refused before its (absent) file would be fetched.
+            ancient = Release("0.0.1", v2.path, v2.size, v2.sha256)
+            older = await backend.request(A, cmd("update", **ancient.command(server, world["vendor"].key)))
+            assert older["code"] == "update_not_newer", older
+            forced = await backend.request(A, cmd("update", force=True, **fields))
+            assert forced["code"] == "malformed" and "force" in forced["message"], "force is the installer's alone"
+            reply = await backend.request(A, cmd("update", **fields))
+            assert reply["code"] == "ok", reply
+            assert reply["update"]["phase"] == "downloading" and reply["update"]["running"]["slot"] == "factory"
+            await asyncio.wait_for(panel.stop_requested.wait(), 30)  # installed: it asks for the restart
+            update_events = await asyncio.to_thread(lambda: [e["type"] for e in panel.store.read_sync(
+                lambda c: [{"type": r[0]} for r in c.execute(
+                    "SELECT type FROM events WHERE type LIKE 'update.%' ORDER BY seq")])])
+            assert update_events == ["update.failed", "update.failed", "update.started", "update.verified",
+                                     "update.installed"]
+            assert load_state(tmp_path / "opt")["trial"]["version"] == "2.0.0"
+    finally:
+        await panel.stop("test over")
