@@ -6,7 +6,9 @@ Every case ends with the same question: which release serves the door now, and w
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import tarfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -425,3 +427,25 @@ async def test_the_update_command_over_mqtt_is_checked_answered_and_carried_out(
             assert load_state(tmp_path / "opt")["trial"]["version"] == "2.0.0"
     finally:
         await panel.stop("test over")
+
+
+@pytest.mark.parametrize("name,kind", [("../escaped.txt", tarfile.REGTYPE), ("/abs.txt", tarfile.REGTYPE),
+                                       ("panel/link", tarfile.SYMTYPE)], ids=["dotdot", "absolute", "symlink"])
+def test_an_archive_reaching_outside_its_slot_is_not_a_release(tmp_path: Path, name: str, kind: bytes) -> None:
+    from panel.update._release import unpack
+
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for member_name, data in (("release.json", b'{"version": "2.0.0"}'), ("panel/__main__.py", b"")):
+            info = tarfile.TarInfo(member_name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        bad = tarfile.TarInfo(name)
+        bad.type = kind
+        bad.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+        tar.addfile(bad, io.BytesIO(b""))
+    dest = tmp_path / "slots" / "a.new"
+    with pytest.raises(UpdateError) as e:
+        unpack(archive, dest, "2.0.0")
+    assert e.value.code == "update_bad_release"
+    assert not dest.exists() and not (tmp_path / "slots" / "escaped.txt").exists()
