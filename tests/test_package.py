@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from .support import ROOT, free_port
+from .update_support import Vendor, make_release, release_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -104,11 +105,16 @@ def build(arch: str, version: str, out: Path, keys: Path | None = None) -> tuple
 
 
 @pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def vendor(tmp_path_factory: pytest.TempPathFactory) -> Vendor:
+    return Vendor.make(tmp_path_factory.mktemp("vendor-keys"))
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory: pytest.TempPathFactory, vendor: Vendor) -> dict[str, Path]:
     need_root()
     out = tmp_path_factory.mktemp("debs")
-    old, t_old = build("amd64", "0.1.0", out)
-    new, _ = build("amd64", "0.1.1", out)
+    old, t_old = build("amd64", "0.1.0", out, vendor.keys_dir)
+    new, _ = build("amd64", "0.1.1", out, vendor.keys_dir)
     print(f"\namd64 build {t_old:.1f} s; {old.name} {old.stat().st_size / 1e6:.1f} MB")
     return {"old": old, "new": new}
 
@@ -264,6 +270,10 @@ prop() { systemctl show -p "$1" --value panel.service; }
 wait_for "panel active" '[ "$(prop ActiveState)" = active ]'
 systemctl show panel.service -p Type -p NotifyAccess -p WatchdogUSec -p ActiveState -p SubState -p StatusText \
     -p MainPID -p NRestarts -p ExecStart > $out/started
+# The host sends a signed update now; systemd restarts the daemon into the new slot, which commits.
+wait_for "update committed" 'grep -q "\"active\": \"a\"" /opt/panel/update-state.json 2>/dev/null'
+systemctl show panel.service -p NRestarts -p MainPID -p ActiveState > $out/updated
+readlink /opt/panel/current > $out/current
 pid=$(prop MainPID)
 t0=$(date +%s.%N)
 kill -STOP "$pid"
@@ -283,10 +293,11 @@ def _props(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, debs: dict[str, Path]) -> None:
+def test_the_unit_under_a_real_systemd_notify_update_watchdog_and_stop(tmp_path: Path, debs: dict[str, Path],
+                                                                        vendor: Vendor) -> None:
     """systemd-nspawn --boot of the bookworm root with the package installed: Type=notify (active only after
-    READY=1), the watchdog (a SIGSTOPped daemon is aborted and restarted), and the stop (in order, relays
-    off, ExecStopPost's safe-state)."""
+    READY=1), a signed update through the sandboxed unit (systemd restarts it into the new slot, it commits),
+    the watchdog (a SIGSTOPped daemon is aborted and restarted), and the stop (in order, relays off)."""
     need_root()
     if not shutil.which("systemd-nspawn"):
         pytest.fail("systemd-nspawn is missing: scripts/test installs systemd-container")
@@ -300,7 +311,9 @@ def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, 
         port = free_port()
         cfg = root / "etc/panel/panel.toml"
         cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
-                       .replace('pin_factory = "lgpio"', 'pin_factory = "mock"'))  # no GPIO chip in a container
+                       .replace('pin_factory = "lgpio"', 'pin_factory = "mock"')  # no GPIO chip in a container
+                       .replace("commit_after_s = 10", 'commit_after_s = 1\nca_file = "/etc/panel/release-ca.pem"'))
+        (root / "etc/panel/secrets.toml").write_text(f'installer_token = "{TOKEN}"\n')
         # A shorter watchdog than the shipped 10 s keeps the test short; the mechanism is the same.
         dropin = root / "etc/systemd/system/panel.service.d"
         dropin.mkdir(parents=True)
@@ -312,6 +325,11 @@ def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, 
             "[Install]\nWantedBy=multi-user.target\n")
         (root / "etc/systemd/system/multi-user.target.wants/panel-check.service").symlink_to(
             "/etc/systemd/system/panel-check.service")
+        releases = tmp_path / "releases"
+        release = make_release(releases, "5.0.0")
+        stack = contextlib.ExitStack()
+        server = stack.enter_context(release_server(releases))
+        shutil.copy(server.ca, root / "etc/panel/release-ca.pem")
         t0 = time.monotonic()
         boot = subprocess.Popen(["systemd-nspawn", "--register=no", "--keep-unit", "-q", "-D", str(root),
                                  f"--bind={results}:/results", "--boot"], stdout=subprocess.PIPE,
@@ -319,6 +337,23 @@ def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, 
         try:
             health = wait_health(port, boot, timeout=90)  # the host shares the container's network
             t_ready = time.monotonic() - t0
+            r = httpx.post(f"http://127.0.0.1:{port}/api/v1/update", headers={"Authorization": f"Bearer {TOKEN}"},
+                           json=release.command(server, vendor.key), timeout=10)
+            assert r.status_code == 200, r.text
+            t1 = time.monotonic()
+            deadline = t1 + 60
+            updated: dict[str, object] = {}
+            while time.monotonic() < deadline:
+                try:
+                    updated = httpx.get(f"http://127.0.0.1:{port}/api/v1/update", timeout=2,
+                                        headers={"Authorization": f"Bearer {TOKEN}"}).json()["update"]
+                    if updated["running"] == {"version": "5.0.0", "slot": "a"} and updated["phase"] == "idle":
+                        break
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                time.sleep(0.1)
+            t_update = time.monotonic() - t1
+            assert updated.get("running") == {"version": "5.0.0", "slot": "a"}, updated
             try:
                 out, _ = boot.communicate(timeout=120)
             except subprocess.TimeoutExpired:
@@ -329,6 +364,7 @@ def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, 
             if boot.poll() is None:
                 boot.kill()
                 boot.wait()
+            stack.close()
     console = out.decode(errors="replace")
     if "Failed to create" in console and not (results / "started").exists():
         pytest.skip(f"systemd could not boot in a container here (a kernel capability): {console[-1500:]}")
@@ -340,6 +376,8 @@ def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, 
     assert started["StatusText"] == "panel lobby-1 running"
     assert started["WatchdogUSec"] == "3s"
     assert "/usr/lib/panel/panel-launch" in started["ExecStart"]
+    assert (results / "current").read_text().strip() == "slots/a"
+    assert int(_props((results / "updated").read_text())["NRestarts"]) >= 1, "systemd started it again"
     watchdog = _props((results / "watchdog").read_text())
     assert int(watchdog["NRestarts"]) >= 1
     journal = (results / "journal").read_text()
@@ -350,5 +388,5 @@ def test_the_unit_under_a_real_systemd_notify_watchdog_and_stop(tmp_path: Path, 
     w0, w1 = map(float, (results / "watchdog_times").read_text().split())
     s0, s1 = map(float, (results / "stop_times").read_text().split())
     assert s1 - s0 < 5.0, "systemctl stop within TimeoutStopSec"
-    print(f"\nnspawn: ready {t_ready:.1f} s after boot, hung -> restarted by the watchdog {w1 - w0:.1f} s, "
+    print(f"\nnspawn: ready {t_ready:.1f} s after boot, update -> committed under systemd {t_update:.1f} s, hung -> restarted by the watchdog {w1 - w0:.1f} s, "
           f"stop {s1 - s0:.2f} s")
