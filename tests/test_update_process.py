@@ -280,3 +280,43 @@ def test_kill_9_at_random_instants_of_an_update_never_leaves_the_door_unserved(s
     target = "next" if running != "3.0.0" else "good"
     assert send(service, world, target, force=True).status_code == 200
     service.until("committed", lambda u: u["running"]["version"] == world["releases"][target].version and idle(u))
+
+
+@pytest.mark.parametrize("stage", ["download", "install", "switch"])
+def test_kill_9_at_each_stage_of_an_update(service: Service, world: dict[str, Any], stage: str) -> None:
+    """Deterministic companions of the random kills: the process is killed as soon as the update state on disk
+    says the stage began (``switch``: the trial is written, before the restart)."""
+    world["server"].faults.rate_bps = 2_000_000  # the download lasts long enough to be caught in it
+    try:
+        factory = service.until("up", idle)["running"]["version"]
+        state_file = service.root / "update-state.json"
+
+        def at_stage() -> bool:
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                return False
+            if stage == "switch":
+                return isinstance(state.get("trial"), dict)
+            return bool((state.get("pending") or {}).get("stage") == stage)
+
+        assert send(service, world, "good").status_code == 200
+        deadline = time.monotonic() + 30
+        while not at_stage():
+            assert time.monotonic() < deadline, f"never saw the {stage} stage"
+            time.sleep(0.001)
+        service.kill9()
+        after = service.until("back and settled", idle, timeout=60)
+        said = [(e["type"], e.get("code"), e.get("stage")) for e in service.events() if e["type"].startswith("update.")]
+        if stage == "switch":
+            # The trial was on disk: the next start runs it, and it commits.
+            assert after["running"] == {"version": "2.0.0", "slot": "a"}
+            assert said[-1][0] == "update.committed"
+        else:
+            assert after["running"] == {"version": factory, "slot": "factory"}
+            assert said[-1] == ("update.failed", "update_interrupted", stage), said
+            assert not (service.root / "slots" / "a.new").exists()
+        assert not service.relay_energised()
+        assert service.post("/api/v1/sim/exit").status_code == 200 and service.relay_energised()
+    finally:
+        world["server"].faults.rate_bps = None
