@@ -284,7 +284,19 @@ t0=$(date +%s.%N)
 systemctl stop panel.service
 echo "$t0 $(date +%s.%N)" > $out/stop_times
 systemctl show panel.service -p ActiveState -p Result -p ExecMainStatus -p ExecMainCode > $out/stopped
+# The maintainer scripts under systemd: an upgrade restarts the running service (and returns it to the
+# package's application), a removal stops it.
+systemctl start panel.service
+wait_for "started again" '[ "$(prop ActiveState)" = active ]'
+pid=$(prop MainPID)
+dpkg -i /debs/panel_0.1.1_amd64.deb > $out/upgrade.log 2>&1
+wait_for "restarted by the upgrade" '[ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ] && [ "$(prop MainPID)" != 0 ]'
+/opt/panel/venv/bin/python -c "import sqlite3; print(sqlite3.connect('/var/lib/panel/panel.db').execute(\"SELECT json_extract(data, '$.version') FROM events WHERE type = 'panel.started' ORDER BY seq DESC LIMIT 1\").fetchone()[0])" > $out/running_after_upgrade 2>&1
+readlink /opt/panel/current > $out/current_after_upgrade
 journalctl -u panel.service --no-pager -o cat > $out/journal
+dpkg -r panel > $out/remove.log 2>&1
+systemctl show panel.service -p ActiveState -p LoadState > $out/removed
+for p in /proc/[0-9]*; do [ "$(stat -c %U "$p" 2>/dev/null)" = panel ] && echo "$p"; done > $out/left_processes
 systemctl poweroff
 """
 
@@ -332,7 +344,7 @@ def test_the_unit_under_a_real_systemd_notify_update_watchdog_and_stop(tmp_path:
         shutil.copy(server.ca, root / "etc/panel/release-ca.pem")
         t0 = time.monotonic()
         boot = subprocess.Popen(["systemd-nspawn", "--register=no", "--keep-unit", "-q", "-D", str(root),
-                                 f"--bind={results}:/results", "--boot"], stdout=subprocess.PIPE,
+                                 f"--bind={results}:/results", f"--bind-ro={debs['new'].parent}:/debs", "--boot"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             health = wait_health(port, boot, timeout=90)  # the host shares the container's network
@@ -385,6 +397,11 @@ def test_the_unit_under_a_real_systemd_notify_update_watchdog_and_stop(tmp_path:
     stopped = _props((results / "stopped").read_text())
     assert stopped["ActiveState"] == "inactive" and stopped["Result"] == "success", stopped
     assert '"msg": "panel stopped"' in journal or "panel stopped" in journal
+    assert (results / "running_after_upgrade").read_text().strip() == "0.1.1", "the upgrade restarted the service"
+    assert (results / "current_after_upgrade").read_text().strip() == "factory", "a package runs its own application"
+    removed = _props((results / "removed").read_text())
+    assert removed["ActiveState"] == "inactive", removed
+    assert (results / "left_processes").read_text() == "", "no process of the panel user after the removal"
     w0, w1 = map(float, (results / "watchdog_times").read_text().split())
     s0, s1 = map(float, (results / "stop_times").read_text().split())
     assert s1 - s0 < 5.0, "systemctl stop within TimeoutStopSec"
