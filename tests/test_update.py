@@ -449,3 +449,22 @@ def test_an_archive_reaching_outside_its_slot_is_not_a_release(tmp_path: Path, n
         unpack(archive, dest, "2.0.0")
     assert e.value.code == "update_bad_release"
     assert not dest.exists() and not (tmp_path / "slots" / "escaped.txt").exists()
+
+
+async def test_the_update_agent_starts_after_the_api_and_before_housekeeping(tmp_path: Path, world: dict[str, Any],
+                                                                            server: ReleaseServer) -> None:
+    data = config_dict(update={"root": str(tmp_path / "opt"), "keys_dir": str(world["vendor"].keys_dir)})
+    data["storage"] = {"dir": str(tmp_path / "state")}
+    data["api"] = {"listen": "127.0.0.1:0"}
+    from panel.auth import Secrets
+    from panel.daemon import Panel
+    from panel.platform import parse_config
+
+    panel = Panel(parse_config(data), Secrets(), simulate=True)
+    await panel.start()
+    try:
+        names = panel.lifecycle.names()
+        assert names[names.index("api") + 1] == "update" and names[-1] == "housekeeping"
+        assert panel.updates is not None and panel.updates.status()["running"]["slot"] == "factory"
+    finally:
+        await panel.stop("test over")
