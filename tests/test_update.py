@@ -468,3 +468,29 @@ async def test_the_update_agent_starts_after_the_api_and_before_housekeeping(tmp
         assert panel.updates is not None and panel.updates.status()["running"]["slot"] == "factory"
     finally:
         await panel.stop("test over")
+
+
+def test_the_vendor_tool_makes_keys_releases_signatures_and_rotations_the_panel_accepts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def tool(*args: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "panel.update", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    tool("keygen", str(tmp_path / "vendor"))
+    tool("keygen", str(tmp_path / "next"))
+    assert (tmp_path / "vendor").stat().st_mode & 0o777 == 0o600
+    tool("build", "7.0.0", str(tmp_path / "panel-7.0.0.tar.gz"))
+    url = "https://updates.example.net/panel-7.0.0.tar.gz"
+    fields = json.loads(tool("sign", str(tmp_path / "vendor"), str(tmp_path / "panel-7.0.0.tar.gz"), "7.0.0", url))
+    ring = Keyring.from_texts([(tmp_path / "vendor.pub").read_text()])
+    assert ring.verify(fields["signature"], "7.0.0", url, fields["size"], fields["sha256"],
+                       fields["key_id"]) == fields["key_id"]
+    rotation = json.loads(tool("rotate", str(tmp_path / "vendor"), str(tmp_path / "next.pub")))
+    new_id = ring.accept_rotation(rotation["key"], rotation["signature"])
+    signed_by_next = json.loads(tool("sign", str(tmp_path / "next"), str(tmp_path / "panel-7.0.0.tar.gz"), "7.0.0",
+                                     url))
+    assert signed_by_next["key_id"] == new_id
+    assert ring.verify(signed_by_next["signature"], "7.0.0", url, fields["size"], fields["sha256"]) == new_id
