@@ -494,3 +494,22 @@ def test_the_vendor_tool_makes_keys_releases_signatures_and_rotations_the_panel_
                                      url))
     assert signed_by_next["key_id"] == new_id
     assert ring.verify(signed_by_next["signature"], "7.0.0", url, fields["size"], fields["sha256"]) == new_id
+
+
+def test_a_state_that_cannot_be_written_runs_the_active_slot_never_an_uncounted_trial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from panel.update import _boot, save_state
+
+    root = tmp_path / "opt"
+    (root / "slots" / "b").mkdir(parents=True)
+    (root / "slots" / "b" / "release.json").write_text('{"version": "3.0.0"}')
+    save_state(root, {"active": "a", "versions": {"a": "2.0.0"}, "events": [], "last": None, "pending": None,
+                      "trial": {"slot": "b", "version": "3.0.0", "boots": 0, "max_boots": 2}})
+    assert _boot.pick(root) == "b"  # counted: boot 1 of the trial
+
+    def full_disk(*_a: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_boot, "save_state", full_disk)
+    assert _boot.pick(root) == "a"
+    assert load_state(root)["trial"]["boots"] == 1, "the uncounted start did not run the trial"

@@ -143,9 +143,20 @@ def choose_slot(root: Path, *, now: float | None = None) -> tuple[str, dict[str,
     return slot, state
 
 
+def pick(root: Path) -> str:
+    """The slot to run. The launcher must never keep the panel from starting: when the state cannot be written
+    (a read-only or full disk), the trial is not counted, so it is not run either; the active slot runs."""
+    try:
+        return choose_slot(root)[0]
+    except OSError as e:
+        slot = str(load_state(root)["active"])
+        print(f"panel-launch: cannot update {root / STATE_FILE} ({e}); running slot {slot}", file=sys.stderr)
+        return slot
+
+
 def launch(root: Path, argv: list[str], *, python: str | None = None) -> None:
     """Choose the slot, then replace this process with ``python -m panel ARGV`` from that slot."""
-    slot, _ = choose_slot(root)
+    slot = pick(root)
     try:
         point_current(root, slot)
     except OSError:
