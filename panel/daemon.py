@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .link import ClockSync, MqttLink, Outbox, Sender
     from .media.service import MediaService
     from .media.visitor import VisitorMedia
+    from .update import UpdateAgent
 
 IMPORTED_AT = time.monotonic()  # bench/bench_start.py measures from the process's spawn instead
 
@@ -111,6 +112,8 @@ class Panel:
         self.osdp: OsdpReader | None = None
         self.qr: QrScanner | None = None
         self.access_feedback: AccessFeedback | None = None  # the status light's answers to codes and cards
+        self.updates: UpdateAgent | None = None
+        self.stop_failed = False
         self._stopped = False
         self._core_built = False
         self.storage_lock: Any = None  # held for the daemon's life (see serve)
@@ -223,6 +226,9 @@ class Panel:
         await lc.start(self.access_component())
         await lc.start(Hooks("media", on_start=self._start_media, on_stop=self._stop_media, stop_cap_s=1.0))
         await lc.start(Hooks("api", on_start=self._start_api, on_stop=self._stop_api, stop_cap_s=0.8))
+        if self.cfg.update.root is not None:
+            # Last of the services: a release on trial is judged on everything above running.
+            await lc.start(self._update_agent())
         self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy, self.clock))
         self.supervisor.start("retention", lambda: keep_history_bounded(
             self.store, self.cfg.storage.history_max_rows, events_are_history=self.cfg.webhooks.url is None,
@@ -400,11 +406,47 @@ class Panel:
         control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
                           media=lambda: self.media, call_service=self.call_service,
-                          access=lambda: self.access)
+                          access=lambda: self.access, updates=lambda: self.updates)
         link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
         await link.prepare()
         self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")
         return link
+
+    def _update_agent(self) -> UpdateAgent:
+        from .update import UpdateAgent
+
+        def restart(reason: str, failed: bool) -> None:
+            # systemd (Restart=always) starts the daemon again, and the launcher picks the slot.
+            self.stop_failed = failed
+            self.request_stop(reason)
+
+        self.updates = UpdateAgent(self.cfg.update, self.journal, self.clock, storage_dir=self.cfg.storage.dir,
+                                   running_version=__version__, health_check=self.update_health, restart=restart)
+        return self.updates
+
+    async def update_health(self) -> list[str]:
+        """What keeps a new release from committing; empty when the panel does its job."""
+        problems: list[str] = []
+        t0 = time.monotonic()
+        await asyncio.sleep(0)
+        if time.monotonic() - t0 > 0.5:
+            problems.append("door loop: the event loop lags more than 0.5 s")
+        if not self.door.healthy():
+            problems.append("door: a relay is not in its commanded state")
+        try:
+            await self.store.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone())
+        except Exception as e:
+            problems.append(f"store: {type(e).__name__}: {e}")
+        if self.mqtt is not None and not self.mqtt.connected:
+            problems.append("mqtt: not connected to the broker")
+        if self.outbox is not None and not self.outbox.healthy():
+            problems.append("webhooks: the outbox is not draining")
+        if self.cfg.media is not None and self.media is None:
+            problems.append("media: configured but not running")
+        for name, comp in self.supervisor.status().items():
+            if comp["state"] not in ("running", "finished"):
+                problems.append(f"{name}: {comp['state']}")
+        return problems
 
     def _webhook_delivered(self, row: EventRow) -> None:
         if row.type == "call.created":
@@ -474,8 +516,8 @@ class Panel:
         if self.supervisor.failure:
             await self.stop(self.supervisor.failure, failed=True)
             return 1
-        await self.stop(self.stop_reason)
-        return 0
+        await self.stop(self.stop_reason, failed=self.stop_failed)
+        return 1 if self.stop_failed else 0
 
     async def stop(self, reason: str, *, failed: bool = False) -> None:
         """Stop every component within STOP_BUDGET_S: first each reaches its safe state (relays off first),

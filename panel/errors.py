@@ -174,6 +174,28 @@ CODES: dict[str, Code] = {
     "not_ready": _c(503, "the part is starting; try again shortly"),
     "too_many_sessions": _c(503, "the panel has media.max_sessions media sessions open already", mqtt=True),
     "too_many_viewers": _c(503, "the MJPEG stream has as many viewers as media.mjpeg.max_viewers"),
+    # updates (panel/update, docs/updates.md): refused before the running release is touched
+    "update_disabled": _c(409, "this panel has no update root (update.root is not set)", mqtt=True),
+    "update_busy": _c(409, "an update is in progress already; one at a time", mqtt=True),
+    "update_in_trial": _c(409, "the running release is on trial (not committed yet); wait for its health "
+                               "check", mqtt=True),
+    "update_not_newer": _c(409, "the version is not newer than the running one (send force to reinstall or "
+                                "downgrade)", mqtt=True),
+    "update_untrusted_key": _c(422, "the signature names a key this panel does not trust", mqtt=True),
+    "update_bad_signature": _c(422, "the signature does not verify with the panel's pinned keys", mqtt=True),
+    "update_bad_rotation": _c(422, "the key rotation is not signed by a key the panel trusts", mqtt=True),
+    "update_too_large": _c(422, "the release is larger than update.max_size_mb, or the server sent more than "
+                                "size", mqtt=True),
+    "update_download_failed": _c(422, "the download failed after its retries (the message names the last "
+                                      "error)", mqtt=True),
+    "update_size_mismatch": _c(422, "the download is not the signed size", mqtt=True),
+    "update_hash_mismatch": _c(422, "the download's SHA-256 is not the signed one", mqtt=True),
+    "update_bad_release": _c(422, "the archive is not a release (no release.json, another version, unsafe "
+                                  "paths)", mqtt=True),
+    "update_install_failed": _c(422, "the release could not be written to the inactive slot (disk full, I/O "
+                                     "error)", mqtt=True),
+    "update_interrupted": _c(422, "the panel stopped (power cut, crash, kill) before the switch; it runs the release "
+                                  "it ran", mqtt=True),
     # MQTT-only refusals (the command never reached a service); the status is what HTTP would say
     "bad_ice_servers": _c(422, "ice_servers names a server the panel cannot use (not stun:/turn:, unsupported, or "
                                "TURN without username and credential)", mqtt=True),

@@ -417,6 +417,67 @@ class AccessDuress(EventData):
     source: str
 
 
+UpdateStage = Literal["request", "verify", "download", "install", "switch"]
+
+
+class UpdateStarted(EventData):
+    """An update was accepted (its signature verified, its version allowed) and its download begins."""
+
+    version: str = Field(description="the release being installed")
+    from_version: str = Field(description="the version running now")
+    url: str
+    size: int = Field(description="the signed size in bytes")
+    forced: bool = Field(description="an older (or the same) version, allowed by the installer's force")
+    actor: str = Field(description="who asked: 'backend' over MQTT, or an installer")
+    method: Literal["mqtt", "api"]
+
+
+class UpdateVerified(EventData):
+    """The download is complete and its size, SHA-256 and Ed25519 signature all match."""
+
+    version: str
+    sha256: str
+    key_id: str = Field(description="the vendor key that signed it (first 16 hex digits of SHA-256 of the key)")
+
+
+class UpdateInstalled(EventData):
+    """The release is unpacked into the inactive slot and set on trial; the panel restarts into it."""
+
+    version: str
+    slot: Literal["a", "b"]
+    max_boots: int = Field(description="starts the trial gets to pass its health check before it is rolled back")
+
+
+class UpdateCommitted(EventData):
+    """The new release passed its health check: it is the panel's release now."""
+
+    version: str
+    slot: Literal["a", "b"]
+    from_version: str
+    health_s: float = Field(description="seconds from the trial's start to a passing health check")
+
+
+class UpdateRolledBack(EventData):
+    """The new release failed (health check, or crashes at start) and the panel went back to the previous one."""
+
+    version: str = Field(description="the release that failed")
+    slot: str = Field(description="its slot")
+    to_version: str = Field(description="the release running again")
+    to_slot: str = Field(description="a, b or factory (the Debian package's own)")
+    reason: str = Field(description="what failed, for the installer")
+    boots: int = Field(description="how many times the failed release started")
+
+
+class UpdateFailed(EventData):
+    """An update was refused or failed before the switch; the running release was never touched."""
+
+    version: str
+    stage: UpdateStage
+    code: str = Field(description="stable reason code, e.g. update_bad_signature, update_hash_mismatch "
+                      "(docs/updates.md)")
+    reason: str
+
+
 EVENT_MODELS: dict[str, type[EventData]] = {
     "door.unlocked": DoorUnlocked,
     "door.unlock_refused": DoorUnlockRefused,
@@ -450,5 +511,11 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "access.denied": AccessDenied,
     "access.blocked": AccessBlocked,
     "access.duress": AccessDuress,
+    "update.started": UpdateStarted,
+    "update.verified": UpdateVerified,
+    "update.installed": UpdateInstalled,
+    "update.committed": UpdateCommitted,
+    "update.rolled_back": UpdateRolledBack,
+    "update.failed": UpdateFailed,
 }
 EVENT_TYPES: dict[type[EventData], str] = {m: t for t, m in EVENT_MODELS.items()}

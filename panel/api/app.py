@@ -31,6 +31,7 @@ from . import (
     selftest,
     sim,
     system,
+    update,
     whep,
 )
 from .errors import ErrorBody, install_error_handlers
@@ -114,6 +115,7 @@ def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None)
     app.include_router(logs.router)
     app.include_router(config.router)
     app.include_router(selftest.router)
+    app.include_router(update.router)  # signed updates (panel/update)
     app.include_router(whep.router)  # answers 503 while media is not running
     app.include_router(media_routes.router)  # snapshots and MJPEG; 503 without a camera
     app.include_router(links.router)  # call links, participants, invites (panel/calls/_links.py)

@@ -79,6 +79,9 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/config"): allow("installer", note="secrets are never included"),
     ("PATCH", "/api/v1/config"): allow("installer"),
     ("POST", "/api/v1/selftest"): allow("installer"),
+    ("GET", "/api/v1/update"): allow("installer", "backend"),
+    ("POST", "/api/v1/update"): allow("installer", note="the backend sends update over MQTT; force is the "
+                                      "installer's alone"),
     # -- the door ------------------------------------------------------------------------------
     ("POST", "/api/v1/door/open"): allow("installer", "backend", scoped=("resident",),
                                          note="resident: only during the call they answered"),

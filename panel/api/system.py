@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from .. import __version__
 from ..platform import sysinfo
+from ..update import disabled_status
 from .deps import Caller, PanelDep
 from .errors import OkBody
 
@@ -88,6 +89,8 @@ class SystemInfo(OkBody):
     backlog: int = Field(description="events not yet delivered to the backend")
     tls: Tls
     time: str = Field(description="the panel's wall clock, ISO 8601 UTC")
+    update: dict[str, Any] = Field(description="the update agent: phase, running version and slot, trial, last "
+                                   "result (as GET /api/v1/update)")
 
 
 @router.get("/health", response_model=Health, summary="Liveness and health checks (no credential needed)")
@@ -115,6 +118,7 @@ async def system_info(request: Request, panel: PanelDep, who: Caller) -> SystemI
         panel={"id": panel.cfg.panel.id, "name": panel.cfg.panel.name, "board": panel.cfg.panel.board},
         simulated=panel.simulated, uptime_s=round(time.monotonic() - panel.started_mono, 3),
         boot_id=panel.journal.boot_id, backlog=await panel.backlog(), tls=tls,
+        update=panel.updates.status() if panel.updates is not None else disabled_status(),
         time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z", **info)
 
 

@@ -30,6 +30,7 @@ from pydantic import (
 
 from ..door import OpenFields
 from ..errors import PanelError
+from ..update import UPDATE_ERRORS, VERSION_PATTERN
 from ..wire import DuplicateKey, loads_unique
 
 MAX_PAYLOAD = 4096
@@ -92,6 +93,8 @@ REFUSALS: dict[str, str] = {
     "bad_card": "the card number is not 4 to 64 hex digits",
     "card_enrolled": "the card is enrolled already (to this owner or another)",
     "unknown_credential": "there is no live credential with that id",
+    # update (panel/update, docs/updates.md): refused before anything is downloaded
+    **UPDATE_ERRORS,
 }
 
 
@@ -255,17 +258,40 @@ class AccessListCommand(Envelope):
     kind: CredentialKind | None = None
 
 
+class KeyRotation(Strict):
+    """A new vendor key, signed by one the panel trusts (docs/updates.md, Keys)."""
+
+    key: str = Field(min_length=40, max_length=64, description="the new Ed25519 public key, base64 of 32 bytes")
+    signature: str = Field(min_length=80, max_length=100, description="base64 Ed25519 signature by a trusted key "
+                           "over \"panel-key-rotation.v1\" LF key")
+
+
+class UpdateCommand(Envelope):
+    """Install a signed release (docs/updates.md). The reply says whether the update started; the rest is
+    reported as ``update.*`` events. An older version is refused here: only an installer can force one."""
+
+    cmd: Literal["update"]
+    version: str = Field(pattern=VERSION_PATTERN, description="the release's version, e.g. 1.4.2")
+    url: str = Field(min_length=8, max_length=2048, description="https:// URL of the release archive")
+    size: int = Field(ge=1, description="its size in bytes")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="its SHA-256, lower-case hex")
+    signature: str = Field(min_length=80, max_length=100, description="base64 Ed25519 signature of the manifest")
+    key_id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$", description="the signing key's id, if known")
+    rotation: KeyRotation | None = Field(None, description="a new vendor key signed by a trusted one")
+
+
 AccessCommand = AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand
 Command = Annotated[
     OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
-    | AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand,
+    | AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand
+    | UpdateCommand,
     Field(discriminator="cmd"),
 ]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
     "open": OpenCommand, "answer": AnswerCommand, "decline": DeclineCommand, "end": EndCommand,
     "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,
     "access_code": AccessCodeCommand, "access_pin": AccessPinCommand, "access_card": AccessCardCommand,
-    "access_revoke": AccessRevokeCommand, "access_list": AccessListCommand,
+    "access_revoke": AccessRevokeCommand, "access_list": AccessListCommand, "update": UpdateCommand,
 }
 _COMMAND = TypeAdapter(Command)
 
@@ -290,7 +316,7 @@ class SensorbergCommand(Envelope):
 
 
 AnyCommand = (OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
-              | AccessCommand)
+              | AccessCommand | UpdateCommand)
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -343,11 +369,16 @@ class AccessReply(Reply):
     qr_payload: str | None = Field(None, description="access_code: what its QR code carries")
 
 
+class UpdateReply(Reply):
+    update: dict[str, Any] = Field(description="the update agent's state (as GET /api/v1/update)")
+
+
 REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, "decline": CallReply,
                                         "end": CallReply, "status": StatusReply, "offer": OfferReply,
                                         "hangup": HangupReply, "access_code": AccessReply,
                                         "access_pin": AccessReply, "access_card": AccessReply,
-                                        "access_revoke": AccessReply, "access_list": AccessReply}
+                                        "access_revoke": AccessReply, "access_list": AccessReply,
+                                        "update": UpdateReply}
 
 
 # -- parsing ---------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from ._commands import (
     OpenReply,
     Reply,
     StatusReply,
+    UpdateCommand,
+    UpdateReply,
     best_effort_ids,
     decode,
     parse,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from ..door import Door
     from ..media.service import MediaService
     from ..platform import Clock, Journal
+    from ..update import UpdateAgent
     from ._replay import SeenCommands
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,8 @@ class Control:
                  clock: Clock, clock_sync: ClockSync, seen: SeenCommands, nonces: Nonces,
                  media: Callable[[], MediaService | None] | None = None,
                  call_service: CallService | None = None,
-                 access: Callable[[], AccessService | None] | None = None) -> None:
+                 access: Callable[[], AccessService | None] | None = None,
+                 updates: Callable[[], UpdateAgent | None] | None = None) -> None:
         self.cfg = cfg
         self.call_service = call_service
         self.mqtt = cfg.mqtt  # no mqtt key is live: identity and signing rules stay as started
@@ -108,6 +112,7 @@ class Control:
         # A getter: the media layer starts after the link is built, and may be absent.
         self.media = media or (lambda: None)
         self.access = access or (lambda: None)  # likewise: started after the link is built
+        self.updates = updates or (lambda: None)  # likewise: the update agent starts last
 
     # -- the backend's commands -------------------------------------------------------------------
     def reconfigure(self, cfg: Config) -> None:
@@ -176,6 +181,11 @@ class Control:
                 return await self._access(c)
             finally:
                 await self.seen.record(c.id, c.cmd, c.exp)
+        if isinstance(c, UpdateCommand):
+            try:
+                return self._update(c)
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
         if isinstance(c, (OfferCommand, HangupCommand)):
             # The spent id's commit runs beside the session's setup instead of ahead of the reply.
             record = asyncio.ensure_future(self.seen.record(c.id, c.cmd, c.exp))
@@ -240,6 +250,24 @@ class Control:
         creds = svc.creds.live(owner=c.owner, kind=c.kind)
         return AccessReply(code="ok", message=f"{len(creds)} credential(s)", id=c.id, cmd=c.cmd,
                            credentials=[x.public() for x in creds])
+
+    def _update(self, c: UpdateCommand) -> UpdateReply:
+        """The agent decides (signature, version, one at a time); the download runs on after the reply."""
+        from ..update import UpdateError, UpdateRequest
+
+        agent = self.updates()
+        if agent is None:
+            raise CommandRefused("update_disabled", "this panel has no update root (update.root is not set)")
+        try:
+            agent.request(UpdateRequest(version=c.version, url=c.url, size=c.size, sha256=c.sha256,
+                                        signature=c.signature, key_id=c.key_id,
+                                        rotation_key=c.rotation.key if c.rotation else None,
+                                        rotation_signature=c.rotation.signature if c.rotation else None,
+                                        actor="backend", method="mqtt"))
+        except UpdateError as e:
+            raise CommandRefused(e.code, str(e)) from None
+        return UpdateReply(code="ok", message=f"update to {c.version} started; follow the update.* events",
+                           id=c.id, cmd=c.cmd, update=agent.status())
 
     # -- media sessions ---------------------------------------------------------------------------------
     def _media(self) -> MediaService:

@@ -29,6 +29,7 @@ from ._config import (
     SnapshotsConfig,
     StorageConfig,
     TonesConfig,
+    UpdateConfig,
     VideoConfig,
     declared_apply,
     format_validation_errors,
@@ -127,6 +128,7 @@ __all__ = [
     "TonesConfig",
     "Tx",
     "undelivered",
+    "UpdateConfig",
     "VideoConfig",
     "write_atomic",
 ]

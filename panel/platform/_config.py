@@ -315,6 +315,26 @@ class ApiConfig(Model):
         return self.tls == "on" or (self.tls == "auto" and not self.loopback)
 
 
+class UpdateConfig(Model):
+    """Signed updates into two application slots with automatic rollback (docs/updates.md)."""
+
+    root: Path | None = Field(None, strict=False, description="the update root holding slots/a, slots/b, current "
+                              "and the update state (/opt/panel as the Debian package installs it); unset: no "
+                              "updates (a panel run from a source tree)")
+    keys_dir: Path = Field(Path("/usr/share/panel/update-keys"), strict=False, description="the vendor's pinned "
+                           "Ed25519 public keys, one *.pub file each (base64 of the 32 raw bytes)")
+    ca_file: Path | None = Field(None, strict=False, description="CA bundle for the release server; default: the "
+                                 "system's")
+    max_size_mb: float = Field(200.0, ge=1, le=4096, description="the largest release the panel downloads",
+                               json_schema_extra={"unit": "MiB"})
+    health_deadline_s: float = _seconds(5, 3600, 120.0, "a new release that has not passed its health check this "
+                                        "long after its start is rolled back")
+    commit_after_s: float = _seconds(0, 600, 10.0, "a new release must run at least this long, healthy, before it "
+                                     "commits (a crash soon after the start still rolls back)")
+    max_boots: int = Field(2, ge=1, le=10, description="starts a new release gets to pass its health check; the "
+                           "next start goes back to the previous release")
+
+
 class SecretsConfig(Model):
     """Where the secrets are; the keys of the secrets file are listed under Secrets file below."""
 
@@ -698,8 +718,9 @@ class AccessConfig(Model):
 
 
 class Config(Model):
-    # Door codes, keypad and reader wiring and their throttles decide who gets in: only in the file.
-    APPLY: ClassVar[dict[str, Apply]] = {"tamper": "local-only", "access": "local-only"}
+    # Door codes, keypad and reader wiring and their throttles decide who gets in, and the update keys decide
+    # which firmware may run: only in the file.
+    APPLY: ClassVar[dict[str, Apply]] = {"tamper": "local-only", "access": "local-only", "update": "local-only"}
     panel: PanelInfo
     gpio: GpioConfig = GpioConfig()
     storage: StorageConfig = StorageConfig()
@@ -718,6 +739,7 @@ class Config(Model):
     links: LinksConfig = LinksConfig()
     access: AccessConfig = Field(AccessConfig(), description="keypad, codes, QR and card readers (docs/access.md)",
                                  json_schema_extra=_RESTART)
+    update: UpdateConfig = UpdateConfig()
 
     def button(self, button_id: str) -> ButtonConfig:
         for b in self.buttons:
@@ -844,7 +866,12 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
         name: (base / getattr(cfg.api, name)).absolute()
         for name in ("cert_file", "key_file")
         if getattr(cfg.api, name) is not None and not getattr(cfg.api, name).is_absolute()})
-    return cfg.model_copy(update={"storage": storage, "secrets": secrets, "mqtt": mqtt, "media": media, "api": api})
+    upd = cfg.update.model_copy(update={
+        name: (base / getattr(cfg.update, name)).absolute()
+        for name in ("root", "keys_dir", "ca_file")
+        if getattr(cfg.update, name) is not None and not getattr(cfg.update, name).is_absolute()})
+    return cfg.model_copy(update={"storage": storage, "secrets": secrets, "mqtt": mqtt, "media": media, "api": api,
+                                  "update": upd})
 
 
 def parse_config(data: dict[str, Any], source: str | None = None) -> Config:

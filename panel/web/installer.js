@@ -128,6 +128,7 @@
         rows.push([k.replace(/_/g, " "), v]);
       }
       $("health").replaceChildren(...rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, String(v)))));
+      showUpdate(sys.update);
     } catch (err) {
       $("health").replaceChildren(h("tr", {}, h("td", {}, `Health unavailable: ${err.message}`)));
     }
@@ -279,6 +280,38 @@
         h("td", { class: "mono" }, e.call_guid ? "call " + e.call_guid : ""))));
     } catch (err) { /* shown on the next event */ }
   }
+
+  // -- firmware update (docs/updates.md): the agent's state, and the same update the backend sends -------
+  function showUpdate(u) {
+    const rows = !u || !u.enabled ? [["updates", "off (update.root is not set)"]] : [
+      ["phase", u.phase], ["running", `${u.running.version} (slot ${u.running.slot})`],
+      ["slots", Object.entries(u.slots).map(([s, v]) => `${s}: ${v || "empty"}`).join(", ")],
+      ["on trial", u.trial ? `${u.trial.version} in slot ${u.trial.slot}, start ${u.trial.boots} of ${u.trial.max_boots}`
+        + (u.trial.problems.length ? `: ${u.trial.problems.join("; ")}` : "") : "no"],
+      ["download", u.progress ? `${u.progress.version}: ${u.progress.downloaded} of ${u.progress.size} bytes` : "none"],
+      ["last", u.last ? `${u.last.result} ${u.last.version}` + (u.last.reason ? `: ${u.last.reason}` : "") : "none"],
+    ];
+    $("update-state").replaceChildren(...rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, String(v)))));
+  }
+
+  $("update-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    let release;
+    try {
+      release = JSON.parse($("update-release").value);
+    } catch (err) {
+      say("update-status", `Not JSON: ${err.message}`, "bad");
+      return;
+    }
+    try {
+      const r = await api("/api/v1/update", { method: "POST", token: app.token,
+                                              body: { ...release, force: $("update-force").checked } });
+      say("update-status", r.message, "ok");
+      showUpdate(r.update);
+    } catch (err) {
+      say("update-status", `Not started: ${err.message} (${err.code})`, "bad");
+    }
+  });
 
   // -- password -------------------------------------------------------------------------------------------
   $("pw-form").addEventListener("submit", async (e) => {
