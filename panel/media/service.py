@@ -8,13 +8,11 @@ the reason is logged. Device failures at run time are health events, retried by 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..events import EventData
-from ..platform import Background, EventRow, MediaConfig
+from ..platform import Background, Clock, EventRow, LoopClock, MediaConfig
 
 if TYPE_CHECKING:
     from ..daemon import Panel
@@ -41,7 +39,7 @@ class SessionHandle:
 
 class MediaService:
     def __init__(self, cfg: MediaConfig, *, report: Any, calls: CallControl | None = None,
-                 installer_token: str | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 installer_token: str | None = None, clock: Clock | None = None) -> None:
         from .hub import MediaHub
         from .sessions import SessionManager
         from .tokens import TokenStore
@@ -49,8 +47,9 @@ class MediaService:
         self.cfg = cfg
         self._ending = Background("media")  # sessions ended for synchronous callers
         self.hub = MediaHub(cfg, report)
-        self.tokens = TokenStore(cfg.token_ttl_s, clock=monotonic, installer_token=installer_token)
-        self.sessions = SessionManager(cfg, self.hub, self.tokens, calls)
+        clock = clock or LoopClock()
+        self.tokens = TokenStore(cfg.token_ttl_s, clock=clock.monotonic, installer_token=installer_token)
+        self.sessions = SessionManager(cfg, self.hub, self.tokens, calls, clock=clock)
         self.calls = calls
         self._followed: list[Any] = []
 
@@ -193,7 +192,7 @@ def start_media(panel: Panel) -> MediaService | None:
         panel.journal.record(event)
 
     try:
-        service = MediaService(cfg, report=report, calls=getattr(panel, "calls", None), monotonic=panel.clock.monotonic,
+        service = MediaService(cfg, report=report, calls=getattr(panel, "calls", None), clock=panel.clock,
                                installer_token=panel.secrets.installer_token)
         service.start()
     except ImportError as e:

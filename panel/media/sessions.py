@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import secrets
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
@@ -40,7 +39,7 @@ from aiortc.exceptions import InternalError, InvalidStateError, OperationError
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from ..errors import CallError
-from ..platform import Background, IceServerConfig, MediaConfig
+from ..platform import Background, Clock, IceServerConfig, LoopClock, MediaConfig
 from .audio import MixerInput
 from .errors import SessionRefused
 from .hub import MediaHub
@@ -162,7 +161,7 @@ class Session:
         self.call_guid = grant.call_guid if grant.kind == "call" else None
         self.ice = ice
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice.servers))
-        self.created_mono = time.monotonic()
+        self.created_mono = self.manager.clock.monotonic()
         self.connected_mono: float | None = None
         self.media_mono: float | None = None  # when media from the peer first arrived (answerer)
         self.state: Literal["new", "connecting", "connected", "closed"] = "new"
@@ -288,7 +287,7 @@ class Session:
         state = self.pc.connectionState
         if state == "connected" and self.state != "closed":
             self.state = "connected"
-            self.connected_mono = time.monotonic()
+            self.connected_mono = self.manager.clock.monotonic()
             if self.role == "answerer" and not self._remote_sends_audio:
                 self._media_flows()
         elif state in ("failed", "closed"):
@@ -307,7 +306,7 @@ class Session:
     def _media_flows(self) -> None:
         if self.media_mono is not None or self.role != "answerer":
             return
-        self.media_mono = time.monotonic()
+        self.media_mono = self.manager.clock.monotonic()
         self.manager._media_flows(self)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -341,7 +340,7 @@ class Session:
             "video": "on" if self.video_on else "off", "video_pending": self.video_pending,
             "muted": {"panel": dict(self.panel_muted), "remote": dict(self.remote_muted),
                       "call": self.manager.call_mute(self.call_guid)},
-            "age_s": round(time.monotonic() - self.created_mono, 3),
+            "age_s": round(self.manager.clock.monotonic() - self.created_mono, 3),
         }
 
     def send_state(self, channel: RTCDataChannel | None = None) -> None:
@@ -470,10 +469,11 @@ class Session:
     async def _watch(self) -> None:
         """End the session when the peer goes quiet (it vanished) or never connects."""
         timeout = self.manager.cfg.peer_timeout_s
-        last_bytes, last_change = -1, time.monotonic()
+        clock = self.manager.clock
+        last_bytes, last_change = -1, clock.monotonic()
         while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            now = time.monotonic()
+            await clock.sleep(WATCH_INTERVAL_S)
+            now = clock.monotonic()
             if self.state != "connected":
                 if now - self.created_mono > max(CONNECT_TIMEOUT_S, timeout):
                     self._spawn(self.close("connect_timeout"), "session close")
@@ -580,7 +580,9 @@ def _error(code: str, message: str, in_reply_to: str | None = None) -> dict[str,
 class SessionManager:
     """Creates sessions within the limits and rules, and ends them when their reason to exist ends."""
 
-    def __init__(self, cfg: MediaConfig, hub: MediaHub, tokens: TokenStore, calls: CallControl | None = None) -> None:
+    def __init__(self, cfg: MediaConfig, hub: MediaHub, tokens: TokenStore, calls: CallControl | None = None,
+                 clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or LoopClock()  # session timeouts run on the panel's clock
         self.cfg = cfg
         self.hub = hub
         self.tokens = tokens
@@ -689,7 +691,7 @@ class SessionManager:
         grant = session.grant
         if grant.token_id not in BACKEND_GRANTS:
             # The call lasts as long as the credential it was answered with (docs/calls.md).
-            left = None if grant.lasts_until_mono is None else grant.lasts_until_mono - time.monotonic()
+            left = None if grant.lasts_until_mono is None else grant.lasts_until_mono - self.clock.monotonic()
             self.calls.tie_credential(guid, grant.token_id, left)
 
     async def answer_offer(self, sdp: str, *, token: str | None = None, call_guid: str | None = None,
