@@ -122,7 +122,9 @@ def debs(tmp_path_factory: pytest.TempPathFactory, vendor: Vendor) -> dict[str, 
 def wait_health(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the panel exited with {proc.returncode}"
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AssertionError(f"the panel exited with {proc.returncode}:\n{err[-3000:]}")
         try:
             r = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
             if r.status_code == 200:

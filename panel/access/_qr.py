@@ -14,11 +14,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ._codes import QR_PREFIX
+
+if TYPE_CHECKING:  # numpy, av and zxing-cpp come with the media and access extras: imported where used
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ QUIET_ZONE = 4  # modules of white around a printed QR code, as the standard ask
 
 def qr_picture(payload: str, scale: int = 6) -> np.ndarray:
     """A grey picture of a QR code for ``payload`` with its quiet zone (for the synthetic camera)."""
+    import numpy as np
     import zxingcpp
 
     img = np.array(zxingcpp.create_barcode(payload, zxingcpp.BarcodeFormat.QRCode).to_image(scale=scale))
