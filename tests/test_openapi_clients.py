@@ -68,7 +68,11 @@ def test_schema_names_are_unique() -> None:
     clashes = {name: sorted(f"{m.__module__}.{m.__qualname__}" for m in ms) for name, ms in by_name.items()
                if len({json.dumps(m.model_json_schema(), sort_keys=True) for m in ms}) > 1}
     assert not clashes, clashes
-    assert {"HoldBody", "SimHoldBody"} <= set(openapi_document()["components"]["schemas"])
+    schemas = set(openapi_document()["components"]["schemas"])
+    assert {"HoldBody", "SimHoldBody"} <= schemas
+    # FastAPI names a schema after its module when two models (nested ones included) share a name; a
+    # generator then makes two models of one name and drops every route that uses them.
+    assert not [name for name in schemas if "__" in name], sorted(n for n in schemas if "__" in n)
 
 
 def test_operation_ids_are_readable_and_unique() -> None:

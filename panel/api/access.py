@@ -70,7 +70,7 @@ class LearnBody(Strict):
     doors: list[RelayId] | None = Field(None, max_length=16)
 
 
-class CredentialOut(BaseModel):
+class AccessCredentialOut(BaseModel):
     id: str
     kind: Literal["pin", "duress", "code", "card"]
     owner: str
@@ -86,7 +86,7 @@ class CredentialOut(BaseModel):
 
 
 class CredentialOne(OkBody):
-    credential: CredentialOut
+    credential: AccessCredentialOut
 
 
 class Qr(BaseModel):
@@ -100,7 +100,7 @@ class CodeMade(CredentialOne):
 
 
 class CredentialList(OkBody):
-    credentials: list[CredentialOut]
+    credentials: list[AccessCredentialOut]
 
 
 _401: dict[str, Any] = {"description": "no, unknown, expired or revoked credential"}
@@ -132,8 +132,8 @@ def _owner(who: Principal, owner: str | None) -> str:
     return owner
 
 
-def _out(cred: Credential) -> CredentialOut:
-    return CredentialOut(**cred.public())
+def _out(cred: Credential) -> AccessCredentialOut:
+    return AccessCredentialOut(**cred.public())
 
 
 def _ts(name: str, when: datetime | None) -> float | None:
