@@ -94,7 +94,7 @@ class Resources:
         return cls(len(asyncio.all_tasks()), fd_count())
 
 
-async def assert_no_leaks(before: Resources, panel: Panel, timeout: float = 5.0) -> None:
+async def assert_no_leaks(before: Resources, panel: Panel, timeout: float = 15.0) -> None:
     """Every task, socket and track a session made is gone again (aiortc finishes some teardown in
     background tasks, so give it a moment)."""
     media = media_of(panel)

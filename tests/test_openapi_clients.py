@@ -299,6 +299,23 @@ async def _every_route(gen: ModuleType, call: Calls, spec: dict[str, Any], panel
     assert (await asyncio.wait_for(mjpeg, 20)).content.startswith(b"--")
     await call("auth_revoke_token", 200, issued.parsed.credential.token_id, client=inst)
     assert b"call.status_updated" in (await asyncio.wait_for(stream, 20)).content
+    # -- doors without a call (docs/access.md) and updates (docs/updates.md)
+    await call("access_set_pin", 200, client=resident, body=call.body("PinBody", {"pin": "2468"}))
+    made = await call("access_create_code", 201, client=resident, body=call.body(
+        "CodeBody", {"label": "DHL Tuesday", "max_uses": 1}))
+    await call("access_enrol_card", 201, client=inst, body=call.body("CardBody", {"owner": "alice", "number": "0badc0de"}))
+    # This panel has no card reader and no keypad: both say so rather than wait.
+    await call("access_learn_card", 404, client=inst, body=call.body("LearnBody", {"owner": "alice", "timeout_s": 0.1}))
+    await call("sim_keypad", 404, client=anon, body=call.body("KeypadBody", {"keys": "2468#"}))
+    mine = await call("access_list_credentials", 200, client=resident)
+    assert {c.kind for c in mine.parsed.credentials} >= {"pin", "code", "card"}
+    await call("sim_camera_qr", 200, client=anon, body=call.body("CameraQrBody", {"payload": made.parsed.qr.payload}))
+    await call("sim_camera_qr", 200, client=anon, body=call.body("CameraQrBody", {}))
+    await call("access_revoke", 200, made.parsed.credential.id, client=resident)
+    assert (await call("update_status", 200, client=inst)).parsed.update["enabled"] is False
+    await call("update_start", 409, client=inst, body=call.body("UpdateBody", {
+        "version": "9.9.9", "url": "https://updates.example.net/panel-9.9.9.tar.gz", "size": 1, "sha256": "0" * 64,
+        "signature": "A" * 88}))
     await call("sim_hold", 200, "b304", client=anon, body=call.body("SimHoldBody", {"seconds": 0.1}))
     await call("calls_decline", 200, client=inst, body=call.body("CallCommand", {"who": "installer"}))
     await call("logs_access", 200, client=inst)

@@ -175,7 +175,8 @@ async def tamper(panel: PanelDep, body: TamperBody | None = None) -> SimResult:
     return SimResult(message=f"tamper switch {'tripped' if active else 'at rest'}", pins=pins, events=events)
 
 
-@router.post("/keypad", response_model=SimResult, summary="Type on the simulated matrix keypad")
+@router.post("/keypad", response_model=SimResult, summary="Type on the simulated matrix keypad",
+             responses={404: {"description": "this panel has no keypad configured (access.keypad)"}})
 async def keypad(body: KeypadBody, panel: PanelDep) -> SimResult:
     matrix = panel.keypad_sim
     kp = panel.cfg.access.keypad
@@ -196,7 +197,9 @@ async def keypad(body: KeypadBody, panel: PanelDep) -> SimResult:
     return SimResult(message=f"typed {len(body.keys)} key(s)", pins=panel.pin_levels(), events=events)
 
 
-@router.post("/camera/qr", response_model=SimResult, summary="Hold a QR code up to the synthetic camera")
+@router.post("/camera/qr", response_model=SimResult, summary="Hold a QR code up to the synthetic camera",
+             responses={404: {"description": "QR codes are not available (zxing-cpp missing)"},
+                        503: {"description": "no synthetic camera running"}})
 async def camera_qr(body: CameraQrBody, panel: PanelDep) -> SimResult:
     from ..media.sources import SyntheticVideoSource
 
