@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.access import AccessService, MockMatrix
+from panel.daemon import Panel
 
 from .api_support import api_rig
 from .rig import Rig
@@ -109,3 +110,13 @@ class PtyReader:
         self.pd.stop()
         os.close(self.master)
         os.close(self.slave)
+
+
+async def press_keys(panel: Panel, keys: str) -> None:
+    """Fingers on the simulated matrix: each key held 40 ms, then 40 ms apart (input, not a wait)."""
+    assert panel.keypad_sim is not None
+    for k in keys:
+        panel.keypad_sim.press(k)
+        await asyncio.sleep(0.04)
+        panel.keypad_sim.release(k)
+        await asyncio.sleep(0.04)

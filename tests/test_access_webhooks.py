@@ -3,7 +3,6 @@ the panel itself shows nothing different."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -13,20 +12,10 @@ from panel.auth import Secrets
 from panel.daemon import Panel
 from panel.platform import parse_config
 
-from .access_support import KEYPAD
+from .access_support import KEYPAD, press_keys
 from .eventually import eventually
 from .support import config_dict
 from .webhook_receiver import WebhookReceiver
-
-
-async def press_keys(panel: Panel, keys: str) -> None:
-    """Fingers on the simulated matrix: each key held 40 ms, then 40 ms apart (input, not a wait)."""
-    assert panel.keypad_sim is not None
-    for k in keys:
-        panel.keypad_sim.press(k)
-        await asyncio.sleep(0.04)
-        panel.keypad_sim.release(k)
-        await asyncio.sleep(0.04)
 
 
 async def test_duress_reaches_the_backend_signed_and_without_the_pin(tmp_path: Path) -> None:

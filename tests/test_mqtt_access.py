@@ -3,7 +3,6 @@ pushed to the panel opens the door when typed on the keypad (mock pins, scanned 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from panel.daemon import Panel
 
-from .access_support import ACCESS
+from .access_support import ACCESS, press_keys
 from .eventually import eventually
 from .mosquitto import Broker, Client
 from .test_mqtt import A, broker, cmd, events, panel_config, relay_pin, start  # noqa: F401 (fixture)
@@ -31,15 +30,6 @@ async def backend(broker: Broker) -> AsyncIterator[Client]:  # noqa: F811
     async with Client(broker) as c:
         yield c
 
-
-async def press_keys(panel: Panel, keys: str) -> None:
-    """Fingers on the simulated matrix: each key held 40 ms, then 40 ms apart (input, not a wait)."""
-    assert panel.keypad_sim is not None
-    for k in keys:
-        panel.keypad_sim.press(k)
-        await asyncio.sleep(0.04)
-        panel.keypad_sim.release(k)
-        await asyncio.sleep(0.04)
 
 
 async def test_backend_pushes_a_courier_code_and_the_courier_types_it(panel: Panel, backend: Client) -> None:

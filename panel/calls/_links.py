@@ -252,13 +252,8 @@ class CallLinks:
             raise LinkRefused("invalid_subscription", "send the subscription from POST /api/v1/link/subscribe as "
                               "Authorization: Bearer <subscription>")
         digest = _digest(secret)
-        sub = self._subs.get(digest)
-        if sub is None:
-            ended = self._ended.get(digest)
-            if ended is not None:
-                raise LinkRefused(*ended)
-            raise LinkRefused("invalid_subscription", "this preview is not open (it was closed, or the panel "
-                              "restarted); open the link again")
+        sub = self._open_sub(digest, "this preview is not open (it was closed, or the panel restarted); open the "
+                             "link again")
         link = sub.link
         if link.revoked is not None:  # ended by revoke() already; kept for safety
             raise LinkRefused("link_revoked", "this call link was revoked")
@@ -343,17 +338,22 @@ class CallLinks:
                 sub.joined = False
                 self.participants.leave(sub.call_guid, sub.id, "session_ended")
 
-    async def leave(self, secret: str | None, reason: str = "left") -> Subscription:
-        """Unsubscribe: out of the call if joined, the session ended, the preview closed."""
-        if not secret or not secret.startswith(SUB_PREFIX):
-            raise LinkRefused("invalid_subscription", "send the subscription as Authorization: Bearer")
-        digest = _digest(secret)
+    def _open_sub(self, digest: str, not_open: str) -> Subscription:
+        """The open subscription of ``digest``; one that ended says how (call over, revoked), else not open."""
         sub = self._subs.get(digest)
         if sub is None:
             ended = self._ended.get(digest)
             if ended is not None:
                 raise LinkRefused(*ended)
-            raise LinkRefused("invalid_subscription", "this preview is not open")
+            raise LinkRefused("invalid_subscription", not_open)
+        return sub
+
+    async def leave(self, secret: str | None, reason: str = "left") -> Subscription:
+        """Unsubscribe: out of the call if joined, the session ended, the preview closed."""
+        if not secret or not secret.startswith(SUB_PREFIX):
+            raise LinkRefused("invalid_subscription", "send the subscription as Authorization: Bearer")
+        digest = _digest(secret)
+        sub = self._open_sub(digest, "this preview is not open")
         session = sub.session
         media = self.media()
         self._end(digest, sub, reason, "invalid_subscription", "this preview was closed (left)")
