@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..auth import Secrets
+from ..compat import paho_client
 from ..errors import ConfigError
 from ..platform import Clock, Config, EventRow, Journal, LoopClock
 from ..platform import iso8601 as _iso
@@ -185,7 +186,7 @@ class MqttLink:
         # Commands skip aiomqtt's message iterator (a queue hop and two tasks per message, ~0.3 ms
         # on the unlock path here): paho's per-topic callback, which aiomqtt runs on this event
         # loop's thread (it reads the socket in a loop reader), starts the command's task directly.
-        paho = getattr(client, "_client", None)
+        paho = paho_client(client)
         if paho is not None:
             paho.message_callback_add(self.topics.commands, lambda _c, _u, msg: self._spawn(
                 self._command(client, msg.payload, msg.retain, getattr(msg, "properties", None))))
@@ -223,7 +224,8 @@ class MqttLink:
     def _local_address(client: aiomqtt.Client) -> str | None:
         """The panel's own address on the broker connection (for the installer page's URL)."""
         try:
-            sock: Any = client._client.socket()  # paho's; aiomqtt does not expose it
+            paho = paho_client(client)  # aiomqtt does not expose the socket
+            sock: Any = paho.socket() if paho is not None else None
             return str(sock.getsockname()[0]) if sock is not None else None
         except (AttributeError, OSError):
             return None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import ipaddress
 import logging
 import re
@@ -36,6 +35,7 @@ from typing import Any, Literal
 from aioice import stun
 from aiortc import RTCIceServer, RTCPeerConnection
 
+from ..compat import candidate_gathering
 from ..platform import iso8601 as iso
 
 log = logging.getLogger(__name__)
@@ -174,14 +174,14 @@ def bound_gathering(pc: RTCPeerConnection, budget_s: float) -> int:
             gatherers[id(gatherer)] = gatherer
     bound = 0
     for gatherer in gatherers.values():
-        connection = getattr(gatherer, "_connection", None)
-        method = getattr(connection, "get_component_candidates", None)
-        if method is None or "timeout" not in inspect.signature(method).parameters:
+        found = candidate_gathering(gatherer)
+        if found is None:
             _warn_unbounded()
             continue
+        connection, method = found
         if isinstance(method, functools.partial):
             continue  # already bound
-        connection.get_component_candidates = functools.partial(method, timeout=budget_s)  # type: ignore[union-attr]
+        connection.get_component_candidates = functools.partial(method, timeout=budget_s)
         bound += 1
     return bound
 

@@ -38,6 +38,7 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InternalError, InvalidStateError, OperationError
 from aiortc.rtcdatachannel import RTCDataChannel
 
+from ..compat import dtls_bytes_received, keyframe_hook, set_keyframe_hook
 from ..errors import CallError
 from ..platform import Background, Clock, IceServerConfig, LoopClock, MediaConfig
 from .audio import MixerInput
@@ -528,7 +529,7 @@ class Session:
 def _forward_keyframe_requests(sender: RTCRtpSender, track: PacketVideoTrack) -> None:
     """aiortc answers a peer's PLI/FIR by flagging its own encoder, which pre-encoded packets bypass;
     pass the request on to the shared stream instead (it merges requests from all viewers)."""
-    original = getattr(sender, "_send_keyframe", None)
+    original = keyframe_hook(sender)
     if original is None:
         log.warning("aiortc has no RTCRtpSender._send_keyframe; PLI/FIR from viewers are ignored")
         return
@@ -537,7 +538,7 @@ def _forward_keyframe_requests(sender: RTCRtpSender, track: PacketVideoTrack) ->
         original()
         track.request_keyframe()
 
-    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+    set_keyframe_hook(sender, on_keyframe_request)
 
 
 def _bytes_received(pc: RTCPeerConnection) -> int:
@@ -545,11 +546,7 @@ def _bytes_received(pc: RTCPeerConnection) -> int:
     transports = {id(t.receiver.transport): t.receiver.transport for t in pc.getTransceivers()}
     if pc.sctp is not None:
         transports[id(pc.sctp.transport)] = pc.sctp.transport
-    total = 0
-    for dtls in transports.values():
-        for stat in dtls._get_stats().values():
-            total += getattr(stat, "bytesReceived", 0)
-    return total
+    return sum(dtls_bytes_received(dtls) for dtls in transports.values())
 
 
 async def _drain(channel: RTCDataChannel | None, limit_s: float = 0.3) -> None:

@@ -1,0 +1,61 @@
+"""Every use of a library's private internals, in one place.
+
+aiortc, aioice and aiomqtt leave out a few things the panel needs; each is reached here, guarded, and
+named in ``INTERNALS`` so ``tests/test_compat.py`` fails loudly (naming the library and the attribute)
+when an upgrade removes one, instead of the panel silently losing the feature. Every function degrades to
+"not available" rather than raising, and the callers log once what is lost.
+
+- ``RTCRtpSender._send_keyframe`` (aiortc): pass a viewer's PLI/FIR to the shared encoder, which
+  pre-encoded packets bypass;
+- ``RTCDtlsTransport._get_stats`` (aiortc): bytes received, to end a session whose peer vanished;
+- ``RTCIceGatherer._connection`` and ``Connection.get_component_candidates(timeout=)`` (aiortc, aioice):
+  bound candidate gathering when a STUN/TURN server stops answering;
+- ``aiomqtt.Client._client`` (paho inside aiomqtt): per-topic callbacks for commands (a queue hop less
+  on the unlock path) and the panel's local address on the broker connection.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+# (module, class, attribute, on an instance rather than the class)
+INTERNALS: tuple[tuple[str, str, str, bool], ...] = (
+    ("aiortc", "RTCRtpSender", "_send_keyframe", False),
+    ("aiortc", "RTCDtlsTransport", "_get_stats", False),
+    ("aiortc", "RTCIceGatherer", "_connection", True),
+    ("aiomqtt", "Client", "_client", True),
+)
+
+
+def keyframe_hook(sender: Any) -> Callable[[], None] | None:
+    """The sender's own keyframe request handler (aiortc calls it on a PLI/FIR), or None."""
+    hook = getattr(sender, "_send_keyframe", None)
+    return hook if callable(hook) else None
+
+
+def set_keyframe_hook(sender: Any, hook: Callable[[], None]) -> None:
+    sender._send_keyframe = hook
+
+
+def dtls_bytes_received(dtls: Any) -> int:
+    """Bytes a DTLS transport received (RTP, RTCP, SCTP), from aiortc's private stats; 0 if unavailable."""
+    get_stats = getattr(dtls, "_get_stats", None)
+    if get_stats is None:
+        return 0
+    return sum(getattr(stat, "bytesReceived", 0) for stat in get_stats().values())
+
+
+def candidate_gathering(gatherer: Any) -> tuple[Any, Callable[..., Any]] | None:
+    """(aioice connection, its get_component_candidates) when that takes a ``timeout``; else None."""
+    connection = getattr(gatherer, "_connection", None)
+    method = getattr(connection, "get_component_candidates", None)
+    if method is None or "timeout" not in inspect.signature(method).parameters:
+        return None
+    return connection, method
+
+
+def paho_client(client: Any) -> Any | None:
+    """The paho client inside an aiomqtt client, or None."""
+    return getattr(client, "_client", None)
