@@ -1,8 +1,8 @@
 """kill -9 at random instants while events are being written: nothing acknowledged is lost, nothing is corrupt.
 
 A record is acknowledged when the simulation request that produced it returned 200: the response
-lists the events the journal committed while the request ran. Power cuts are not simulated here
-(a SIGKILL keeps the OS page cache); synchronous=FULL is what covers those.
+lists the events the journal committed while the request ran. A SIGKILL keeps the OS page cache, so power
+cuts are tests/test_powercut.py's, on a file system that throws away what was not fsynced.
 """
 
 from __future__ import annotations
