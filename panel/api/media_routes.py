@@ -20,6 +20,7 @@ from fastapi.responses import Response
 
 from ..errors import http_status
 from ..media.errors import MediaError, TokenRefused
+from ..platform import LiveViewConfig
 from .deps import PanelDep
 from .errors import ApiError
 
@@ -75,14 +76,15 @@ def _live_grant(request: Request, panel: Panel, visitor: VisitorMedia,
     """Who may see the camera now: (credential id, the call it is tied to or None, who)."""
     p = _principal(request)
     if p is not None:
-        if p.role in ("installer", "backend"):
-            return p.token_id, None, p.actor
-        call = panel.calls.current
-        if call is not None and call.live and (p.call_guid == call.guid or (p.call_guid is None
-                                                                            and p.unit_id == call.unit_id)):
-            return p.token_id, call.guid, p.actor
-        raise ApiError("forbidden", f"your {p.role} credential shows the camera only during a call of its "
-                       "own; there is none now")
+        from ..media.errors import SessionRefused
+        from ..media.liveview import watch_call
+
+        try:
+            call_guid = watch_call(panel.cfg.media.live_view if panel.cfg.media is not None else LiveViewConfig(),
+                                   role=p.role, unit_id=p.unit_id, call_guid=p.call_guid, current=panel.calls.current)
+        except SessionRefused as e:
+            raise ApiError(e.code, str(e)) from None
+        return p.token_id, call_guid, p.actor
     try:
         grant = visitor.authorize_live(bearer_or_basic(authorization))
     except TokenRefused as e:

@@ -74,13 +74,15 @@ class MediaService:
 
     # -- sessions, for everyone outside panel/media (nobody else touches Session objects) -----------
     async def open_session(self, offer: str, grant: Any, *, who: str | None = None, origin: Any = "whep",
-                           ice_servers: list[dict[str, Any]] | None = None) -> SessionHandle:
+                           ice_servers: list[dict[str, Any]] | None = None, address: str | None = None) -> SessionHandle:
         """Answer ``offer`` for what ``grant`` (a ``media.tokens.Grant``) allows; ``SessionRefused`` if not.
-        ``ice_servers``: W3C RTCIceServer dicts from the signalling, or None for the configured ones."""
+        ``ice_servers``: W3C RTCIceServer dicts from the signalling, or None for the configured ones;
+        ``address``: the client's, for the per-address cap."""
         from .sessions import ice_servers_from_message
 
         servers = ice_servers_from_message(ice_servers) if ice_servers is not None else None
-        session = await self.sessions.create(offer, grant, who=who, origin=origin, ice_servers=servers)
+        session = await self.sessions.create(offer, grant, who=who, origin=origin, ice_servers=servers,
+                                             address=address)
         return _handle(session)
 
     async def join_as_guest(self, offer: str, *, call_guid: str, participant_id: str, link_id: str) -> SessionHandle:

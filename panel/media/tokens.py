@@ -37,8 +37,10 @@ class Grant:
     # talks to the visitor; never answers or ends the call.
     talk: bool = False
     # When the credential behind the grant stops working (an API credential's expiry, on the monotonic
-    # clock): a call answered with it ends then. None: only a revocation ends it.
+    # clock): its sessions, and a call answered with it, end then. None: only a revocation ends them.
     lasts_until_mono: float | None = None
+    # A resident's live view outside a call: it may use the sessions kept for residents (media.sessions_reserved).
+    resident: bool = False
 
 
 @dataclass
