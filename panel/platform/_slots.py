@@ -68,9 +68,6 @@ class Slots:
         if self.count(credential=credential) >= lim.per_credential:
             raise SlotRefused("credential", f"this credential holds {lim.per_credential} {what} already, the most "
                               "one credential may; close one")
-        if address is not None and self.count(address=address) >= lim.per_address:
-            raise SlotRefused("address", f"{lim.per_address} {what} are open from {address}, the most one "
-                              "address may; close one")
         counts = Counter(s.tier for s in self._held)
         keep = max(0, lim.reserved_installer - counts["installer"])
         if tier == "other":
@@ -78,6 +75,9 @@ class Slots:
         if free <= keep:
             raise SlotRefused("reserved", f"the {free} free {what} are kept for "
                               + ("the installer" if tier == "resident" else "the installer and residents"))
+        if address is not None and self.count(address=address) >= lim.per_address:
+            raise SlotRefused("address", f"{lim.per_address} {what} are open from {address}, the most one "
+                              "address may; close one")
 
     def take(self, credential: str, address: str | None, tier: Tier) -> Slot:
         self.check(credential, address, tier)
