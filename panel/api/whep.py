@@ -94,7 +94,7 @@ def _from_principal(request: Request, media: MediaService, p: Any, *, start: boo
         return Grant(token_id=p.token_id, kind="call", subject=p.subject, call_guid=call_guid,
                      view_only=role != "resident", lasts_until_mono=until)
     return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True, lasts_until_mono=until,
-                 resident=role == "resident")
+                 resident=role == "resident", idle_only=not media.cfg.live_view.into_other_calls)
 
 
 def _grant(request: Request, media: MediaService, authorization: str | None, *, start: bool = False) -> Grant:

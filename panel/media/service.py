@@ -68,9 +68,12 @@ class MediaService:
             attach(True)  # from now on an answered call connects when its media flows
 
     def on_event(self, row: EventRow) -> None:
-        """Journal subscriber: a call that ended takes its credentials and sessions with it."""
+        """Journal subscriber: a call that ended takes its credentials and sessions with it; one that begins
+        ends the live views that may not look into a call."""
         if row.type == "call.status_updated" and row.data.get("status") in CALL_END_STATES:
             self.sessions.call_ended(str(row.data["guid"]), str(row.data["status"]))
+        elif row.type == "call.created":
+            self.sessions.call_started()
 
     # -- sessions, for everyone outside panel/media (nobody else touches Session objects) -----------
     async def open_session(self, offer: str, grant: Any, *, who: str | None = None, origin: Any = "whep",

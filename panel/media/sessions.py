@@ -84,6 +84,8 @@ BACKEND_GRANTS = frozenset({"mqtt", "backend"})
 CREDENTIAL_REVOKED = "credential_revoked"
 # A session's credential expired: it ends with this reason (a call answered with it ends by its own timer).
 CREDENTIAL_EXPIRED = "credential_expired"
+# A call began: live views that may not look into it end with this reason.
+CALL_STARTED = "call_started"
 SESSION_CODES = {"full": "too_many_sessions", "credential": "too_many_sessions_for_credential",
                  "address": "too_many_sessions_from_address", "reserved": "sessions_reserved"}
 
@@ -834,6 +836,13 @@ class SessionManager:
             if s.call_guid == guid:
                 self._closers.spawn(s.close(f"call_{status}"), f"closing session {s.id}")
         self.tokens.revoke_call(guid)  # after: those sessions end for the call, not for the revocation
+
+    def call_started(self) -> None:
+        """A call began: live views that may not show a call's visitor end (a resident of its unit offers
+        again and watches through the call)."""
+        for s in list(self.sessions.values()):
+            if s.grant.idle_only:
+                self._closers.spawn(s.close(CALL_STARTED), f"closing session {s.id}")
 
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)

@@ -41,6 +41,9 @@ class Grant:
     lasts_until_mono: float | None = None
     # A resident's live view outside a call: it may use the sessions kept for residents (media.sessions_reserved).
     resident: bool = False
+    # A viewer's or resident's live view, which must not look into a call (of another unit: its own would
+    # have given a call grant): it ends when a call begins (media.live_view.into_other_calls).
+    idle_only: bool = False
 
 
 @dataclass
