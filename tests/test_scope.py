@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -73,6 +73,7 @@ async def _open_stream(c: httpx.AsyncClient, stack: contextlib.AsyncExitStack, s
         await r.aread()
         return r.status_code, r.json()["code"]
     lines = r.aiter_lines()
+    assert isinstance(lines, AsyncGenerator)
     # Kept until the stack closes: a collected iterator would close its stream (and free the slot).
     stack.push_async_callback(lines.aclose)
     first = await anext(lines)  # the slot is taken when the stream begins: wait for it

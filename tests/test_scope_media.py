@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from panel.api.principals import ApiAuth
+from panel.api.principals import ApiAuth, Role
 from panel.auth import Secrets
 from panel.daemon import Panel
 from panel.platform import FakeClock, parse_config
@@ -47,9 +47,9 @@ async def residents() -> AsyncIterator[list[Resident]]:
         await r.close()
 
 
-async def _credential(panel: Panel, role: str, subject: str, ttl_s: float = 3600, **scope: str) -> str:
-    secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role=role, subject=subject,  # type: ignore[arg-type]
-                                                            issued_by="test", ttl_s=ttl_s, **scope)
+async def _credential(panel: Panel, role: Role, subject: str, unit_id: str, ttl_s: float = 3600) -> str:
+    secret, _ = await ApiAuth.for_panel(panel).tokens.issue(kind="token", role=role, subject=subject, issued_by="test",
+                                                            ttl_s=ttl_s, unit_id=unit_id)
     return secret
 
 
@@ -71,8 +71,7 @@ async def test_session_caps_reserves_and_no_live_view_into_another_units_call(
                          sessions_reserved=1, live_view={"viewer": "any_time", "resident": "any_time"})
     try:
         media = media_of(panel)
-        v1, v2 = await _credential(panel, "viewer", "v1", unit_id="303"), await _credential(panel, "viewer", "v2",
-                                                                                             unit_id="303")
+        v1, v2 = [await _credential(panel, "viewer", name, unit_id="303") for name in ("v1", "v2")]
         r303 = await _credential(panel, "resident", "alice", unit_id="303")
         async with api(panel) as c:
             got = [(await _whep(c, residents, v1))[:2] for _ in range(3)]
