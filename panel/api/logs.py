@@ -194,6 +194,10 @@ class _Waiters:
         assert panel.api_state is not None, "the API's state is made with its app"
         return cls(panel.api_state)
 
+    @property
+    def open(self) -> int:
+        return self.slots.held
+
     def check(self, who: Principal, address: str) -> None:
         """Refuse now, with the bound it hits, what ``slot`` would refuse."""
         try:

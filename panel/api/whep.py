@@ -82,7 +82,7 @@ def _from_principal(request: Request, media: MediaService, p: Any, *, start: boo
     if not start:  # ending a session asks who, not what they may watch now
         return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, installer=installer)
     # The expiry is wall time on the panel's clock; sessions time out on the media clock (monotonic).
-    until = (media.sessions.clock.monotonic() + (p.expires - auth.tokens.now())
+    until = (media.clock.monotonic() + (p.expires - auth.tokens.now())
              if auth is not None and p.expires is not None else None)
     if role in ("installer", "backend"):
         return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, view_only=True, installer=installer,

@@ -47,7 +47,7 @@ class MediaService:
         self.cfg = cfg
         self._ending = Background("media")  # sessions ended for synchronous callers
         self.hub = MediaHub(cfg, report)
-        clock = clock or LoopClock()
+        self.clock = clock = clock or LoopClock()  # sessions' timers (and when an API credential expires)
         self.tokens = TokenStore(cfg.token_ttl_s, clock=clock.monotonic, installer_token=installer_token)
         self.sessions = SessionManager(cfg, self.hub, self.tokens, calls, clock=clock)
         self.calls = calls
