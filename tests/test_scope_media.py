@@ -15,6 +15,7 @@ import pytest
 from panel.api.principals import ApiAuth, Role
 from panel.auth import Secrets
 from panel.daemon import Panel
+from panel.media.mjpeg import MjpegStreamer
 from panel.platform import FakeClock, parse_config
 
 from .eventually import eventually
@@ -53,6 +54,11 @@ async def _credential(panel: Panel, role: Role, subject: str, unit_id: str, ttl_
     return secret
 
 
+def _mjpeg(panel: Panel) -> MjpegStreamer:
+    assert panel.visitor is not None and panel.visitor.mjpeg is not None
+    return panel.visitor.mjpeg
+
+
 async def _whep(c: httpx.AsyncClient, residents: list[Resident], secret: str) -> tuple[int, str, httpx.Response]:
     resident = Resident(audio="recvonly", datachannel=False)
     residents.append(resident)
@@ -82,15 +88,21 @@ async def test_session_caps_reserves_and_no_live_view_into_another_units_call(
             assert (await _whep(c, residents, INSTALLER))[:2] == (201, "ok")  # held to the total only
             assert len(media.sessions.sessions) == 4
             viewers = [s for s in media.sessions.sessions.values() if not s.grant.installer]
+            mjpeg = _mjpeg(panel)
+            async with c.stream("GET", "/api/v1/video.mjpeg", headers={"Authorization": f"Bearer {r303}"}) as picture:
+                assert picture.status_code == 200
+                await eventually(lambda: len(mjpeg.viewers) == 1, what="the MJPEG viewer")
 
-            await ring(panel, "b304")  # another unit's call: the viewers' live views end, the installer's stays
-            await eventually(lambda: all(s.state == "closed" for s in viewers), what="live views ended")
-            assert {s.close_reason for s in viewers} == {"call_started"}
+                await ring(panel, "b304")  # another unit's call: viewers' live views end, the installer's stays
+                await eventually(lambda: all(s.state == "closed" for s in viewers), what="live views ended")
+                assert {s.close_reason for s in viewers} == {"call_started"}
+                await picture.aread()  # the stream ends
+                assert mjpeg.ended == [("alice", "call_started")]
             assert [s.grant.installer for s in media.sessions.sessions.values()] == [True]
             assert (await _whep(c, residents, v1))[:2] == (403, "live_view_other_call")
             assert (await _whep(c, residents, r303))[:2] == (403, "live_view_other_call")
-            mjpeg = await c.get("/api/v1/video.mjpeg", headers={"Authorization": f"Bearer {r303}"})
-            assert (mjpeg.status_code, mjpeg.json()["code"]) == (403, "live_view_other_call")
+            refused = await c.get("/api/v1/video.mjpeg", headers={"Authorization": f"Bearer {r303}"})
+            assert (refused.status_code, refused.json()["code"]) == (403, "live_view_other_call")
     finally:
         await panel.stop("test over")
 
@@ -114,10 +126,16 @@ async def test_live_view_only_during_the_own_call_and_ended_at_the_credentials_e
             assert session is not None and session.role == "viewer" and session.call_guid is not None
             await residents[-1].accept(r.text)
             await residents[-1].wait_pictures(2)
-            clock.advance(59)
-            assert session.state != "closed"
-            clock.advance(1.5)
-            await eventually(lambda: session.state == "closed", timeout=5, what="session ended at the expiry")
-            assert session.close_reason == "credential_expired"
+            mjpeg = _mjpeg(panel)
+            async with c.stream("GET", "/api/v1/video.mjpeg", headers={"Authorization": f"Bearer {viewer}"}) as picture:
+                assert picture.status_code == 200
+                await eventually(lambda: len(mjpeg.viewers) == 1, what="the MJPEG viewer")
+                clock.advance(59)
+                assert session.state != "closed" and len(mjpeg.viewers) == 1
+                clock.advance(1.5)
+                await eventually(lambda: session.state == "closed", timeout=5, what="session ended at the expiry")
+                assert session.close_reason == "credential_expired"
+                await picture.aread()  # the stream ends
+                assert mjpeg.ended == [("v1", "credential_expired")]
     finally:
         await panel.stop("test over")

@@ -71,7 +71,7 @@ def _from_principal(request: Request, media: MediaService, p: Any, *, start: boo
     installer and backend: live view; a viewer or resident: their own call, else live view as far as
     media.live_view allows (panel/media/liveview.py). Whatever it starts ends when the credential expires
     or is revoked."""
-    from ..media.liveview import watch_call
+    from ..media.liveview import idle_only, watch_call
     from ..media.tokens import Grant
 
     auth = getattr(request.app.state, "auth", None)
@@ -94,7 +94,7 @@ def _from_principal(request: Request, media: MediaService, p: Any, *, start: boo
         return Grant(token_id=p.token_id, kind="call", subject=p.subject, call_guid=call_guid,
                      view_only=role != "resident", lasts_until_mono=until)
     return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True, lasts_until_mono=until,
-                 resident=role == "resident", idle_only=not media.cfg.live_view.into_other_calls)
+                 resident=role == "resident", idle_only=idle_only(media.cfg.live_view, role=role, call_guid=None))
 
 
 def _grant(request: Request, media: MediaService, authorization: str | None, *, start: bool = False) -> Grant:

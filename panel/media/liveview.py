@@ -39,3 +39,9 @@ def watch_call(cfg: LiveViewConfig, *, role: str, unit_id: str | None, call_guid
         raise SessionRefused("live_view_other_call", "another unit's call is in progress; live view opens again "
                              "when it is over (media.live_view.into_other_calls)")
     return None
+
+
+def idle_only(cfg: LiveViewConfig, *, role: str, call_guid: str | None) -> bool:
+    """Whether a view ``watch_call`` allowed must end when a call begins: a scoped credential's live view
+    outside a call, unless it may look into other units' calls."""
+    return call_guid is None and role not in UNSCOPED and not cfg.into_other_calls

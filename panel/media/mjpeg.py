@@ -22,7 +22,7 @@ from av.video.codeccontext import VideoCodecContext
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..platform import MjpegConfig
+from ..platform import MjpegConfig, TimerHandle
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
 from .jpeg import Jpeg, JpegFrames, Picture
@@ -51,11 +51,14 @@ def part(jpeg: bytes) -> bytes:
 class MjpegViewer:
     """One HTTP client: a single slot holding the newest picture it has not taken yet."""
 
-    def __init__(self, streamer: MjpegStreamer, token_id: str, call_guid: str | None, who: str) -> None:
+    def __init__(self, streamer: MjpegStreamer, token_id: str, call_guid: str | None, who: str,
+                 idle_only: bool = False) -> None:
         self.streamer = streamer
         self.token_id = token_id
         self.call_guid = call_guid
         self.who = who
+        self.idle_only = idle_only  # a live view that must not look into a call: it ends when one begins
+        self.expiry: TimerHandle | None = None  # its credential's expiry ends it
         self.started_mono = time.monotonic()
         self._slot: Jpeg | None = None
         self._wake = asyncio.Event()
@@ -87,6 +90,8 @@ class MjpegViewer:
             return
         self.closed = True
         self.close_reason = reason
+        if self.expiry is not None:
+            self.expiry.cancel()
         self._slot = None
         self._wake.set()
         self.streamer._remove(self)
@@ -124,11 +129,11 @@ class MjpegStreamer:
         self.ended: list[tuple[str, str]] = []  # (who, reason) of the last viewers, for status and tests
 
     # -- viewers -----------------------------------------------------------------------------------------
-    def add_viewer(self, token_id: str, call_guid: str | None, who: str) -> MjpegViewer:
+    def add_viewer(self, token_id: str, call_guid: str | None, who: str, *, idle_only: bool = False) -> MjpegViewer:
         if len(self.viewers) >= self.cfg.max_viewers:
             raise MjpegRefused("too_many_viewers", f"{len(self.viewers)} MJPEG viewers are watching, the most this "
                                f"panel allows (media.mjpeg.max_viewers = {self.cfg.max_viewers}); try again later")
-        viewer = MjpegViewer(self, token_id, call_guid, who)
+        viewer = MjpegViewer(self, token_id, call_guid, who, idle_only)
         self.viewers.append(viewer)
         if self.last is not None and time.monotonic() - self.last.mono <= FRESH_S:
             viewer.offer(self.last)
@@ -151,6 +156,13 @@ class MjpegStreamer:
         gone = [v for v in self.viewers if v.token_id == token_id]
         for v in gone:
             v.close("revoked")
+        return len(gone)
+
+    def call_started(self) -> int:
+        """A call began: live views that may not show its visitor end."""
+        gone = [v for v in self.viewers if v.idle_only]
+        for v in gone:
+            v.close("call_started")
         return len(gone)
 
     def call_ended(self, guid: str) -> int:
