@@ -130,7 +130,7 @@ async def test_a_backend_cannot_fill_the_token_cap_or_lock_the_installer_out(
     """api.tokens_per_issuer = 10; the panel-wide cap lowered to 13 for the test. Old code: a backend
     credential issued until the 10,000-token cap was full, and then the installer could not log in."""
     monkeypatch.setattr(principals, "MAX_LIVE_TOKENS", 13)
-    monkeypatch.setattr(principals, "MAX_INSTALLER_SESSIONS", 2)
+    monkeypatch.setattr(principals, "MAX_INSTALLER_SESSIONS", 2, raising=False)  # (old code had no such bound)
     password = initial_password(rig)  # readable until its first use
     backend = bearer(await token(rig, "backend", "cloud"))  # issued by "test": 1 of the 13
     installer = bearer(await token(rig, "installer"))
@@ -152,3 +152,16 @@ async def test_a_backend_cannot_fill_the_token_cap_or_lock_the_installer_out(
         assert (await c.get("/api/v1/auth/me", headers=installer)).json()["code"] == "token_revoked"
         newest = bearer(logins[-1].json()["token"])
         assert (await c.get("/api/v1/auth/me", headers=newest)).status_code == 200
+
+
+def test_stream_reserves_must_leave_slots_for_everyone_else() -> None:
+    from panel.errors import ConfigError
+    from panel.platform import parse_config
+
+    from .support import config_dict
+
+    data = config_dict()
+    data["api"] = {"streams": {"total": 8, "reserved_installer": 4, "reserved_residents": 4}}
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert "api.streams.reserved_residents" in str(e.value)

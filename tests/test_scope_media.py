@@ -107,18 +107,35 @@ async def test_session_caps_reserves_and_no_live_view_into_another_units_call(
         await panel.stop("test over")
 
 
-async def test_live_view_only_during_the_own_call_and_ended_at_the_credentials_expiry(
+async def test_by_default_residents_and_viewers_watch_only_during_their_own_call(
         tmp_path: Path, clock: FakeClock, residents: list[Resident]) -> None:
-    """The defaults: residents and viewers watch only during a call of their own unit. A session lasts as
-    long as its credential: closed by a clock timer at the expiry. Old code: the session outlived it."""
+    """Old code: any viewer or resident got WHEP live view at any time, also during another unit's call."""
+    panel = await _panel(tmp_path, clock)
+    try:
+        viewer = await _credential(panel, "viewer", "v1", unit_id="303")
+        resident = await _credential(panel, "resident", "alice", unit_id="303")
+        async with api(panel) as c:
+            for secret in (resident, viewer):
+                assert (await _whep(c, residents, secret))[:2] == (403, "live_view_not_allowed")
+                r = await c.get("/api/v1/snapshot.jpg", headers={"Authorization": f"Bearer {secret}"})
+                assert (r.status_code, r.json()["code"]) == (403, "live_view_not_allowed")
+            await ring(panel, "b304")
+            for secret in (resident, viewer):
+                assert (await _whep(c, residents, secret))[:2] == (403, "live_view_not_allowed")
+            assert (await _whep(c, residents, INSTALLER))[:2] == (201, "ok")  # the installer always may
+    finally:
+        await panel.stop("test over")
+
+
+async def test_a_session_ends_when_its_credential_expires(
+        tmp_path: Path, clock: FakeClock, residents: list[Resident]) -> None:
+    """A viewer watching its unit's call: the WHEP session and the MJPEG stream last as long as the
+    credential, closed by a timer on the panel's clock at the expiry. Old code: both outlived it."""
     panel = await _panel(tmp_path, clock)
     try:
         media = media_of(panel)
         viewer = await _credential(panel, "viewer", "v1", ttl_s=60, unit_id="303")
-        resident = await _credential(panel, "resident", "alice", unit_id="303")
         async with api(panel) as c:
-            assert (await _whep(c, residents, resident))[:2] == (403, "live_view_not_allowed")
-            assert (await _whep(c, residents, viewer))[:2] == (403, "live_view_not_allowed")
             await ring(panel, "b303")
             status, _, r = await _whep(c, residents, viewer)
             assert status == 201, r.text
