@@ -158,6 +158,10 @@ CODES: dict[str, Code] = {
     "too_many_streams": _c(429, "too many event streams and long-polls are open"),
     "too_many_streams_for_credential": _c(429, "the credential holds api.streams.per_credential streams already"),
     "too_many_streams_from_address": _c(429, "the address holds api.streams.per_address streams already"),
+    "too_many_viewers_for_credential": _c(429, "the credential holds media.mjpeg.max_viewers_per_credential MJPEG "
+                                               "viewers already"),
+    "too_many_viewers_from_address": _c(429, "the address holds media.mjpeg.max_viewers_per_address MJPEG viewers "
+                                             "already"),
     # 500: the panel failed
     "credential_error": _c(500, "the installer credential could not be read or written"),
     "credential_unreadable": _c(500, "the installer credential file is unreadable or damaged"),
@@ -189,6 +193,8 @@ CODES: dict[str, Code] = {
                                  "(media.sessions_reserved)", mqtt=True),
     "too_many_sessions": _c(503, "the panel has media.max_sessions media sessions open already", mqtt=True),
     "too_many_viewers": _c(503, "the MJPEG stream has as many viewers as media.mjpeg.max_viewers"),
+    "viewers_reserved": _c(503, "the free MJPEG viewers are kept for the installer, residents and calls "
+                                "(media.mjpeg.viewers_reserved)"),
     # updates (panel/update, docs/updates.md): refused before the running release is touched
     "update_disabled": _c(409, "this panel has no update root (update.root is not set)", mqtt=True),
     "update_busy": _c(409, "an update is in progress already; one at a time", mqtt=True),

@@ -5,6 +5,7 @@ with media on a FakeClock (the expiry is a clock timer), real aiortc residents o
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,16 @@ def _mjpeg(panel: Panel) -> MjpegStreamer:
     return panel.visitor.mjpeg
 
 
+async def _watch_mjpeg(c: httpx.AsyncClient, stack: contextlib.AsyncExitStack, secret: str) -> tuple[int, str]:
+    """Open the MJPEG stream and hold it until ``stack`` closes; its status and refusal code."""
+    r = await stack.enter_async_context(c.stream("GET", "/api/v1/video.mjpeg",
+                                                 headers={"Authorization": f"Bearer {secret}"}))
+    if r.status_code != 200:
+        await r.aread()
+        return r.status_code, r.json()["code"]
+    return 200, "ok"
+
+
 async def _whep(c: httpx.AsyncClient, residents: list[Resident], secret: str) -> tuple[int, str, httpx.Response]:
     resident = Resident(audio="recvonly", datachannel=False)
     residents.append(resident)
@@ -74,7 +85,9 @@ async def test_session_caps_reserves_and_no_live_view_into_another_units_call(
     residents may watch at any time, but not into another unit's call. Old code: any viewer or resident
     got live view at any time, also during another unit's call, and one credential could take every session."""
     panel = await _panel(tmp_path, clock, max_sessions=4, max_sessions_per_credential=2, max_sessions_per_address=3,
-                         sessions_reserved=1, live_view={"viewer": "any_time", "resident": "any_time"})
+                         sessions_reserved=1, live_view={"viewer": "any_time", "resident": "any_time"},
+                         mjpeg={"max_viewers": 4, "max_viewers_per_credential": 2, "max_viewers_per_address": 4,
+                                "viewers_reserved": 1})
     try:
         media = media_of(panel)
         v1, v2 = [await _credential(panel, "viewer", name, unit_id="303") for name in ("v1", "v2")]
@@ -89,15 +102,18 @@ async def test_session_caps_reserves_and_no_live_view_into_another_units_call(
             assert len(media.sessions.sessions) == 4
             viewers = [s for s in media.sessions.sessions.values() if not s.grant.installer]
             mjpeg = _mjpeg(panel)
-            async with c.stream("GET", "/api/v1/video.mjpeg", headers={"Authorization": f"Bearer {r303}"}) as picture:
-                assert picture.status_code == 200
-                await eventually(lambda: len(mjpeg.viewers) == 1, what="the MJPEG viewer")
+            async with contextlib.AsyncExitStack() as stack:  # MJPEG viewers: the same caps and reserve
+                got = [await _watch_mjpeg(c, stack, secret) for secret in (v1, v1, v1, v2, v2, r303)]
+                assert got == [(200, "ok"), (200, "ok"), (429, "too_many_viewers_for_credential"), (200, "ok"),
+                               (503, "viewers_reserved"), (200, "ok")]
+                assert len(mjpeg.viewers) == 4
 
                 await ring(panel, "b304")  # another unit's call: viewers' live views end, the installer's stays
                 await eventually(lambda: all(s.state == "closed" for s in viewers), what="live views ended")
                 assert {s.close_reason for s in viewers} == {"call_started"}
-                await picture.aread()  # the stream ends
-                assert mjpeg.ended == [("alice", "call_started")]
+                await eventually(lambda: not mjpeg.viewers, what="MJPEG live views ended")
+                assert sorted(mjpeg.ended) == [("alice", "call_started"), ("v1", "call_started"),
+                                               ("v1", "call_started"), ("v2", "call_started")]
             assert [s.grant.installer for s in media.sessions.sessions.values()] == [True]
             assert (await _whep(c, residents, v1))[:2] == (403, "live_view_other_call")
             assert (await _whep(c, residents, r303))[:2] == (403, "live_view_other_call")

@@ -21,9 +21,10 @@ from fastapi.responses import Response
 
 from ..errors import http_status
 from ..media.errors import MediaError, TokenRefused
-from ..platform import LiveViewConfig
+from ..platform import LiveViewConfig, SlotTier
 from .deps import PanelDep
 from .errors import ApiError
+from .roles import client_address
 
 if TYPE_CHECKING:
     from ..media.visitor import VisitorMedia
@@ -79,6 +80,7 @@ class _Live:
     token_id: str
     call_guid: str | None  # the call the view is tied to (it ends with it), or None
     who: str
+    tier: SlotTier  # which reserve of the viewers it may use
     lasts_s: float | None = None  # an API credential: until it expires
     idle_only: bool = False  # a viewer's or resident's live view: ends when a call begins
 
@@ -88,6 +90,7 @@ def _live_grant(request: Request, panel: Panel, visitor: VisitorMedia, authoriza
     if p is not None:
         from ..media.errors import SessionRefused
         from ..media.liveview import idle_only, watch_call
+        from ..media.tokens import slot_tier
 
         live_view = panel.cfg.media.live_view if panel.cfg.media is not None else LiveViewConfig()
         try:
@@ -97,13 +100,15 @@ def _live_grant(request: Request, panel: Panel, visitor: VisitorMedia, authoriza
             raise ApiError(e.code, str(e)) from None
         auth = request.app.state.auth
         visitor.media.follow_revocations(auth.tokens)  # revoking the credential ends its stream at once
-        return _Live(p.token_id, call_guid, p.actor, None if p.expires is None else p.expires - auth.tokens.now(),
+        tier = slot_tier(installer=p.role == "installer", in_call=call_guid is not None, resident=p.role == "resident")
+        return _Live(p.token_id, call_guid, p.actor, tier, None if p.expires is None else p.expires - auth.tokens.now(),
                      idle_only=idle_only(live_view, role=p.role, call_guid=call_guid))
     try:
         grant = visitor.authorize_live(bearer_or_basic(authorization))
     except TokenRefused as e:
         raise _refused(e) from None
-    return _Live(grant.token_id, grant.call_guid if grant.kind == "call" else None, grant.subject or grant.token_id)
+    return _Live(grant.token_id, grant.call_guid if grant.kind == "call" else None, grant.subject or grant.token_id,
+                 grant.tier)
 
 
 def _refused(e: TokenRefused) -> ApiError:
@@ -142,7 +147,7 @@ async def mjpeg(request: Request, panel: PanelDep, authorization: str | None = H
 
     try:
         viewer = visitor.add_mjpeg_viewer(live.token_id, live.call_guid, live.who, lasts_s=live.lasts_s,
-                                          idle_only=live.idle_only)
+                                          idle_only=live.idle_only, address=client_address(request), tier=live.tier)
     except MjpegRefused as e:
         raise ApiError(e.code, str(e), headers={"Retry-After": "10"}) from None
     return visitor.mjpeg.response(viewer)

@@ -548,13 +548,6 @@ class Session:
         await self.manager._closed(self, reason)
 
 
-def _tier(grant: Grant) -> SlotTier:
-    """Calls and residents are what the panel is for: they may use the sessions kept from live views."""
-    if grant.installer:
-        return "installer"
-    return "resident" if grant.kind == "call" or grant.resident else "other"
-
-
 def _slot_holder(grant: Grant, who: str) -> str:
     """Whose share a session counts against: its credential; the backend's link speaks for many
     residents with one grant, so there it is the resident the backend names."""
@@ -651,12 +644,12 @@ class SessionManager:
         who = (grant.subject or who or "resident").strip()[:128] or "resident"
         role = self._role_for(grant, who)
         holder = _slot_holder(grant, who)
-        self._make_room(role, holder, address, _tier(grant))
+        self._make_room(role, holder, address, grant.tier)
         if ice_servers is None and not (origin == "mqtt" or self.cfg.whep_ice_servers):
             ice_servers = []
         session = Session(self, grant, role, who, origin, self.ice.choose(ice_servers))
         self.sessions[session.id] = session
-        session.slot = self.slots.take(holder, address, _tier(grant))
+        session.slot = self.slots.take(holder, address, grant.tier)
         if grant.lasts_until_mono is not None:
             # The session lasts as long as the credential it was started with (docs/media.md).
             session.expiry = self.clock.call_at(grant.lasts_until_mono, lambda: self._expired(session))

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..door import ToneFeedback
-from ..platform import Config, EventRow
+from ..platform import Config, EventRow, SlotTier
 from .errors import TokenRefused
 from .jpeg import JpegFrames
 from .mjpeg import MjpegStreamer, MjpegViewer
@@ -87,11 +87,12 @@ class VisitorMedia:
             self.mjpeg.call_started()
 
     def add_mjpeg_viewer(self, token_id: str, call_guid: str | None, who: str, *, lasts_s: float | None = None,
-                         idle_only: bool = False) -> MjpegViewer:
-        """An MJPEG viewer (``MjpegRefused`` if there is no room) that ends, by a timer on the panel's clock,
-        ``lasts_s`` from now: when the API credential it was opened with expires."""
+                         idle_only: bool = False, address: str | None = None,
+                         tier: SlotTier = "other") -> MjpegViewer:
+        """An MJPEG viewer (``MjpegRefused`` if there is no room for it) that ends, by a timer on the panel's
+        clock, ``lasts_s`` from now: when the API credential it was opened with expires."""
         assert self.mjpeg is not None
-        viewer = self.mjpeg.add_viewer(token_id, call_guid, who, idle_only=idle_only)
+        viewer = self.mjpeg.add_viewer(token_id, call_guid, who, idle_only=idle_only, address=address, tier=tier)
         if lasts_s is not None:
             clock = self.media.clock
             viewer.expiry = clock.call_at(clock.monotonic() + max(0.0, lasts_s),

@@ -581,11 +581,19 @@ class SnapshotsConfig(Model):
 class MjpegConfig(Model):
     """The MJPEG live stream (GET /api/v1/video.mjpeg) for clients that can only show a web view."""
 
-    APPLY: ClassVar[dict[str, Apply]] = {"enabled": "local-only", "max_fps": "restart", "max_viewers": "live"}
+    APPLY: ClassVar[dict[str, Apply]] = {"enabled": "local-only", "max_fps": "restart", "max_viewers": "live",
+                                         "max_viewers_per_credential": "live", "max_viewers_per_address": "live",
+                                         "viewers_reserved": "live"}
 
     enabled: bool = Field(True, description="serve the MJPEG stream (with a call or live-view credential)")
     max_fps: float = Field(5.0, ge=0.5, le=30, description="pictures per second at most, whatever the camera does")
     max_viewers: int = Field(4, ge=1, le=32, description="MJPEG viewers at once")
+    max_viewers_per_credential: int = Field(2, ge=1, le=32, description="viewers one credential may hold (the "
+                                            "installer: only max_viewers applies)")
+    max_viewers_per_address: int = Field(3, ge=1, le=32, description="viewers one client address may hold (the "
+                                         "installer: only max_viewers applies)")
+    viewers_reserved: int = Field(1, ge=0, le=31, description="viewers live views of viewers and backends cannot "
+                                  "take: kept for the installer and for residents and calls, at most max_viewers - 1")
 
 
 class TonesConfig(Model):
