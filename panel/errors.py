@@ -67,6 +67,10 @@ CODES: dict[str, Code] = {
     "forbidden": _c(403, "the credential's role or scope does not allow this"),
     "signature_expired": _c(403, "the signed picture URL expired"),
     "links_disabled": _c(403, "call links are off on this panel (links.enabled = false)"),
+    "live_view_not_allowed": _c(403, "the credential's role sees the camera only at the moments media.live_view "
+                                     "names (e.g. during a call of its own unit)"),
+    "live_view_other_call": _c(403, "another unit's call is in progress: live view would show its visitor "
+                                    "(media.live_view.into_other_calls)"),
     "config_local_only": _c(403, "the key can be changed only in the config file on the panel; errors names the keys"),
     "locked_key": _c(403, "this configuration key can be changed only in the file on the panel"),
     "monitor_disabled": _c(403, "live view outside a call is off on this panel (media.monitor = false)", mqtt=True),
@@ -119,6 +123,8 @@ CODES: dict[str, Code] = {
     "too_many_links": _c(409, "the call has as many links as links.max_per_call"),
     "too_many_participants": _c(409, "the call has as many guests as it may"),
     "too_many_tokens": _c(409, "the issuer holds as many credentials as it may"),
+    "issuer_quota_reached": _c(409, "the issuer holds api.tokens_per_issuer live credentials; revoke some or let "
+                                    "them expire"),
     # 422: a field is wrong (the message names it)
     "bad_duration": _c(422, "duration_s is outside 0.5 s to the relay's max_on_s", mqtt=True),
     "config_invalid": _c(422, "the configuration is not valid; every bad key is named"),
@@ -143,8 +149,19 @@ CODES: dict[str, Code] = {
     "login_locked": _c(429, "too many failed logins from this address; wait Retry-After seconds"),
     "rate_limited": _c(429, "too many requests from this address; wait Retry-After seconds"),
     "too_many_previews": _c(429, "too many call-link previews are open"),
-
+    "streams_reserved": _c(429, "the free event streams are kept for the installer and residents "
+                                "(api.streams.reserved_*)"),
+    "too_many_sessions_for_credential": _c(429, "the credential holds media.max_sessions_per_credential media "
+                                                "sessions already", mqtt=True),
+    "too_many_sessions_from_address": _c(429, "the address holds media.max_sessions_per_address media sessions "
+                                              "already"),
     "too_many_streams": _c(429, "too many event streams and long-polls are open"),
+    "too_many_streams_for_credential": _c(429, "the credential holds api.streams.per_credential streams already"),
+    "too_many_streams_from_address": _c(429, "the address holds api.streams.per_address streams already"),
+    "too_many_viewers_for_credential": _c(429, "the credential holds media.mjpeg.max_viewers_per_credential MJPEG "
+                                               "viewers already"),
+    "too_many_viewers_from_address": _c(429, "the address holds media.mjpeg.max_viewers_per_address MJPEG viewers "
+                                             "already"),
     # 500: the panel failed
     "credential_error": _c(500, "the installer credential could not be read or written"),
     "credential_unreadable": _c(500, "the installer credential file is unreadable or damaged"),
@@ -172,8 +189,12 @@ CODES: dict[str, Code] = {
     "no_picture": _c(503, "the camera gave no picture in time"),
     "access_unavailable": _c(503, "this panel runs without door codes and cards (no [access] section)"),
     "not_ready": _c(503, "the part is starting; try again shortly"),
+    "sessions_reserved": _c(503, "the free media sessions are kept for the installer and residents "
+                                 "(media.sessions_reserved)", mqtt=True),
     "too_many_sessions": _c(503, "the panel has media.max_sessions media sessions open already", mqtt=True),
     "too_many_viewers": _c(503, "the MJPEG stream has as many viewers as media.mjpeg.max_viewers"),
+    "viewers_reserved": _c(503, "the free MJPEG viewers are kept for the installer, residents and calls "
+                                "(media.mjpeg.viewers_reserved)"),
     # updates (panel/update, docs/updates.md): refused before the running release is touched
     "update_disabled": _c(409, "this panel has no update root (update.root is not set)", mqtt=True),
     "update_busy": _c(409, "an update is in progress already; one at a time", mqtt=True),

@@ -104,7 +104,7 @@ def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None)
     # Who is calling: one per panel (its token cache), shared by every app made for it.
     app.state.auth = ApiAuth.for_panel(panel) if panel is not None else None
     if panel is not None and panel.api_state is None:
-        panel.api_state = ApiState()
+        panel.api_state = ApiState.for_config(panel.cfg)
     app.state.server_cert = server_cert
     install_error_handlers(app)
     app.include_router(auth.router)

@@ -22,13 +22,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..events import Cause, Method
-from ..platform import EventRow
+from ..platform import EventRow, SlotRefused
 from ..platform import iso8601 as iso
 from .deps import PanelDep
 from .errors import ApiError, OkBody
 from .principals import ApiAuth, Principal
-from .roles import caller
-from .scope import event_in_scope
+from .roles import caller, client_address
+from .scope import event_in_scope, slot_tier
 from .state import ApiState
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ Caller = Annotated[Principal, Depends(caller)]
 MAX_PAGE = 100
 MAX_EVENTS = 500
 MAX_WAIT_S = 30.0
-MAX_WAITERS = 64  # long-polls and streams open at once, all clients together
 KEEPALIVE_S = 15.0
 _TYPE_RE = re.compile(r"^[a-z_]+(\.[a-z_]+)?(\.\*)?$|^[a-z_]+\.\*$")
 _401 = {"description": "no, unknown, expired or revoked credential"}
@@ -179,11 +178,16 @@ async def _read(panel: Panel, seq: int, limit: int, types: list[str]) -> list[Ev
     return await panel.store.read(q)
 
 
+STREAM_CODES = {"full": "too_many_streams", "credential": "too_many_streams_for_credential",
+                "address": "too_many_streams_from_address", "reserved": "streams_reserved"}
+
+
 class _Waiters:
-    """Open long-polls and streams: bounded, each woken by the journal's commits and by revocations."""
+    """Open long-polls and streams: bounded (api.streams), each woken by the journal's commits and by
+    revocations."""
 
     def __init__(self, state: ApiState) -> None:
-        self.state = state
+        self.slots = state.streams
 
     @classmethod
     def for_panel(cls, panel: Panel) -> _Waiters:
@@ -192,14 +196,19 @@ class _Waiters:
 
     @property
     def open(self) -> int:
-        return self.state.open_streams
+        return self.slots.held
+
+    def check(self, who: Principal, address: str) -> None:
+        """Refuse now, with the bound it hits, what ``slot`` would refuse."""
+        try:
+            self.slots.check(who.token_id, address, slot_tier(who))
+        except SlotRefused as e:
+            raise ApiError(STREAM_CODES[e.reason], f"{e}; or try again shortly", headers={"Retry-After": "5"}) from None
 
     @contextlib.contextmanager
-    def slot(self, panel: Panel, auth: ApiAuth, who: Principal) -> Any:
-        if self.open >= MAX_WAITERS:
-            raise ApiError("too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one "
-                           "or try again shortly", headers={"Retry-After": "5"})
-        self.state.open_streams += 1
+    def slot(self, panel: Panel, auth: ApiAuth, who: Principal, address: str) -> Any:
+        self.check(who, address)
+        held = self.slots.take(who.token_id, address, slot_tier(who))
         wake = asyncio.Event()
         revoked = {"yes": False}
 
@@ -218,7 +227,7 @@ class _Waiters:
         finally:
             stop_events()
             stop_revokes()
-            self.state.open_streams -= 1
+            self.slots.release(held)
 
 
 async def _scoped(panel: Panel, who: Principal, seq: int, limit: int, types: list[str]) -> tuple[list[EventRow], int, bool]:
@@ -248,7 +257,7 @@ async def events(request: Request, panel: PanelDep, who: Caller,
     rows, last, more = await _scoped(panel, who, seq, limit, types)
     if not rows and wait_s > 0:
         deadline = asyncio.get_running_loop().time() + wait_s
-        with _Waiters.for_panel(panel).slot(panel, _auth(request), who) as (wake, gone):
+        with _Waiters.for_panel(panel).slot(panel, _auth(request), who, client_address(request)) as (wake, gone):
             while not rows and not gone():
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
@@ -269,9 +278,15 @@ def _sse(row: EventRow) -> bytes:
     return f"id: {row.id}\nevent: {row.type}\ndata: {data}\n\n".encode()
 
 
-async def _stream(panel: Panel, auth: ApiAuth, who: Principal, seq: int, types: list[str],
+async def _stream(panel: Panel, auth: ApiAuth, who: Principal, address: str, seq: int, types: list[str],
                   is_disconnected: Callable[[], Any]) -> AsyncIterator[bytes]:
-    with _Waiters.for_panel(panel).slot(panel, auth, who) as (wake, gone):
+    waiters = _Waiters.for_panel(panel)
+    try:
+        waiters.check(who, address)
+    except ApiError as e:  # taken between the route's check and the first byte: say so in the stream
+        yield f"event: error\ndata: {json.dumps({'code': e.code, 'message': e.message})}\n\n".encode()
+        return
+    with waiters.slot(panel, auth, who, address) as (wake, gone):
         yield b"retry: 2000\n\n"
         while True:
             wake.clear()
@@ -306,11 +321,9 @@ async def stream(request: Request, panel: PanelDep, who: Caller,
                  last_event_id: str | None = Header(None, max_length=64)) -> StreamingResponse:
     types = _types(type)
     seq = await _cursor(panel, last_event_id or after or "now")
-    waiters = _Waiters.for_panel(panel)
-    if waiters.open >= MAX_WAITERS:
-        raise ApiError("too_many_streams", f"{MAX_WAITERS} event streams and long-polls are open; close one or "
-                       "try again shortly", headers={"Retry-After": "5"})
-    return StreamingResponse(_stream(panel, _auth(request), who, seq, types, request.is_disconnected),
+    address = client_address(request)
+    _Waiters.for_panel(panel).check(who, address)
+    return StreamingResponse(_stream(panel, _auth(request), who, address, seq, types, request.is_disconnected),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

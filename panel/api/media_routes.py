@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -20,8 +21,10 @@ from fastapi.responses import Response
 
 from ..errors import http_status
 from ..media.errors import MediaError, TokenRefused
+from ..platform import LiveViewConfig, SlotTier
 from .deps import PanelDep
 from .errors import ApiError
+from .roles import client_address
 
 if TYPE_CHECKING:
     from ..media.visitor import VisitorMedia
@@ -70,24 +73,42 @@ def _principal(request: Request) -> Any | None:
     return getattr(request.state, "principal", None)
 
 
-def _live_grant(request: Request, panel: Panel, visitor: VisitorMedia,
-                authorization: str | None) -> tuple[str, str | None, str]:
-    """Who may see the camera now: (credential id, the call it is tied to or None, who)."""
+@dataclass(frozen=True)
+class _Live:
+    """Who may see the camera now, and for how long."""
+
+    token_id: str
+    call_guid: str | None  # the call the view is tied to (it ends with it), or None
+    who: str
+    tier: SlotTier  # which reserve of the viewers it may use
+    lasts_s: float | None = None  # an API credential: until it expires
+    idle_only: bool = False  # a viewer's or resident's live view: ends when a call begins
+
+
+def _live_grant(request: Request, panel: Panel, visitor: VisitorMedia, authorization: str | None) -> _Live:
     p = _principal(request)
     if p is not None:
-        if p.role in ("installer", "backend"):
-            return p.token_id, None, p.actor
-        call = panel.calls.current
-        if call is not None and call.live and (p.call_guid == call.guid or (p.call_guid is None
-                                                                            and p.unit_id == call.unit_id)):
-            return p.token_id, call.guid, p.actor
-        raise ApiError("forbidden", f"your {p.role} credential shows the camera only during a call of its "
-                       "own; there is none now")
+        from ..media.errors import SessionRefused
+        from ..media.liveview import idle_only, watch_call
+        from ..media.tokens import slot_tier
+
+        live_view = panel.cfg.media.live_view if panel.cfg.media is not None else LiveViewConfig()
+        try:
+            call_guid = watch_call(live_view, role=p.role, unit_id=p.unit_id, call_guid=p.call_guid,
+                                   current=panel.calls.current)
+        except SessionRefused as e:
+            raise ApiError(e.code, str(e)) from None
+        auth = request.app.state.auth
+        visitor.media.follow_revocations(auth.tokens)  # revoking the credential ends its stream at once
+        tier = slot_tier(installer=p.role == "installer", in_call=call_guid is not None, resident=p.role == "resident")
+        return _Live(p.token_id, call_guid, p.actor, tier, None if p.expires is None else p.expires - auth.tokens.now(),
+                     idle_only=idle_only(live_view, role=p.role, call_guid=call_guid))
     try:
         grant = visitor.authorize_live(bearer_or_basic(authorization))
     except TokenRefused as e:
         raise _refused(e) from None
-    return grant.token_id, grant.call_guid if grant.kind == "call" else None, grant.subject or grant.token_id
+    return _Live(grant.token_id, grant.call_guid if grant.kind == "call" else None, grant.subject or grant.token_id,
+                 grant.tier)
 
 
 def _refused(e: TokenRefused) -> ApiError:
@@ -121,11 +142,12 @@ async def mjpeg(request: Request, panel: PanelDep, authorization: str | None = H
     visitor = _visitor(panel, "the MJPEG stream")
     if visitor.mjpeg is None:
         raise ApiError("mjpeg_disabled", "the MJPEG stream is off on this panel (media.mjpeg.enabled)")
-    token_id, call_guid, who = _live_grant(request, panel, visitor, authorization)
+    live = _live_grant(request, panel, visitor, authorization)
     from ..media.mjpeg import MjpegRefused
 
     try:
-        viewer = visitor.mjpeg.add_viewer(token_id, call_guid, who)
+        viewer = visitor.add_mjpeg_viewer(live.token_id, live.call_guid, live.who, lasts_s=live.lasts_s,
+                                          idle_only=live.idle_only, address=client_address(request), tier=live.tier)
     except MjpegRefused as e:
         raise ApiError(e.code, str(e), headers={"Retry-After": "10"}) from None
     return visitor.mjpeg.response(viewer)

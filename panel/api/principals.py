@@ -56,7 +56,10 @@ ISSUABLE: dict[Role, frozenset[Role]] = {
 # Names the panel uses for itself in logs and calls; a token subject must not pretend to be one.
 # Prefixes the panel's own actors use (``backend:<subject>``, ``guest:<id>``, ``res:<id>``): panel/calls.
 RESERVED_PREFIXES = _RESERVED_PREFIXES
-MAX_LIVE_TOKENS = 10_000
+MAX_LIVE_TOKENS = 10_000  # issued tokens; installer login sessions are counted apart (MAX_INSTALLER_SESSIONS)
+# Installer sessions live outside the token cap, so no issuer can lock the installer out; at this many the
+# oldest session gives way to a new login rather than refusing it.
+MAX_INSTALLER_SESSIONS = 32
 REMEMBER_REVOKED_S = 3600.0  # a revoked token is remembered this long, to say "revoked" rather than "invalid"
 
 
@@ -110,9 +113,10 @@ class _Entry:
 class TokenStore:
     """Sessions and issued tokens: in memory for checking, in the store for surviving restarts."""
 
-    def __init__(self, store: Store, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, now: Callable[[], float] = time.time, per_issuer: int = MAX_LIVE_TOKENS) -> None:
         self.store = store
         self.now = now
+        self.per_issuer = per_issuer  # api.tokens_per_issuer
         self._by_digest: dict[str, _Entry] = {}
         self._by_id: dict[str, str] = {}
         self._listeners: list[Callable[[Principal], None]] = []
@@ -136,17 +140,25 @@ class TokenStore:
         self._listeners.append(fn)
         return lambda: self._listeners.remove(fn) if fn in self._listeners else None
 
-    def live_count(self) -> int:
+    def live_count(self, *, kind: Kind | None = None, issued_by: str | None = None) -> int:
         now = self.now()
-        return sum(1 for e in self._by_digest.values() if e.revoked is None and (e.principal.expires or 0) > now)
+        return sum(1 for e in self._by_digest.values() if e.revoked is None and (e.principal.expires or 0) > now
+                   and (kind is None or e.principal.kind == kind)
+                   and (issued_by is None or e.principal.issued_by == issued_by))
 
     async def issue(self, *, kind: Kind, role: Role, subject: str, issued_by: str, ttl_s: float,
                     name: str | None = None, unit_id: str | None = None, call_guid: str | None = None,
                     generation: int | None = None) -> tuple[str, Principal]:
         self._forget_old()
-        if self.live_count() >= MAX_LIVE_TOKENS:
+        if kind == "session":
+            await self._make_room_for_session()
+        elif self.live_count(kind="token") >= MAX_LIVE_TOKENS:
             raise ApiError("too_many_tokens", f"{MAX_LIVE_TOKENS} credentials are live; revoke some "
                            "(DELETE /api/v1/auth/tokens/{id}) or let them expire")
+        elif self.live_count(kind="token", issued_by=issued_by) >= self.per_issuer:
+            raise ApiError("issuer_quota_reached", f"{issued_by} holds {self.per_issuer} live credentials, the most "
+                           "one issuer may (api.tokens_per_issuer); revoke some (DELETE /api/v1/auth/tokens/{id}) "
+                           "or let them expire")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self.now()
         p = Principal(token_id=secrets.token_hex(8), kind=kind, role=role, subject=subject, issued_by=issued_by,
@@ -166,6 +178,13 @@ class TokenStore:
         self._by_digest[d] = _Entry(p)
         self._by_id[p.token_id] = d
         return secret, p
+
+    async def _make_room_for_session(self) -> None:
+        sessions = [p for p in self.list() if p.kind == "session"]
+        if len(sessions) >= MAX_INSTALLER_SESSIONS:
+            oldest = sessions[: len(sessions) - MAX_INSTALLER_SESSIONS + 1]
+            log.info("%d installer sessions are open: the oldest gives way to a new login", len(sessions))
+            await self.revoke([p.token_id for p in oldest])
 
     def lookup(self, secret: str) -> Principal:
         """The principal for a presented secret, or AuthError saying precisely why not."""
@@ -257,7 +276,8 @@ class ApiAuth:
         self.panel = panel
         self.installer = InstallerCredential(panel.cfg.storage.dir)
         self.static_token: str | None = panel.secrets.installer_token
-        self.tokens = TokenStore(panel.store, now=panel.clock.wall)  # expiry on the panel's clock
+        # expiry on the panel's clock
+        self.tokens = TokenStore(panel.store, now=panel.clock.wall, per_issuer=api.tokens_per_issuer)
         self.tokens.load()
         self.session_ttl_s = api.session_ttl_s
         self.login = LoginThrottle(api.login_backoff_s, api.login_lockout_after)
@@ -275,6 +295,7 @@ class ApiAuth:
         counts and apply the new rates from the next request."""
         api = cfg.api
         self.session_ttl_s = api.session_ttl_s
+        self.tokens.per_issuer = api.tokens_per_issuer
         self.login.base_s, self.login.lockout_after = api.login_backoff_s, api.login_lockout_after
         self.mutations.rate = api.mutations_per_minute / 60.0
         self.mutations.burst = float(max(5, api.mutations_per_minute // 4))

@@ -74,7 +74,9 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/auth/tokens/revoke"): allow("installer", "backend", note="all credentials of one subject"),
     # -- the panel -----------------------------------------------------------------------------
     ("GET", "/api/v1/system"): allow("installer", "backend"),
-    ("GET", "/api/v1/state"): allow(*ROLES),
+    ("GET", "/api/v1/state"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
+                                    note="viewer/resident/guest: only the call (and door grant) of their unit or "
+                                         "call; idle otherwise"),
     ("POST", "/api/v1/tamper/clear"): allow("installer"),
     ("GET", "/api/v1/config"): allow("installer", note="secrets are never included"),
     ("PATCH", "/api/v1/config"): allow("installer"),

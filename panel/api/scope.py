@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CallError
+from ..platform import SlotTier
 from .principals import Principal
 
 if TYPE_CHECKING:
@@ -42,6 +43,28 @@ def event_in_scope(p: Principal, row: EventRow, calls: CallManager | None) -> bo
     return call_in_scope(p, unit_id, guid)
 
 
+def state_in_scope(p: Principal, state: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/state as ``p`` may see it: a scoped caller sees the call of its own unit (or its one
+    call) and nothing of another's (guid, answerer, participants, the door grant it holds); the panel is
+    idle to it otherwise. Access blocks (which sources are locked out) are for the installer and backend."""
+    if p.role in UNSCOPED:
+        return state
+    call = (state.get("call") or {}).get("call")
+    unit = call.get("unit") if isinstance(call, dict) else None
+    visible = isinstance(call, dict) and call_in_scope(p, unit.get("id") if isinstance(unit, dict) else None,
+                                                       call.get("guid"))
+    guid = call.get("guid") if visible and isinstance(call, dict) else None
+
+    def grant(relay: dict[str, Any]) -> Any:
+        held = relay.get("grant")
+        return held if guid is not None and isinstance(held, dict) and held.get("call_guid") == guid else None
+
+    door = {**state["door"], "relays": {rid: {**relay, "grant": grant(relay)}
+                                        for rid, relay in state["door"].get("relays", {}).items()}}
+    return {**state, "door": door, "call": state["call"] if visible else {"status": "idle", "call": None},
+            "access": None}
+
+
 # -- the call service's view of a caller ------------------------------------------------------------
 
 def actor(panel: Panel, p: Principal) -> Actor:
@@ -63,3 +86,8 @@ def call_service(panel: Panel) -> CallService:
 def refused(e: CallError) -> Exception:
     """A call service refusal: the one PanelError handler answers it with its status from the table."""
     return e
+
+
+def slot_tier(p: Principal) -> SlotTier:
+    """Which reserve of a bounded resource (event streams, media sessions) a caller may use."""
+    return "installer" if p.role == "installer" else "resident" if p.role == "resident" else "other"

@@ -14,6 +14,7 @@ from ..platform import sysinfo
 from ..update import disabled_status
 from .deps import Caller, PanelDep
 from .errors import OkBody
+from .scope import state_in_scope
 
 router = APIRouter(prefix="/api/v1", tags=["system"])
 
@@ -37,12 +38,14 @@ class State(BaseModel):
     panel: dict[str, str]
     simulated: bool
     door: dict[str, Any]
-    call: dict[str, Any] = Field(description="{status: idle|calling|ringing|connecting|connected, call: the call or null}")
+    call: dict[str, Any] = Field(description="{status: idle|calling|ringing|connecting|connected, call: the call or "
+                                 "null}; a viewer, resident or guest sees only a call of its own unit (or its one "
+                                 "call): idle otherwise")
     inputs: dict[str, Any]
     backlog: int
     access: dict[str, Any] | None = Field(None, description="doors without a call (docs/access.md): blocked "
                                           "sources, keypad, OSDP reader online/secure channel, QR scanning; "
-                                          "null while not running")
+                                          "null while not running, and for viewers, residents and guests")
 
 
 class Ok(OkBody):
@@ -102,7 +105,7 @@ async def health(panel: PanelDep) -> Health:
 @router.get("/state", response_model=State, summary="Door, relays, inputs, tamper and call state",
             responses={401: _401})
 async def state(panel: PanelDep, who: Caller) -> State:
-    return State(**await panel.state())
+    return State(**state_in_scope(who, await panel.state()))
 
 
 @router.get("/system", response_model=SystemInfo, summary="System info: model, firmware, uptime, temperature, "

@@ -17,7 +17,6 @@ installer token, which grants live view only.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,6 +25,7 @@ from fastapi.responses import HTMLResponse
 
 from ..media.errors import SessionRefused, TokenRefused
 from .errors import ApiError, ErrorBody
+from .roles import client_address
 
 if TYPE_CHECKING:
     from ..media.service import MediaService
@@ -43,10 +43,12 @@ PLAYER = Path(__file__).parent.parent / "web" / "player.html"
 _errors: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed SDP, or no codec in common"},
     401: {"model": ErrorBody, "description": "no, wrong, expired or revoked token"},
-    403: {"model": ErrorBody, "description": "live view is off"},
+    403: {"model": ErrorBody, "description": "live view is off, or not for this credential now (media.live_view)"},
     409: {"model": ErrorBody, "description": "the call is over, or already answered by someone else"},
     415: {"model": ErrorBody, "description": "the body is not application/sdp"},
-    503: {"model": ErrorBody, "description": "too many sessions, or media is not running (see Retry-After)"},
+    429: {"model": ErrorBody, "description": "the credential or address holds as many sessions as it may"},
+    503: {"model": ErrorBody, "description": "too many sessions (or the free ones are reserved), or media is not "
+                                             "running (see Retry-After)"},
 }
 
 
@@ -64,36 +66,44 @@ def _bearer(authorization: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def _from_principal(request: Request, media: MediaService, p: Any) -> Grant:
+def _from_principal(request: Request, media: MediaService, p: Any, *, start: bool) -> Grant:
     """What an API credential (authenticated by the app's gate, panel/api/roles.py) may do with media:
-    installer and backend: live view; a resident: their call (named by the credential, or the live
-    call of their unit), else live view; a viewer: view only."""
+    installer and backend: live view; a viewer or resident: their own call, else live view as far as
+    media.live_view allows (panel/media/liveview.py). Whatever it starts ends when the credential expires
+    or is revoked."""
+    from ..media.liveview import idle_only, watch_call
     from ..media.tokens import Grant
 
     auth = getattr(request.app.state, "auth", None)
     if auth is not None:
         media.follow_revocations(auth.tokens)
-    role = getattr(p, "role", None)
-    # A call answered with this credential ends when it expires (the media clock is monotonic).
-    until = (time.monotonic() + (p.expires - auth.tokens.now())
-             if auth is not None and getattr(p, "expires", None) is not None else None)
+    role = p.role
+    installer = role == "installer"
+    if not start:  # ending a session asks who, not what they may watch now
+        return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, installer=installer)
+    # The expiry is wall time on the panel's clock; sessions time out on the media clock (monotonic).
+    until = (media.clock.monotonic() + (p.expires - auth.tokens.now())
+             if auth is not None and p.expires is not None else None)
     if role in ("installer", "backend"):
-        return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, view_only=True,
-                     installer=role == "installer")
-    call = media.calls.current if media.calls is not None else None
-    call_guid = p.call_guid
-    if call_guid is None and call is not None and call.live and (p.unit_id is None or p.unit_id == call.unit_id):
-        call_guid = call.guid
-    if call_guid is not None and (p.call_guid is not None or role == "resident"):
+        return Grant(token_id=p.token_id, kind="monitor", subject=p.actor, view_only=True, installer=installer,
+                     lasts_until_mono=until)
+    calls = media.calls
+    call_guid = watch_call(media.cfg.live_view, role=role, unit_id=p.unit_id, call_guid=p.call_guid,
+                           current=calls.current if calls is not None else None)
+    if call_guid is not None:
         return Grant(token_id=p.token_id, kind="call", subject=p.subject, call_guid=call_guid,
                      view_only=role != "resident", lasts_until_mono=until)
-    return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True)
+    return Grant(token_id=p.token_id, kind="monitor", subject=p.subject, view_only=True, lasts_until_mono=until,
+                 resident=role == "resident", idle_only=idle_only(media.cfg.live_view, role=role, call_guid=None))
 
 
-def _grant(request: Request, media: MediaService, authorization: str | None) -> Grant:
+def _grant(request: Request, media: MediaService, authorization: str | None, *, start: bool = False) -> Grant:
     principal = getattr(request.state, "principal", None)
     if principal is not None:
-        return _from_principal(request, media, principal)
+        try:
+            return _from_principal(request, media, principal, start=start)
+        except SessionRefused as e:
+            raise _refused(e) from None
     try:
         return media.tokens.verify(_bearer(authorization))
     except TokenRefused as e:
@@ -148,7 +158,7 @@ async def whep_start(request: Request,
                      who: Annotated[str | None, Query(max_length=128, description="the resident's id, when the "
                                                      "token does not name one")] = None) -> Response:
     media = _media(request)
-    grant = _grant(request, media, request.headers.get("authorization"))
+    grant = _grant(request, media, request.headers.get("authorization"), start=True)
     content_type = request.headers.get("content-type")
     if (content_type or "").split(";")[0].strip().lower() != SDP:
         raise ApiError("unsupported_media_type", f"send the SDP offer as Content-Type: {SDP} (got "
@@ -159,7 +169,8 @@ async def whep_start(request: Request,
     except UnicodeDecodeError:
         raise ApiError("invalid_sdp", "the SDP offer is not UTF-8 text", headers=CORS) from None
     try:
-        session = await media.open_session(offer, grant, who=who, origin="whep", ice_servers=None)
+        session = await media.open_session(offer, grant, who=who, origin="whep", ice_servers=None,
+                                           address=client_address(request))
     except SessionRefused as e:
         raise _refused(e) from None
     location = f"{router.prefix}/whep/{session.id}"

@@ -22,7 +22,7 @@ from av.video.codeccontext import VideoCodecContext
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..platform import MjpegConfig
+from ..platform import MjpegConfig, Slot, SlotLimits, SlotRefused, Slots, SlotTier, TimerHandle
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
 from .jpeg import Jpeg, JpegFrames, Picture
@@ -51,11 +51,15 @@ def part(jpeg: bytes) -> bytes:
 class MjpegViewer:
     """One HTTP client: a single slot holding the newest picture it has not taken yet."""
 
-    def __init__(self, streamer: MjpegStreamer, token_id: str, call_guid: str | None, who: str) -> None:
+    def __init__(self, streamer: MjpegStreamer, token_id: str, call_guid: str | None, who: str,
+                 idle_only: bool = False, slot: Slot | None = None) -> None:
         self.streamer = streamer
+        self.slot = slot  # its place in the streamer's slots
         self.token_id = token_id
         self.call_guid = call_guid
         self.who = who
+        self.idle_only = idle_only  # a live view that must not look into a call: it ends when one begins
+        self.expiry: TimerHandle | None = None  # its credential's expiry ends it
         self.started_mono = time.monotonic()
         self._slot: Jpeg | None = None
         self._wake = asyncio.Event()
@@ -87,6 +91,8 @@ class MjpegViewer:
             return
         self.closed = True
         self.close_reason = reason
+        if self.expiry is not None:
+            self.expiry.cancel()
         self._slot = None
         self._wake.set()
         self.streamer._remove(self)
@@ -112,9 +118,20 @@ class _Decoder:
         return last
 
 
+VIEWER_CODES = {"full": "too_many_viewers", "credential": "too_many_viewers_for_credential",
+                "address": "too_many_viewers_from_address", "reserved": "viewers_reserved"}
+
+
+def _limits(cfg: MjpegConfig) -> SlotLimits:
+    return SlotLimits(total=cfg.max_viewers, per_credential=cfg.max_viewers_per_credential,
+                      per_address=cfg.max_viewers_per_address,
+                      reserved_residents=min(cfg.viewers_reserved, cfg.max_viewers - 1))
+
+
 class MjpegStreamer:
     def __init__(self, jpegs: JpegFrames, cfg: MjpegConfig) -> None:
         self.jpegs = jpegs
+        self.slots = Slots(_limits(cfg), "MJPEG viewers")
         self.cfg = cfg
         self.interval = 1.0 / cfg.max_fps
         self.viewers: list[MjpegViewer] = []
@@ -124,11 +141,23 @@ class MjpegStreamer:
         self.ended: list[tuple[str, str]] = []  # (who, reason) of the last viewers, for status and tests
 
     # -- viewers -----------------------------------------------------------------------------------------
-    def add_viewer(self, token_id: str, call_guid: str | None, who: str) -> MjpegViewer:
-        if len(self.viewers) >= self.cfg.max_viewers:
-            raise MjpegRefused("too_many_viewers", f"{len(self.viewers)} MJPEG viewers are watching, the most this "
-                               f"panel allows (media.mjpeg.max_viewers = {self.cfg.max_viewers}); try again later")
-        viewer = MjpegViewer(self, token_id, call_guid, who)
+    @property
+    def cfg(self) -> MjpegConfig:
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: MjpegConfig) -> None:  # the max_viewers* keys are live
+        self._cfg = cfg
+        self.slots.limits = _limits(cfg)
+
+    def add_viewer(self, token_id: str, call_guid: str | None, who: str, *, idle_only: bool = False,
+                   address: str | None = None, tier: SlotTier = "other") -> MjpegViewer:
+        try:
+            slot = self.slots.take(token_id, address, tier)
+        except SlotRefused as e:
+            hint = f" (media.mjpeg.max_viewers = {self.cfg.max_viewers})" if e.reason == "full" else ""
+            raise MjpegRefused(VIEWER_CODES[e.reason], f"{e}{hint}; try again later") from None
+        viewer = MjpegViewer(self, token_id, call_guid, who, idle_only, slot)
         self.viewers.append(viewer)
         if self.last is not None and time.monotonic() - self.last.mono <= FRESH_S:
             viewer.offer(self.last)
@@ -138,6 +167,9 @@ class MjpegStreamer:
         return viewer
 
     def _remove(self, viewer: MjpegViewer) -> None:
+        if viewer.slot is not None:
+            self.slots.release(viewer.slot)
+            viewer.slot = None
         if viewer in self.viewers:
             self.viewers.remove(viewer)
             self.ended.append((viewer.who, viewer.close_reason or "closed"))
@@ -151,6 +183,13 @@ class MjpegStreamer:
         gone = [v for v in self.viewers if v.token_id == token_id]
         for v in gone:
             v.close("revoked")
+        return len(gone)
+
+    def call_started(self) -> int:
+        """A call began: live views that may not show its visitor end."""
+        gone = [v for v in self.viewers if v.idle_only]
+        for v in gone:
+            v.close("call_started")
         return len(gone)
 
     def call_ended(self, guid: str) -> int:

@@ -47,7 +47,7 @@ class MediaService:
         self.cfg = cfg
         self._ending = Background("media")  # sessions ended for synchronous callers
         self.hub = MediaHub(cfg, report)
-        clock = clock or LoopClock()
+        self.clock = clock = clock or LoopClock()  # sessions' timers (and when an API credential expires)
         self.tokens = TokenStore(cfg.token_ttl_s, clock=clock.monotonic, installer_token=installer_token)
         self.sessions = SessionManager(cfg, self.hub, self.tokens, calls, clock=clock)
         self.calls = calls
@@ -68,19 +68,24 @@ class MediaService:
             attach(True)  # from now on an answered call connects when its media flows
 
     def on_event(self, row: EventRow) -> None:
-        """Journal subscriber: a call that ended takes its credentials and sessions with it."""
+        """Journal subscriber: a call that ended takes its credentials and sessions with it; one that begins
+        ends the live views that may not look into a call."""
         if row.type == "call.status_updated" and row.data.get("status") in CALL_END_STATES:
             self.sessions.call_ended(str(row.data["guid"]), str(row.data["status"]))
+        elif row.type == "call.created":
+            self.sessions.call_started()
 
     # -- sessions, for everyone outside panel/media (nobody else touches Session objects) -----------
     async def open_session(self, offer: str, grant: Any, *, who: str | None = None, origin: Any = "whep",
-                           ice_servers: list[dict[str, Any]] | None = None) -> SessionHandle:
+                           ice_servers: list[dict[str, Any]] | None = None, address: str | None = None) -> SessionHandle:
         """Answer ``offer`` for what ``grant`` (a ``media.tokens.Grant``) allows; ``SessionRefused`` if not.
-        ``ice_servers``: W3C RTCIceServer dicts from the signalling, or None for the configured ones."""
+        ``ice_servers``: W3C RTCIceServer dicts from the signalling, or None for the configured ones;
+        ``address``: the client's, for the per-address cap."""
         from .sessions import ice_servers_from_message
 
         servers = ice_servers_from_message(ice_servers) if ice_servers is not None else None
-        session = await self.sessions.create(offer, grant, who=who, origin=origin, ice_servers=servers)
+        session = await self.sessions.create(offer, grant, who=who, origin=origin, ice_servers=servers,
+                                             address=address)
         return _handle(session)
 
     async def join_as_guest(self, offer: str, *, call_guid: str, participant_id: str, link_id: str) -> SessionHandle:

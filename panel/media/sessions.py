@@ -40,7 +40,19 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from ..compat import dtls_bytes_received, keyframe_hook, set_keyframe_hook
 from ..errors import CallError
-from ..platform import Background, Clock, IceServerConfig, LoopClock, MediaConfig
+from ..platform import (
+    Background,
+    Clock,
+    IceServerConfig,
+    LoopClock,
+    MediaConfig,
+    Slot,
+    SlotLimits,
+    SlotRefused,
+    Slots,
+    SlotTier,
+    TimerHandle,
+)
 from .audio import MixerInput
 from .errors import SessionRefused
 from .hub import MediaHub
@@ -70,6 +82,12 @@ PEER_LOST = frozenset({"peer_timeout", "peer_failed", "connect_timeout"})
 BACKEND_GRANTS = frozenset({"mqtt", "backend"})
 # The answerer's credential was revoked: the call ends as a hang-up would, with this reason.
 CREDENTIAL_REVOKED = "credential_revoked"
+# A session's credential expired: it ends with this reason (a call answered with it ends by its own timer).
+CREDENTIAL_EXPIRED = "credential_expired"
+# A call began: live views that may not look into it end with this reason.
+CALL_STARTED = "call_started"
+SESSION_CODES = {"full": "too_many_sessions", "credential": "too_many_sessions_for_credential",
+                 "address": "too_many_sessions_from_address", "reserved": "sessions_reserved"}
 
 
 class CallControl(Protocol):
@@ -163,6 +181,8 @@ class Session:
         self.ice = ice
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice.servers))
         self.created_mono = self.manager.clock.monotonic()
+        self.slot: Slot | None = None  # its place in the manager's slots, until it is forgotten
+        self.expiry: TimerHandle | None = None  # the credential's expiry ends the session
         self.connected_mono: float | None = None
         self.media_mono: float | None = None  # when media from the peer first arrived (answerer)
         self.state: Literal["new", "connecting", "connected", "closed"] = "new"
@@ -502,6 +522,8 @@ class Session:
             return
         self._closing = True
         self.close_reason = reason
+        if self.expiry is not None:
+            self.expiry.cancel()
         log.info("session %s (%s, %s) ends: %s", self.id, self.role, self.who, reason,
                  extra={"session": self.id, "call": self.call_guid, "reason": reason})
         if notify and self.send({"type": "end", "reason": reason}):
@@ -524,6 +546,12 @@ class Session:
         self.state = "closed"
         self.closed.set()
         await self.manager._closed(self, reason)
+
+
+def _slot_holder(grant: Grant, who: str) -> str:
+    """Whose share a session counts against: its credential; the backend's link speaks for many
+    residents with one grant, so there it is the resident the backend names."""
+    return f"{grant.token_id}:{who}" if grant.token_id in BACKEND_GRANTS else grant.token_id
 
 
 def _forward_keyframe_requests(sender: RTCRtpSender, track: PacketVideoTrack) -> None:
@@ -585,6 +613,10 @@ class SessionManager:
         self.tokens = tokens
         self.calls = calls
         self.sessions: dict[str, Session] = {}
+        self.slots = Slots(SlotLimits(total=cfg.max_sessions, per_credential=cfg.max_sessions_per_credential,
+                                      per_address=cfg.max_sessions_per_address,
+                                      reserved_residents=min(cfg.sessions_reserved, cfg.max_sessions - 1)),
+                           "media sessions")
         self.answerers: dict[str, Session] = {}  # call guid -> its answering session
         self.handlers: dict[str, Handler] = {}  # extra data-channel message types (e.g. a door command)
         self.data_listeners: list[Callable[[Session, Any], None]] = []
@@ -601,7 +633,7 @@ class SessionManager:
 
     # -- creating ----------------------------------------------------------------------------------------
     async def create(self, offer: str, grant: Grant, *, who: str | None = None, origin: Origin = "whep",
-                     ice_servers: list[RTCIceServer] | None = None) -> Session:
+                     ice_servers: list[RTCIceServer] | None = None, address: str | None = None) -> Session:
         """Answer ``offer`` for what ``grant`` allows; raises ``SessionRefused`` and sets nothing up.
         ``ice_servers``: those named by the signalling (the offer message); None: the configured ones for
         MQTT-signalled sessions (and WHEP with ``media.whep_ice_servers``), none for WHEP. Either way the
@@ -611,11 +643,16 @@ class SessionManager:
         check_offer(offer)  # refuse garbage before spending a slot or a call on it
         who = (grant.subject or who or "resident").strip()[:128] or "resident"
         role = self._role_for(grant, who)
-        self._make_room(role)
+        holder = _slot_holder(grant, who)
+        self._make_room(role, holder, address, grant.tier)
         if ice_servers is None and not (origin == "mqtt" or self.cfg.whep_ice_servers):
             ice_servers = []
         session = Session(self, grant, role, who, origin, self.ice.choose(ice_servers))
         self.sessions[session.id] = session
+        session.slot = self.slots.take(holder, address, grant.tier)
+        if grant.lasts_until_mono is not None:
+            # The session lasts as long as the credential it was started with (docs/media.md).
+            session.expiry = self.clock.call_at(grant.lasts_until_mono, lambda: self._expired(session))
         try:
             await session.negotiate(offer)
             if role == "answerer":
@@ -647,6 +684,7 @@ class SessionManager:
             # the way (an MQTT reply, a dropped HTTP response). The retry replaces the stalled session;
             # taken out of ``answerers`` first, its closing leaves the call alone.
             del self.answerers[call.guid]
+            self._forget(holder)  # the retry takes its slot
             self._closers.spawn(holder.close("superseded", notify=False), f"closing session {holder.id}")
             return "answerer"
         answered_by = holder.who if holder is not None else (call.answered_by if call.answered else None)
@@ -657,20 +695,36 @@ class SessionManager:
                                  "only one resident talks to the visitor")
         return "answerer"
 
-    def _make_room(self, role: Role) -> None:
-        if len(self.sessions) < self.cfg.max_sessions:
+    def _make_room(self, role: Role, holder: str, address: str | None, tier: SlotTier) -> None:
+        """Refuse, with the bound it hits, a session the slots cannot take; a call's answerer makes room."""
+        try:
+            self.slots.check(holder, address, tier)
             return
-        if role == "answerer":
+        except SlotRefused as e:
+            refused = e
+        if refused.reason == "full" and role == "answerer":
             # A call outranks a live view: the oldest viewer outside any call makes room.
             monitors = [s for s in self.sessions.values() if s.grant.kind == "monitor" and not s._closing]
             if monitors:
                 victim = min(monitors, key=lambda s: s.created_mono)
-                del self.sessions[victim.id]  # its slot is free now; it finishes closing on its own
+                self._forget(victim)  # its slot is free now; it finishes closing on its own
                 self._closers.spawn(victim.close("preempted_by_call"), f"closing session {victim.id}")
+                self._make_room(role, holder, address, tier)
                 return
-        raise SessionRefused("too_many_sessions", f"{len(self.sessions)} media sessions are open, the most this panel "
-                             f"allows (media.max_sessions = {self.cfg.max_sessions}); try again when one ends",
-                             retry_after_s=RETRY_AFTER_S)
+        code = SESSION_CODES[refused.reason]
+        hint = f" (media.max_sessions = {self.cfg.max_sessions})" if refused.reason == "full" else ""
+        raise SessionRefused(code, f"{refused}{hint}; try again when one ends", retry_after_s=RETRY_AFTER_S)
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        if session.slot is not None:
+            self.slots.release(session.slot)
+            session.slot = None
+
+    def _expired(self, session: Session) -> None:
+        if not session._closing:
+            log.info("session %s: its credential %s expired", session.id, session.grant.token_id)
+            self._closers.spawn(session.close(CREDENTIAL_EXPIRED), f"closing session {session.id}")
 
     async def _answer_call(self, session: Session) -> None:
         guid = session.call_guid
@@ -728,7 +782,7 @@ class SessionManager:
                 log.exception("data listener failed")
 
     async def _closed(self, session: Session, reason: str) -> None:
-        self.sessions.pop(session.id, None)
+        self._forget(session)
         self.ended.append((session.id, reason))
         guid = session.call_guid
         if guid is not None and self.answerers.get(guid) is session:
@@ -775,6 +829,13 @@ class SessionManager:
             if s.call_guid == guid:
                 self._closers.spawn(s.close(f"call_{status}"), f"closing session {s.id}")
         self.tokens.revoke_call(guid)  # after: those sessions end for the call, not for the revocation
+
+    def call_started(self) -> None:
+        """A call began: live views that may not show a call's visitor end (a resident of its unit offers
+        again and watches through the call)."""
+        for s in list(self.sessions.values()):
+            if s.grant.idle_only:
+                self._closers.spawn(s.close(CALL_STARTED), f"closing session {s.id}")
 
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)

@@ -17,11 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from ..platform import SlotTier
 from .errors import TokenRefused
 
 Kind = Literal["call", "monitor"]
 TOKEN_PREFIX = "pmt_"
 FORGET_AFTER_S = 3600.0  # how long an expired or revoked token is remembered (for a precise error)
+
+
+def slot_tier(*, installer: bool, in_call: bool, resident: bool) -> SlotTier:
+    """Which reserve of the media slots (sessions, MJPEG viewers) a watcher may use: calls and residents
+    are what the panel is for, so they may use those kept from others' live views."""
+    return "installer" if installer else "resident" if in_call or resident else "other"
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,17 @@ class Grant:
     # talks to the visitor; never answers or ends the call.
     talk: bool = False
     # When the credential behind the grant stops working (an API credential's expiry, on the monotonic
-    # clock): a call answered with it ends then. None: only a revocation ends it.
+    # clock): its sessions, and a call answered with it, end then. None: only a revocation ends them.
     lasts_until_mono: float | None = None
+    # A resident's live view outside a call: it may use the sessions kept for residents (media.sessions_reserved).
+    resident: bool = False
+    # A viewer's or resident's live view, which must not look into a call (of another unit: its own would
+    # have given a call grant): it ends when a call begins (media.live_view.into_other_calls).
+    idle_only: bool = False
+
+    @property
+    def tier(self) -> SlotTier:
+        return slot_tier(installer=self.installer, in_call=self.kind == "call", resident=self.resident)
 
 
 @dataclass

@@ -12,10 +12,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..door import ToneFeedback
-from ..platform import Config, EventRow
+from ..platform import Config, EventRow, SlotTier
 from .errors import TokenRefused
 from .jpeg import JpegFrames
-from .mjpeg import MjpegStreamer
+from .mjpeg import MjpegStreamer, MjpegViewer
 from .snapshots import Snapshots
 from .tokens import Grant
 from .tones import TonePlayer
@@ -83,6 +83,21 @@ class VisitorMedia:
             self.feedback.on_event(row)
         if self.mjpeg is not None and row.type == "call.status_updated" and row.data.get("status") in CALL_END_STATES:
             self.mjpeg.call_ended(str(row.data.get("guid")))
+        elif self.mjpeg is not None and row.type == "call.created":
+            self.mjpeg.call_started()
+
+    def add_mjpeg_viewer(self, token_id: str, call_guid: str | None, who: str, *, lasts_s: float | None = None,
+                         idle_only: bool = False, address: str | None = None,
+                         tier: SlotTier = "other") -> MjpegViewer:
+        """An MJPEG viewer (``MjpegRefused`` if there is no room for it) that ends, by a timer on the panel's
+        clock, ``lasts_s`` from now: when the API credential it was opened with expires."""
+        assert self.mjpeg is not None
+        viewer = self.mjpeg.add_viewer(token_id, call_guid, who, idle_only=idle_only, address=address, tier=tier)
+        if lasts_s is not None:
+            clock = self.media.clock
+            viewer.expiry = clock.call_at(clock.monotonic() + max(0.0, lasts_s),
+                                          lambda: viewer.close("credential_expired"))
+        return viewer
 
     def _revoked(self, grant: Grant) -> None:
         if self.mjpeg is not None:

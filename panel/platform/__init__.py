@@ -20,6 +20,7 @@ from ._config import (
     KeypadConfig,
     LightConfig,
     LinksConfig,
+    LiveViewConfig,
     MediaConfig,
     MjpegConfig,
     OsdpConfig,
@@ -50,6 +51,8 @@ from ._retention import keep_history_bounded, prune
 from ._sdnotify import Notifier, feed_watchdog
 from ._selftest import Row as SelftestRow
 from ._selftest import check_storage, format_table, run_selftest
+from ._slots import Slot, SlotLimits, SlotRefused, Slots
+from ._slots import Tier as SlotTier
 from ._store import MIGRATIONS, AccessRow, EventRow, Store, Tx
 from ._supervisor import Supervisor
 from ._sysinfo import addresses
@@ -95,6 +98,7 @@ __all__ = [
     "Lifecycle",
     "LightConfig",
     "LinksConfig",
+    "LiveViewConfig",
     "load_config",
     "lock_storage",
     "LoopClock",
@@ -116,6 +120,11 @@ __all__ = [
     "SecretsConfig",
     "SelftestRow",
     "setup_logging",
+    "Slot",
+    "SlotLimits",
+    "SlotRefused",
+    "Slots",
+    "SlotTier",
     "SLUG_PATTERN",
     "SnapshotsConfig",
     "StopReason",

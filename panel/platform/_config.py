@@ -260,13 +260,33 @@ class StorageConfig(Model):
                                   description="rows kept in each of the call log, the access log and the delivered event history")
 
 
+class StreamsConfig(Model):
+    """Event streams and long-polls (GET /api/v1/events/stream, /api/v1/events?wait_s=): bounded in total, per
+    credential and per address, with slots no viewer or backend can take, so a resident's page keeps ringing
+    and the installer gets in while others hold the rest (docs/api.md, Event streams)."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "total": "restart", "per_credential": "restart", "per_address": "restart", "reserved_installer": "restart",
+        "reserved_residents": "restart",
+    }
+
+    total: int = Field(64, ge=4, le=1024, description="event streams and long-polls open at once, all clients")
+    per_credential: int = Field(4, ge=1, le=1024, description="streams one credential may hold (the installer: "
+                                "only the total applies)")
+    per_address: int = Field(16, ge=1, le=1024, description="streams one client address may hold (the installer: "
+                             "only the total applies)")
+    reserved_installer: int = Field(4, ge=0, le=64, description="slots only the installer may take")
+    reserved_residents: int = Field(16, ge=0, le=512, description="further slots only residents (and the installer) "
+                                    "may take; viewers, guests and backends share the rest")
+
+
 class ApiConfig(Model):
     """The panel's local HTTP API."""
 
     APPLY: ClassVar[dict[str, Apply]] = {
         "listen": "local-only", "tls": "local-only", "allow_plain_http": "local-only", "cert_file": "local-only",
         "key_file": "local-only", "session_ttl_s": "live", "login_backoff_s": "live", "login_lockout_after": "live",
-        "mutations_per_minute": "live", "max_body_bytes": "restart",
+        "mutations_per_minute": "live", "max_body_bytes": "restart", "tokens_per_issuer": "live",
     }
 
     listen: str = Field("127.0.0.1:8080", description="host:port of the local HTTP API")
@@ -288,6 +308,10 @@ class ApiConfig(Model):
                                       "(POST, PUT, PATCH, DELETE) per client address; bursts of a quarter of it "
                                       "pass at once; more gets 429")
     max_body_bytes: int = Field(65_536, ge=1024, le=10_485_760, description="larger request bodies get 413")
+    tokens_per_issuer: int = Field(2_000, ge=10, le=10_000, description="live credentials one issuer (the installer, "
+                                   "one backend credential) may hold of the panel's 10,000; installer login "
+                                   "sessions count apart and never against it")
+    streams: StreamsConfig = StreamsConfig()
 
     @field_validator("listen")
     @classmethod
@@ -557,11 +581,19 @@ class SnapshotsConfig(Model):
 class MjpegConfig(Model):
     """The MJPEG live stream (GET /api/v1/video.mjpeg) for clients that can only show a web view."""
 
-    APPLY: ClassVar[dict[str, Apply]] = {"enabled": "local-only", "max_fps": "restart", "max_viewers": "live"}
+    APPLY: ClassVar[dict[str, Apply]] = {"enabled": "local-only", "max_fps": "restart", "max_viewers": "live",
+                                         "max_viewers_per_credential": "live", "max_viewers_per_address": "live",
+                                         "viewers_reserved": "live"}
 
     enabled: bool = Field(True, description="serve the MJPEG stream (with a call or live-view credential)")
     max_fps: float = Field(5.0, ge=0.5, le=30, description="pictures per second at most, whatever the camera does")
     max_viewers: int = Field(4, ge=1, le=32, description="MJPEG viewers at once")
+    max_viewers_per_credential: int = Field(2, ge=1, le=32, description="viewers one credential may hold (the "
+                                            "installer: only max_viewers applies)")
+    max_viewers_per_address: int = Field(3, ge=1, le=32, description="viewers one client address may hold (the "
+                                         "installer: only max_viewers applies)")
+    viewers_reserved: int = Field(1, ge=0, le=31, description="viewers live views of viewers and backends cannot "
+                                  "take: kept for the installer and for residents and calls, at most max_viewers - 1")
 
 
 class TonesConfig(Model):
@@ -608,6 +640,28 @@ class LinksConfig(Model):
         return v
 
 
+LiveViewWhen = Literal["never", "own_call", "any_time"]
+
+
+class LiveViewConfig(Model):
+    """Who sees the camera when, with an API credential (WHEP, MJPEG, a snapshot now); docs/media.md, Who
+    may watch. The installer and the backend always may (with media.monitor for WHEP outside a call)."""
+
+    # Each widens who sees the entrance: only in the file on the panel.
+    APPLY: ClassVar[dict[str, Apply]] = {"resident": "local-only", "viewer": "local-only",
+                                         "into_other_calls": "local-only"}
+
+    resident: Literal["own_call", "any_time"] = Field(
+        "own_call", description="own_call: a resident watches only while a call of their unit rings or is answered; "
+        "any_time: also when the panel is idle")
+    viewer: LiveViewWhen = Field(
+        "own_call", description="never, own_call (while a call of the viewer's unit, or their one call, is in "
+        "progress) or any_time (also when the panel is idle)")
+    into_other_calls: bool = Field(
+        False, description="let a resident or viewer allowed any_time watch while another unit's call is in "
+        "progress (they would see that unit's visitor)")
+
+
 class MediaConfig(Model):
     """Camera, microphone, speaker and WebRTC sessions (WHEP on the local API, offers over MQTT).
 
@@ -622,12 +676,20 @@ class MediaConfig(Model):
         "max_sessions": "restart", "ice_servers": "local-only", "whep_ice_servers": "restart",
         "ice_gather_budget_s": "restart", "ice_probe_interval_s": "restart", "ice_probe_timeout_s": "restart",
         "token_ttl_s": "restart", "peer_timeout_s": "restart", "monitor": "local-only", "monitor_audio": "local-only",
-        "join_view_only": "local-only", "linger_s": "restart",
+        "join_view_only": "local-only", "linger_s": "restart", "max_sessions_per_credential": "restart",
+        "max_sessions_per_address": "restart", "sessions_reserved": "restart",
     }
 
     video: VideoConfig = VideoConfig()
     audio: AudioConfig = AudioConfig()
     max_sessions: int = Field(4, ge=1, le=16, description="WebRTC sessions at once (calls and live views)")
+    max_sessions_per_credential: int = Field(2, ge=1, le=16, description="sessions one credential may hold (the "
+                                             "installer: only max_sessions applies)")
+    max_sessions_per_address: int = Field(3, ge=1, le=16, description="WHEP sessions one client address may hold "
+                                          "(the installer: only max_sessions applies)")
+    sessions_reserved: int = Field(1, ge=0, le=15, description="sessions viewers' and backends' live views cannot "
+                                   "take: kept for the installer and residents, at most max_sessions - 1 (a "
+                                   "call's answerer also ends the oldest live view when all are taken)")
     ice_servers: list[IceServerConfig] = Field(
         [], description="STUN/TURN for remote residents (MQTT-signalled sessions); LAN WHEP sessions use host "
                         "candidates only, so setting up a session never waits for a STUN server")
@@ -650,6 +712,7 @@ class MediaConfig(Model):
                                                     "instead of being refused")
     linger_s: float = _seconds(0, 60, 5.0, "keep a device open this long after its last viewer left, so the next "
                                "one starts at once")
+    live_view: LiveViewConfig = LiveViewConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
     mjpeg: MjpegConfig = MjpegConfig()
     tones: TonesConfig = TonesConfig()
@@ -902,6 +965,11 @@ def _cross_checks(cfg: Config) -> list[str]:
             problems.append(f"buttons[{i}].id: {b.id!r} is already used by {seen_ids[b.id]}; ids must be unique")
         else:
             seen_ids[b.id] = f"buttons[{i}]"
+    streams = cfg.api.streams
+    if streams.reserved_installer + streams.reserved_residents >= streams.total:
+        problems.append(f"api.streams.reserved_residents: {streams.reserved_installer} + {streams.reserved_residents} "
+                        f"reserved slots leave none of the {streams.total} (api.streams.total) for viewers, guests "
+                        "and backends; expected fewer reserved than total")
     relay_ids: set[str] = set()
     for i, r in enumerate(cfg.door.relays):
         claim(r.pin, f"door.relays[{i}].pin")
