@@ -166,7 +166,7 @@ def _handler(est: EstServer) -> type[BaseHTTPRequestHandler]:
             return
 
         def _client(self) -> x509.Certificate | None:
-            der = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+            der = self.connection.getpeercert(binary_form=True)
             return x509.load_der_x509_certificate(der) if der else None
 
         def _basic(self) -> tuple[str | None, str | None]:

@@ -106,7 +106,7 @@ class TestCA:
         return (
             x509.CertificateBuilder()
             .subject_name(_name(cn)).issuer_name(self.cert.subject)
-            .public_key(csr.public_key()).serial_number(x509.random_serial_number())  # type: ignore[arg-type]
+            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(seconds=lifetime_s))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -409,7 +409,7 @@ class Client:
         corr = secrets.token_bytes(8)
         base = f"{TOPIC_PREFIX}/{panel_id}"
         response_topic = response_topic or f"{base}/replies/{self.user}"
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = response_topic
         props.CorrelationData = corr
         since = len(self.messages)

@@ -17,26 +17,24 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from panel import cli
-from panel.auth import Secrets
 from panel.daemon import Panel
 from panel.enrol import ALPHABET, ENROLMENT_DIR, EnrolCode, load_identity, normalise
 from panel.errors import CODES, ConfigError, http_status
 from panel.platform import parse_config
 
+from .enrol_support import api, enrol_config, enrolment_files, start_panel, status
 from .est_server import EstServer
 from .eventually import eventually
 from .mosquitto import Broker, Client
-from .support import config_dict, write_config
+from .support import config_dict
 from .webhook_receiver import WebhookReceiver
 
-INSTALLER = "installer-token-0123456789"
 ASYNC = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -65,46 +63,17 @@ def est(broker: Broker, receiver: WebhookReceiver, webhook_secret: str, tmp_path
     server.close()
 
 
-def enrol_config(tmp: Path, est: EstServer, panel_id: str, **enrol: Any) -> dict[str, Any]:
-    data = config_dict(panel={"id": panel_id, "name": "Enrolment test"})
-    data["storage"] = {"dir": str(tmp / "state")}
-    data["mqtt"] = {"reconnect_max_s": 1}
-    data["enrol"] = {"est_url": est.url, "ca_file": str(est.broker.ca_file), "retry_s": 0.1, "timeout_s": 5, **enrol}
-    return data
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def make_panel(tmp_path: Path) -> AsyncIterator[Any]:
     made: list[Panel] = []
 
     async def make(data: dict[str, Any]) -> Panel:
-        p = Panel(parse_config(data), Secrets(installer_token=INSTALLER), simulate=True)
-        p.config_path = write_config(tmp_path, data)
-        await p.start()
-        made.append(p)
-        return p
+        made.append(await start_panel(tmp_path, data))
+        return made[-1]
 
     yield make
     for p in made:
         await p.stop("test over")
-
-
-def api(panel: Panel) -> httpx.AsyncClient:
-    assert panel.api is not None
-    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{panel.api.bound_port}",
-                             headers={"Authorization": f"Bearer {INSTALLER}"})
-
-
-async def status(panel: Panel) -> dict[str, Any]:
-    async with api(panel) as c:
-        r = await c.get("/api/v1/enrol")
-    assert r.status_code == 200, r.text
-    return r.json()["enrolment"]  # type: ignore[no-any-return]
-
-
-def enrolment_files(panel: Panel) -> list[str]:
-    root = panel.cfg.storage.dir / ENROLMENT_DIR
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
 @ASYNC
@@ -131,7 +100,7 @@ async def test_a_fresh_panel_enrols_by_its_code_and_connects_with_the_issued_cer
 
     # Not redeemed yet: the panel asks, the backend says so, nothing is written.
     await eventually(lambda: any(r.path.endswith("/simpleenroll") for r in est.requests), 5, "a first attempt")
-    waiting = await eventually(lambda: _with_error(panel), 5, "the refusal shown")
+    waiting: dict[str, Any] = await eventually(lambda: _with_error(panel), 5, "the refusal shown")
     assert waiting["last_error"]["code"] == "enrol_not_redeemed"
     assert enrolment_files(panel) == ["pending.json"]
 
@@ -173,9 +142,9 @@ async def test_a_fresh_panel_enrols_by_its_code_and_connects_with_the_issued_cer
     assert (r.status_code, r.json()["code"]) == (409, "already_enrolled")
 
 
-async def _with_error(panel: Panel) -> dict[str, Any] | None:
+async def _with_error(panel: Panel) -> dict[str, Any]:
     s = await status(panel)
-    return s if s["last_error"] else None
+    return s if s["last_error"] else {}
 
 
 @ASYNC

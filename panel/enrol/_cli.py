@@ -1,4 +1,4 @@
-"""``panel enrol show`` (its parser is in panel/cli.py): the enrolment code (QR code and short code) or the identity, on the console."""
+"""``panel enrol show``: the enrolment code (QR and short code) or the identity, on the console (parser: cli.py)."""
 
 from __future__ import annotations
 

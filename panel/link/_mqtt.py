@@ -25,6 +25,7 @@ import random
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import aiomqtt
@@ -34,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..auth import Secrets
-from ..compat import paho_client
+from ..compat import fail_connect, paho_client
 from ..errors import ConfigError
 from ..platform import Clock, Config, EventRow, Journal, LoopClock
 from ..platform import iso8601 as _iso
@@ -74,12 +75,14 @@ class _SocketErrors(logging.Handler):
     after the handshake, so the refusal reaches paho's reader, not the connect call, which then only times
     out; this keeps the broker's reason for ``describe``."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: Callable[[str], None]) -> None:
         super().__init__(logging.ERROR)
         self.last: str | None = None
+        self.on_error = on_error
 
     def emit(self, record: logging.LogRecord) -> None:
         self.last = record.getMessage()
+        self.on_error(self.last)
 
 
 def describe(e: BaseException, socket_error: str | None = None) -> str:
@@ -136,7 +139,8 @@ class MqttLink:
         self._discovery_stale = False  # the panel's name changed: republish discovery from the publisher
         self._handlers: set[asyncio.Task[None]] = set()
         self._unsubscribe = journal.subscribe(self._on_event)
-        self._socket_errors = _SocketErrors()
+        self._socket_errors = _SocketErrors(self._socket_error)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._paho_log = logging.getLogger(f"{__name__}.paho.{self.client_id}")
         self._paho_log.addHandler(self._socket_errors)
 
@@ -173,6 +177,14 @@ class MqttLink:
         self.topics = Topics(self.m.topic_prefix, cfg.panel.id, self.m.discovery_prefix)
         self._reconnect.set()
 
+    def _socket_error(self, text: str) -> None:
+        """A TLS alert while connecting (a revoked or unknown client certificate, with TLS 1.3) ends the
+        attempt at once: aiomqtt would wait for a CONNACK that never comes."""
+        client, loop = self.client, self._loop
+        if client is None or loop is None or self.connected or "alert" not in text.lower():
+            return
+        loop.call_soon_threadsafe(fail_connect, client, aiomqtt.MqttError(text))
+
     async def _until_reconnect(self) -> None:
         await self._reconnect.wait()
         raise aiomqtt.MqttError("reconnecting with the panel's new client certificate")
@@ -198,6 +210,7 @@ class MqttLink:
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (a supervised component)."""
         attempt = 0
+        self._loop = asyncio.get_running_loop()
         while True:
             self.client = client = self._new_client()
             self._reconnect.clear()
