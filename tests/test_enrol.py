@@ -241,6 +241,12 @@ def test_a_code_is_typed_loosely_and_stays_put_until_it_expires(tmp_path: Path) 
     assert normalise(a.short.lower()) == a.secret
     assert normalise("oil-1") == "0111"
     assert isinstance(a, EnrolCode) and "secret" not in repr(a)
+    # What a phone reads off the QR code is the payload (decoded by zxing-cpp, as the panel's own scanner).
+    zxingcpp = pytest.importorskip("zxingcpp")
+    np = pytest.importorskip("numpy")
+    modules = np.array(list(a.qr().matrix_iter(scale=4, border=4)), dtype=np.uint8)
+    read = zxingcpp.read_barcodes((1 - modules) * 255)
+    assert [r.text for r in read] == [a.uri]
 
 
 def test_enrolment_owns_the_broker_and_webhook_keys(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import segno
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -83,19 +85,17 @@ class EnrolCode:
         return (f"{URI_SCHEME}:?v=1&panel={quote(self.panel_id, safe='')}&code={self.secret}"
                 f"&fp={self.fingerprint}")
 
-    def qr_svg_data_uri(self) -> str:
-        import segno
+    def qr(self) -> segno.QRCode:
+        # Level M survives a smudged screen or a phone's reflection (15 %) and still fits the URI in 41x41.
+        return segno.make(self.uri, error="m")
 
-        return str(segno.make(self.uri, error="m").svg_data_uri(scale=4, border=2))
+    def qr_svg_data_uri(self) -> str:
+        return str(self.qr().svg_data_uri(scale=4, border=2))
 
     def qr_terminal(self) -> str:
         """The QR code as text for a terminal (two modules per character)."""
-        import io
-
-        import segno
-
         out = io.StringIO()
-        segno.make(self.uri, error="m").terminal(out=out, compact=True, border=2)
+        self.qr().terminal(out=out, compact=True, border=2)
         return out.getvalue()
 
     def public(self) -> dict[str, object]:
