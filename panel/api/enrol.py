@@ -11,7 +11,7 @@ from pydantic import Field
 from .deps import Caller, PanelDep
 from .errors import ApiError, OkBody
 
-router = APIRouter(prefix="/api/v1", tags=["enrolment"])
+router = APIRouter(prefix="/api/v1", tags=["enrol"])
 
 _401 = {"description": "no, unknown, expired or revoked credential"}
 _OFF = {"description": "enrolment is off on this panel (enrol.est_url is not set)"}
