@@ -193,6 +193,23 @@ async def test_each_refusal_is_named_with_what_to_do_and_nothing_is_applied(
     assert st == 200 and body["enrolment"]["state"] == "enrolled", body
     assert sorted(f for f in enrolment_files(panel) if not f.startswith("gen-")) == ["current"]
 
+    # Enrol again (a revoked certificate, another backend): a new code, while the identity in force and its
+    # connection stay until the new one has passed every check.
+    mqtt = panel.mqtt
+    assert mqtt is not None and panel.enrol is not None
+    await eventually(lambda: mqtt.connected, 10, "connected")
+    before, connects = panel.enrol.identity, mqtt.connects
+    async with api(panel) as c:
+        again = (await c.post("/api/v1/enrol/again")).json()["enrolment"]
+    assert again["state"] == "enrolled" and again["again"] and again["code"]["short"] != code["short"]
+    assert await eventually(lambda: _with_error(panel), 5, "the new code not redeemed yet")
+    assert panel.enrol.identity == before and mqtt.connected
+    est.redeem("panel-b", again["code"]["short"])
+    st, body = await attempt()
+    assert st == 200 and body["enrolment"]["certificate"]["serial"] != before.serial, body  # type: ignore[union-attr]
+    await eventually(lambda: mqtt.connected and mqtt.connects > connects, 10, "reconnected with the new certificate")
+    assert panel.mqtt is mqtt and (await status(panel))["again"] is False
+
 
 @ASYNC
 async def test_renews_before_expiry_and_a_revoked_certificate_no_longer_connects(

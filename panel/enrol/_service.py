@@ -101,6 +101,9 @@ class EnrolService:
                     await self.enrol_now()
                 except EnrolError as e:
                     await self._wait(e.retry_after_s or self.cfg.enrol.retry_s)
+                except Exception as e:  # a full disk, a bug: reported and retried, never fatal to the panel
+                    self._unexpected(e)
+                    await self._wait(self.cfg.enrol.retry_s)
                 continue
             assert self.identity is not None
             due_in = self.identity.not_after - self.cfg.enrol.renew_margin_s - self.clock.wall()
@@ -110,9 +113,17 @@ class EnrolService:
             try:
                 await self.renew()
                 failures = 0
-            except EnrolError as e:
+            except Exception as e:
                 failures += 1
-                await self._wait(e.retry_after_s or min(RENEW_BACKOFF_MAX_S, self.cfg.enrol.retry_s * 2 ** failures))
+                retry = e.retry_after_s if isinstance(e, EnrolError) else None
+                if not isinstance(e, EnrolError):
+                    self._unexpected(e)
+                await self._wait(retry or min(RENEW_BACKOFF_MAX_S, self.cfg.enrol.retry_s * 2 ** failures))
+
+    def _unexpected(self, e: Exception) -> None:
+        log.error("enrolment failed unexpectedly: %s: %s", type(e).__name__, e, exc_info=e)
+        self.last_error = EnrolError("internal_error", f"the panel failed while enrolling ({type(e).__name__}: {e}); "
+                                     "nothing was changed; see its log; it tries again by itself")
 
     async def _wait(self, seconds: float) -> None:
         """Sleep on the panel's clock, or until poked (enrol now, enrol again)."""

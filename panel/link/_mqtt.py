@@ -141,7 +141,10 @@ class MqttLink:
         self._unsubscribe = journal.subscribe(self._on_event)
         self._socket_errors = _SocketErrors(self._socket_error)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._paho_log = logging.getLogger(f"{__name__}.paho.{self.client_id}")
+        # paho logs through it to this module's logger; its own (unregistered) logger, so that two links in one
+        # process never see each other's socket errors, and it goes with the link
+        self._paho_log = logging.Logger(f"{__name__}.paho")
+        self._paho_log.parent = log
         self._paho_log.addHandler(self._socket_errors)
 
     # -- setup ----------------------------------------------------------------------------------------
@@ -435,4 +438,3 @@ class MqttLink:
 
     def close(self) -> None:
         self._unsubscribe()
-        self._paho_log.removeHandler(self._socket_errors)
