@@ -110,11 +110,13 @@ class EstServer:
         r = self.redemptions.get(user or "")
         if r is None:
             return 401, {"error": "not_redeemed", "message": "no redeemed code for this panel id"}
-        if r.used:
-            return 401, {"error": "used", "message": "this code enrolled a panel already"}
+        same = secrets.compare_digest(normalise(password or ""), r.code)
+        if r.used:  # a new code for a panel enrolled with the one redeemed before: not redeemed yet
+            return 401, ({"error": "used", "message": "this code enrolled a panel already"} if same else
+                         {"error": "not_redeemed", "message": "no redeemed code for this panel id"})
         if time.time() >= r.expires:
             return 401, {"error": "expired", "message": "the redemption expired"}
-        if not secrets.compare_digest(normalise(password or ""), r.code):
+        if not same:
             return 401, {"error": "wrong_code", "message": "another code was redeemed for this panel id"}
         refused = self._check_csr(csr, r.fingerprint)
         if refused:

@@ -202,11 +202,12 @@ async def test_each_refusal_is_named_with_what_to_do_and_nothing_is_applied(
     async with api(panel) as c:
         again = (await c.post("/api/v1/enrol/again")).json()["enrolment"]
     assert again["state"] == "enrolled" and again["again"] and again["code"]["short"] != code["short"]
-    assert await eventually(lambda: _with_error(panel), 5, "the new code not redeemed yet")
+    shown: dict[str, Any] = await eventually(lambda: _with_error(panel), 5, "the new code not redeemed yet")
+    assert shown["last_error"]["code"] == "enrol_not_redeemed"
     assert panel.enrol.identity == before and mqtt.connected
     est.redeem("panel-b", again["code"]["short"])
     st, body = await attempt()
-    assert st == 200 and body["enrolment"]["certificate"]["serial"] != before.serial, body  # type: ignore[union-attr]
+    assert st == 200 and body["enrolment"]["certificate"]["serial"] != before.serial, body
     await eventually(lambda: mqtt.connected and mqtt.connects > connects, 10, "reconnected with the new certificate")
     assert panel.mqtt is mqtt and (await status(panel))["again"] is False
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
@@ -126,8 +127,7 @@ class EnrolService:
                                      "nothing was changed; see its log; it tries again by itself")
 
     async def _wait(self, seconds: float) -> None:
-        """Sleep on the panel's clock, or until poked (enrol now, enrol again)."""
-        self._poke.clear()
+        """Sleep on the panel's clock, or until poked (enrol again; also a poke that came during an attempt)."""
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
         poked = asyncio.ensure_future(self._poke.wait())
         try:
@@ -135,6 +135,7 @@ class EnrolService:
         finally:
             sleeper.cancel()
             poked.cancel()
+            self._poke.clear()
 
     # -- enrol and renew -------------------------------------------------------------------------------
     async def enrol_now(self) -> Identity:
@@ -244,8 +245,10 @@ class EnrolService:
                     raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}; its ACL must let the "
                                             "certificate's CN read panels/<CN>/# (pattern readwrite panels/%u/#)")
         except (aiomqtt.MqttError, OSError, ssl.SSLError) as e:
+            # A CONNACK refusal is the broker's own word (MQTT's user-name hints do not apply to a certificate)
+            reason = f"CONNACK: {e}" if isinstance(e, MqttConnectError) else describe_mqtt_error(e)
             raise EnrolError("enrol_broker_refused", f"the broker {where} did not accept the new certificate "
-                             f"({describe_mqtt_error(e)}); nothing was changed, the panel tries again by itself. The "
+                             f"({reason}); nothing was changed, the panel tries again by itself. The "
                              "broker must trust the EST CA (cafile), take the identity from the certificate "
                              "(use_identity_as_username) and allow panels/%u/# (docs/enrolment.md)") from None
 
