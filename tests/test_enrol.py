@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from panel import cli
 from panel.daemon import Panel
-from panel.enrol import ALPHABET, ENROLMENT_DIR, EnrolCode, load_identity, normalise
+from panel.enrol import ALPHABET, ENROLMENT_DIR, EnrolCode, EnrolError, load_identity, normalise
 from panel.errors import CODES, ConfigError, http_status
 from panel.platform import parse_config
 
@@ -141,6 +141,17 @@ async def test_a_fresh_panel_enrols_by_its_code_and_connects_with_the_issued_cer
         r = await c.post("/api/v1/enrol")
     assert (r.status_code, r.json()["code"]) == (409, "already_enrolled")
 
+    # A restart comes back with the identity on disk: connected with it at once, no code, no EST request.
+    config = panel.config_path
+    assert config is not None
+    await panel.stop("restart")
+    asked = len(est.requests)
+    async with Client(broker, subscribe=("panels/panel-a/status",)) as backend:
+        again = await make_panel(enrol_config(config.parent, est, "panel-a"))
+        await backend.wait_for(lambda m: bytes(m.payload) == b"online" and not m.retain, 10)
+    assert again.mqtt is not None and again.mqtt.m.cert_file == ident.cert_file
+    assert (await status(again))["code"] is None and len(est.requests) == asked
+
 
 async def _with_error(panel: Panel) -> dict[str, Any]:
     s = await status(panel)
@@ -244,6 +255,11 @@ async def test_renews_before_expiry_and_a_revoked_certificate_no_longer_connects
     await eventually(lambda: not mqtt.connected and "revoked" in (mqtt.last_error or ""), 15,
                      "the revoked certificate refused", detail=lambda: mqtt.status())
     assert "enrol the panel again" in (mqtt.last_error or "")
+    # Nor does the backend renew a revoked certificate: the panel says to enrol again, and keeps what it has.
+    with pytest.raises(EnrolError) as refused:
+        await panel.enrol.renew()
+    assert refused.value.code == "enrol_renew_refused" and "enrol the panel again" in str(refused.value)
+    assert panel.enrol.identity == renewed
     assert (await status(panel))["mqtt"]["connected"] is False
 
 
