@@ -102,7 +102,11 @@ async def test_a_fresh_panel_enrols_by_its_code_and_connects_with_the_issued_cer
     await eventually(lambda: any(r.path.endswith("/simpleenroll") for r in est.requests), 5, "a first attempt")
     waiting: dict[str, Any] = await eventually(lambda: _with_error(panel), 5, "the refusal shown")
     assert waiting["last_error"]["code"] == "enrol_not_redeemed"
-    assert enrolment_files(panel) == ["pending.json"]
+    assert enrolment_files(panel) == ["last-answer.json", "pending.json"]
+    out = io.StringIO()
+    with redirect_stdout(out):  # the console shows the backend's answer too
+        assert cli.main(["enrol", "show", "--config", str(panel.config_path), "--no-qr"]) == 0
+    assert "enrol_not_redeemed: the backend has not redeemed this enrolment code yet" in out.getvalue()
 
     # The installer's backend account redeems the scanned QR code (which pins the key's fingerprint).
     async with Client(broker, subscribe=("panels/panel-a/status",)) as backend:
@@ -126,6 +130,7 @@ async def test_a_fresh_panel_enrols_by_its_code_and_connects_with_the_issued_cer
     assert "as panel-a (p5, c1, k30, u'panel-a')" in broker.log()  # the CN is the user name
     # The code was single-use: spent, and the backend's redemption with it.
     assert "pending.json" not in enrolment_files(panel) and est.redemptions["panel-a"].used
+    assert "last-answer.json" not in enrolment_files(panel)
 
     # Webhooks go to the endpoint the backend named, signed with the secret it handed over.
     panel.calls.on_button("b303")
@@ -176,7 +181,8 @@ async def test_each_refusal_is_named_with_what_to_do_and_nothing_is_applied(
         shown = await status(panel)
         assert shown["last_error"]["code"] == expected and shown["state"] == "unenrolled"
         # Nothing half-applied: no identity, no staged generation, no link; the same code still shown.
-        assert enrolment_files(panel) == ["pending.json"] and panel.mqtt is None and panel.outbox is None
+        assert enrolment_files(panel) == ["last-answer.json", "pending.json"]
+        assert panel.mqtt is None and panel.outbox is None
         assert shown["code"]["short"] == code["short"]
 
     await refused("enrol_not_redeemed", "redeem")

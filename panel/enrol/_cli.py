@@ -16,10 +16,14 @@ def enrol_command(args: argparse.Namespace) -> int:
         print("panel: enrolment is off on this panel (enrol.est_url is not set); the broker and webhooks come from "
               "[mqtt] and [webhooks] in the config")
         return 1
-    ident, _ = offline_status(cfg)
+    ident, answer = offline_status(cfg)
+    said = (f"last answer ({answer.get('at')}): {answer.get('code')}: {answer.get('message')}"
+            if answer is not None else None)
     if ident is not None:
         print(f"enrolled: panel {ident.panel_id}, certificate {ident.serial}, valid until {iso8601(ident.not_after)}")
         print(f"broker: {ident.mqtt_host}:{ident.mqtt_port}")
+        if said:
+            print(said)
         print("to enrol again (another backend, a revoked certificate): installer page, Enrolment: Enrol again")
         return 0
     code = current_code(cfg.storage.dir / ENROLMENT_DIR, cfg.panel.id, cfg.enrol.code_ttl_s, time.time())
@@ -31,4 +35,6 @@ def enrol_command(args: argparse.Namespace) -> int:
     print(f"QR payload:      {code.uri}")
     print("Redeem it in your backend account (scan the QR code, or type the panel id and the code); the panel then "
           "enrols by itself.")
+    if said:
+        print(said)
     return 0

@@ -165,11 +165,6 @@ def current_code(directory: Path, panel_id: str, ttl_s: float, now: float) -> En
     return fresh
 
 
-def peek_code(directory: Path) -> EnrolCode | None:
-    """The code on disk, whatever its state (for status displays)."""
-    return _read(directory / PENDING)
-
-
 def spend_code(directory: Path, code: EnrolCode) -> None:
     """Forget ``code`` after it enrolled the panel (single-use), unless a newer one replaced it already."""
     path = directory / PENDING

@@ -13,6 +13,7 @@ Enrolled, it re-enrols ``enrol.renew_margin_s`` before the certificate expires, 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -26,14 +27,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from ..link import describe_mqtt_error
-from ..platform import Clock, Config, iso8601
-from ._code import EnrolCode, current_code, new_key, peek_code, spend_code
+from ..platform import Clock, Config, iso8601, write_atomic
+from ._code import EnrolCode, current_code, new_key, spend_code
 from ._est import ClientCert, EnrolError, EstClient, PanelConfigMsg, build_csr
 from ._identity import Identity, add_ca, commit, discard, load_identity, pick_certificate, stage
 
 log = logging.getLogger(__name__)
 
 ENROLMENT_DIR = "enrolment"
+LAST_ANSWER = "last-answer.json"  # the last refusal, for panel enrol show (no secret in it)
 RENEW_CHECK_MAX_S = 3600.0  # the wall clock may jump (NTP after boot): look at the expiry again this often
 RENEW_BACKOFF_MAX_S = 3600.0
 
@@ -103,7 +105,7 @@ class EnrolService:
                 except EnrolError as e:
                     await self._wait(e.retry_after_s or self.cfg.enrol.retry_s)
                 except Exception as e:  # a full disk, a bug: reported and retried, never fatal to the panel
-                    self._unexpected(e)
+                    await self._unexpected(e)
                     await self._wait(self.cfg.enrol.retry_s)
                 continue
             assert self.identity is not None
@@ -118,13 +120,27 @@ class EnrolService:
                 failures += 1
                 retry = e.retry_after_s if isinstance(e, EnrolError) else None
                 if not isinstance(e, EnrolError):
-                    self._unexpected(e)
+                    await self._unexpected(e)
                 await self._wait(retry or min(RENEW_BACKOFF_MAX_S, self.cfg.enrol.retry_s * 2 ** failures))
 
-    def _unexpected(self, e: Exception) -> None:
+    async def _unexpected(self, e: Exception) -> None:
         log.error("enrolment failed unexpectedly: %s: %s", type(e).__name__, e, exc_info=e)
-        self.last_error = EnrolError("internal_error", f"the panel failed while enrolling ({type(e).__name__}: {e}); "
-                                     "nothing was changed; see its log; it tries again by itself")
+        await self._answered(EnrolError("internal_error", f"the panel failed while enrolling ({type(e).__name__}: "
+                                        f"{e}); nothing was changed; see its log; it tries again by itself"))
+
+    async def _answered(self, error: EnrolError | None) -> None:
+        """Keep the last refusal (None: it worked) for the page and, on disk, for ``panel enrol show``; written
+        only when it changes (a code waiting for days is asked about every retry_s: no write each time)."""
+        before = (self.last_error_code, str(self.last_error) if self.last_error else None)
+        self.last_error = error
+        if (self.last_error_code, str(error) if error else None) == before:
+            return
+        if error is not None:
+            log.warning("enrolment: %s: %s", error.code, error)
+        try:
+            await asyncio.to_thread(write_last_answer, self.root, error, self.clock.wall())
+        except OSError as e:  # the page still shows it
+            log.warning("cannot keep the enrolment's last answer for panel enrol show: %s", e)
 
     async def _wait(self, seconds: float) -> None:
         """Sleep on the panel's clock, or until poked (enrol again; also a poke that came during an attempt)."""
@@ -175,15 +191,13 @@ class EnrolService:
         try:
             ident = await self._enrol_with(key, request)
         except EnrolError as e:
-            if e.code != self.last_error_code:
-                log.warning("enrolment: %s: %s", e.code, e)
-            self.last_error = e
+            await self._answered(e)
             raise
         finally:
             self.busy = None
         self.identity = ident
         self.state = "enrolled"
-        self.last_error = None
+        await self._answered(None)
         await self.on_enrolled(ident)
         return ident
 
@@ -276,7 +290,20 @@ class EnrolService:
         }
 
 
-def offline_status(cfg: Config) -> tuple[Identity | None, EnrolCode | None]:
-    """The identity and the code on disk, without a running panel (``panel enrol show``). Blocking."""
+def write_last_answer(root: Path, error: EnrolError | None, now: float) -> None:
+    path = root / LAST_ANSWER
+    if error is None:
+        path.unlink(missing_ok=True)
+        return
+    body = {"code": error.code, "message": str(error), "at": iso8601(now)}
+    write_atomic(path, json.dumps(body).encode(), 0o644)
+
+
+def offline_status(cfg: Config) -> tuple[Identity | None, dict[str, Any] | None]:
+    """The identity and the last refusal on disk, without a running panel (``panel enrol show``). Blocking."""
     root = cfg.storage.dir / ENROLMENT_DIR
-    return load_identity(root), peek_code(root)
+    try:
+        answer = json.loads((root / LAST_ANSWER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        answer = None
+    return load_identity(root), answer if isinstance(answer, dict) else None
