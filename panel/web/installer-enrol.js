@@ -58,15 +58,24 @@
   }
 
   async function refresh() {
-    if (!token()) return;
+    if (!token() || enrol.off) return;
     try {
       render((await api("/api/v1/enrol", { token: token() })).enrolment);
       show("enrol-card", true);
     } catch (err) {
-      // Enrolment is off on this panel (no enrol.est_url): the section stays hidden.
-      show("enrol-card", err.code !== "not_configured");
-      if (err.code !== "not_configured") say("enrol-status", `${err.message} (${err.code || "error"})`, "bad");
+      // Enrolment is off on this panel (no enrol.est_url; local-only, so until a restart): hidden, not asked again.
+      enrol.off = err.code === "not_configured";
+      show("enrol-card", !enrol.off);
+      if (!enrol.off) say("enrol-status", `${err.message} (${err.code || "error"})`, "bad");
     }
+  }
+
+  // Every second while something is expected to change (a code waiting, a connection coming up), else every 5 s.
+  async function loop() {
+    await refresh();
+    const s = enrol.status;
+    const settled = s && s.state === "enrolled" && !s.again && s.mqtt && s.mqtt.connected;
+    setTimeout(loop, settled ? 5000 : 1000);
   }
 
   async function post(path) {
@@ -79,6 +88,6 @@
 
   $("enrol-try").addEventListener("click", () => post("/api/v1/enrol"));
   $("enrol-again").addEventListener("click", () => post("/api/v1/enrol/again"));
-  setInterval(refresh, 1000);
+  loop();
   enrol.refresh = refresh;
 })();
