@@ -62,6 +62,7 @@ class EnrolService:
         self.renewals = 0
         self._lock = asyncio.Lock()
         self._poke = asyncio.Event()
+        self._qr: tuple[str, str] | None = None  # (the code's secret, its QR code as an SVG data: URI)
 
     @property
     def panel_id(self) -> str:
@@ -269,9 +270,14 @@ class EnrolService:
     # -- introspection ----------------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         """What the installer page, the API and ``panel enrol show`` report."""
-        code = None
+        code = qr = None
         if self.wants_code:
-            code = (await self.current_code()).public()
+            current = await self.current_code()
+            code = current.public()
+            if self._qr is None or self._qr[0] != current.secret:
+                # ~10 ms of pure Python per code (more on a Pi): off the loop, once per code
+                self._qr = (current.secret, await asyncio.to_thread(current.qr_svg_data_uri))
+            qr = self._qr[1]
         err = self.last_error
         return {
             "configured": True,
@@ -280,7 +286,7 @@ class EnrolService:
             "panel_id": self.panel_id,
             "est_url": self.cfg.enrol.est_url,
             "code": code,
-            "qr": self.code.qr_svg_data_uri() if code is not None and self.code is not None else None,
+            "qr": qr,
             "again": self.again,
             "last_error": {"code": err.code, "message": str(err)} if err is not None else None,
             "last_attempt": iso8601(self.last_attempt),
