@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     qr.add_argument("payload", nargs="?", help="what the QR carries, e.g. panel-access:480913")
     _target_args(qr, nested=True)
     add_credential_parsers(sub)
+    # Declared here, not by panel.enrol: importing it (httpx, aiomqtt) would slow every command (safe-state too)
+    enrol = sub.add_parser("enrol", help="enrolment to the backend (docs/enrolment.md)")
+    enrol_sub = enrol.add_subparsers(dest="enrol_command", required=True)
+    show = enrol_sub.add_parser("show", help="print the enrolment code (QR and short code), or the identity in force")
+    show.add_argument("--config", required=True, type=Path)
+    show.add_argument("--no-qr", action="store_true", help="the short code and the QR payload only")
     return p
 
 
@@ -106,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             return credentials_command(args)
         if args.command == "factory-reset":
             return factory_reset_command(args)
+        if args.command == "enrol":
+            from .enrol import enrol_command
+
+            return enrol_command(args)
     except ConfigError as e:
         print(f"config {e.source or ''}: {len(e.problems)} problem(s):", file=sys.stderr)
         for line in e.problems:

@@ -11,11 +11,14 @@ when an upgrade removes one, instead of the panel silently losing the feature. E
 - ``RTCIceGatherer._connection`` and ``Connection.get_component_candidates(timeout=)`` (aiortc, aioice):
   bound candidate gathering when a STUN/TURN server stops answering;
 - ``aiomqtt.Client._client`` (paho inside aiomqtt): per-topic callbacks for commands (a queue hop less
-  on the unlock path) and the panel's local address on the broker connection.
+  on the unlock path) and the panel's local address on the broker connection;
+- ``aiomqtt.Client._connected`` (the CONNACK wait): fail a connect at once when the broker refuses the
+  client certificate after a TLS 1.3 handshake (revoked), which aiomqtt would wait out for its whole timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +29,7 @@ INTERNALS: tuple[tuple[str, str, str, bool], ...] = (
     ("aiortc", "RTCDtlsTransport", "_get_stats", False),
     ("aiortc", "RTCIceGatherer", "_connection", True),
     ("aiomqtt", "Client", "_client", True),
+    ("aiomqtt", "Client", "_connected", True),
 )
 
 
@@ -59,3 +63,13 @@ def candidate_gathering(gatherer: Any) -> tuple[Any, Callable[..., Any]] | None:
 def paho_client(client: Any) -> Any | None:
     """The paho client inside an aiomqtt client, or None."""
     return getattr(client, "_client", None)
+
+
+def fail_connect(client: Any, error: BaseException) -> bool:
+    """End an aiomqtt client's pending connect (its wait for CONNACK) with ``error``; False if it cannot.
+    Call it on the client's event loop."""
+    pending = getattr(client, "_connected", None)
+    if not isinstance(pending, asyncio.Future) or pending.done():
+        return False
+    pending.set_exception(error)
+    return True

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .api.principals import ApiAuth
     from .api.state import ApiState
     from .api.tls import ServerCert
+    from .enrol import EnrolService, Identity
     from .link import ClockSync, MqttLink, Outbox, Sender
     from .media.service import MediaService
     from .media.visitor import VisitorMedia
@@ -113,6 +114,7 @@ class Panel:
         self.qr: QrScanner | None = None
         self.access_feedback: AccessFeedback | None = None  # the status light's answers to codes and cards
         self.updates: UpdateAgent | None = None
+        self.enrol: EnrolService | None = None  # enrolment by code (enrol.est_url; panel/enrol)
         self.stop_failed = False
         self._stopped = False
         self._core_built = False
@@ -208,21 +210,30 @@ class Panel:
 
         if self.clock_sync is None:
             self.clock_sync = KernelClockSync()
+        if self.cfg.enrol.est_url is not None:
+            from .enrol import EnrolService
+
+            self.enrol = EnrolService(self.cfg, self.clock, self._enrolled,
+                                      lambda: self.mqtt.status() if self.mqtt is not None else None)
+            await self.enrol.prepare()  # the enrolled broker and webhook endpoint, before the link is built
         sender = self._webhook_sender()  # first: a webhook URL without a secret must stop the start
+        if sender is not None:
+            self.calls.ring_without_ack = False  # an enrolled panel's endpoint is not in the file
         mqtt = await self._mqtt_link()  # likewise bad MQTT credentials or TLS files
         await self.journal.record(PanelStarted(version=__version__, boot=self.journal.boot_id,
                                                simulated=self.simulated))
         if sender is not None:
             await lc.start(self._webhooks_component(sender))
         if mqtt is not None:
-            self.mqtt = mqtt
+            self._run_mqtt(mqtt)
+        if self.enrol is not None:
+            enrol = self.enrol
 
-            async def mqtt_stop() -> None:
-                await self.supervisor.cancel("mqtt")
-                mqtt.close()
+            async def enrol_start() -> None:
+                self.supervisor.start("enrol", enrol.run)
 
-            self.supervisor.start("mqtt", mqtt.run)
-            lc.add_started(Hooks("mqtt", on_stop=mqtt_stop, on_health=lambda: {"ok": True, **mqtt.status()}))
+            await lc.start(Hooks("enrol", on_start=enrol_start, on_stop=lambda: self.supervisor.cancel("enrol"),
+                                 on_health=lambda: {"ok": True, "state": enrol.state}, stop_cap_s=0.3))
         await lc.start(self.access_component())
         await lc.start(Hooks("media", on_start=self._start_media, on_stop=self._stop_media, stop_cap_s=1.0))
         await lc.start(Hooks("api", on_start=self._start_api, on_stop=self._stop_api, stop_cap_s=0.8))
@@ -231,7 +242,7 @@ class Panel:
             await lc.start(self._update_agent())
         self.supervisor.start("watchdog", lambda: feed_watchdog(self.notifier, self.healthy, self.clock))
         self.supervisor.start("retention", lambda: keep_history_bounded(
-            self.store, self.cfg.storage.history_max_rows, events_are_history=self.cfg.webhooks.url is None,
+            self.store, self.cfg.storage.history_max_rows, events_are_history=self.backend_settings()[0].webhooks.url is None,
             clock=self.clock))
         lc.add_started(Hooks("housekeeping", on_stop=lambda: self.supervisor.cancel("watchdog", "retention")))
         self.lights.running(True)
@@ -240,6 +251,41 @@ class Panel:
         log.info("panel running", extra={"panel": self.cfg.panel.id, "simulated": self.simulated,
                                          "api": f"{self.api.scheme}://{self.cfg.api.host}:{self.api.bound_port}",
                                          "start_ms": lc.timings_ms})
+
+    def _run_mqtt(self, mqtt: MqttLink) -> None:
+        self.mqtt = mqtt
+
+        async def mqtt_stop() -> None:
+            await self.supervisor.cancel("mqtt")
+            mqtt.close()
+
+        self.supervisor.start("mqtt", mqtt.run)
+        self.lifecycle.add_started(Hooks("mqtt", on_stop=mqtt_stop, on_health=lambda: {"ok": True, **mqtt.status()}))
+
+    def backend_settings(self) -> tuple[Config, Secrets]:
+        """The config and secrets of the backend link: the file's, or what enrolment handed over."""
+        from .enrol import backend_settings
+
+        return backend_settings(self.cfg, self.secrets, self.enrol.identity if self.enrol is not None else None)
+
+    async def _enrolled(self, identity: Identity) -> None:
+        """A new identity is in force: connect with it (the first time, start the backend link)."""
+        cfg, secrets = self.backend_settings()
+        if self.outbox is None:
+            sender = self._webhook_sender()
+            if sender is not None:
+                self.calls.ring_without_ack = False
+                await self.lifecycle.start(self._webhooks_component(sender))
+        elif secrets.webhook_secrets:
+            from .auth import decode_secret
+
+            self.outbox.sender.keys = [decode_secret(s) for s in secrets.webhook_secrets]
+        if self.mqtt is None:
+            mqtt = await self._mqtt_link()
+            if mqtt is not None:
+                self._run_mqtt(mqtt)
+        else:
+            await self.mqtt.use_settings(cfg)
 
     def access_component(self) -> Hooks:
         """PINs, codes and cards (panel/access): the credentials, the keypad's scanning as a supervised task."""
@@ -368,11 +414,12 @@ class Panel:
     def _webhook_sender(self) -> Sender | None:
         from .link import Sender
 
-        wh = self.cfg.webhooks
+        cfg, secrets = self.backend_settings()
+        wh = cfg.webhooks
         if wh.url is None:
             log.info("webhooks.url is not set: events are kept on the panel, nothing is sent to a backend")
             return None
-        return Sender(wh.url, self.secrets.webhook_secrets, timeout_s=wh.timeout_s, panel_id=self.cfg.panel.id)
+        return Sender(wh.url, secrets.webhook_secrets, timeout_s=wh.timeout_s, panel_id=self.cfg.panel.id)
 
     def _webhooks_component(self, sender: Sender) -> Hooks:
         from .link import Outbox, heartbeat
@@ -395,7 +442,8 @@ class Panel:
                      stop_cap_s=0.6)
 
     async def _mqtt_link(self) -> MqttLink | None:
-        if self.cfg.mqtt.host is None:
+        cfg, secrets = self.backend_settings()
+        if cfg.mqtt.host is None:
             log.info("mqtt.host is not set: no backend commands over MQTT")
             return None
         from .link import Control, MqttLink, Nonces, SeenCommands
@@ -403,11 +451,11 @@ class Panel:
         assert self.clock_sync is not None
         seen = SeenCommands(self.store, self.clock, self.journal.boot_id)
         nonces = Nonces(self.clock, self.cfg.mqtt.command_max_age_s)
-        control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
+        control = Control(cfg=cfg, secrets=secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
                           media=lambda: self.media, call_service=self.call_service,
                           access=lambda: self.access, updates=lambda: self.updates)
-        link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
+        link = MqttLink(cfg, secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
         await link.prepare()
         self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")
         return link

@@ -18,6 +18,7 @@ PanelError
 ├── CredentialError    weak_password, credential_unreadable
 ├── CommandRefused     an MQTT command refused before it reached a service: malformed, replayed, ...
 ├── LinkRefused        a call-link request refused: invalid_link, link_expired, too_many_links, ...
+├── EnrolError         enrolment failed, nothing applied: enrol_code_wrong, enrol_broker_refused, ... (panel/enrol)
 └── MediaError         media_error
     ├── DeviceError    media_device_error
     ├── SessionRefused invalid_sdp, too_many_sessions, no_common_codec, ...
@@ -217,6 +218,26 @@ CODES: dict[str, Code] = {
                                      "error)", mqtt=True),
     "update_interrupted": _c(422, "the panel stopped (power cut, crash, kill) before the switch; it runs the release "
                                   "it ran", mqtt=True),
+    # enrolment (panel/enrol, docs/enrolment.md): every failure leaves the panel as it was
+    "enrol_not_redeemed": _c(409, "the backend has not redeemed the enrolment code yet; redeem it in the backend "
+                                  "account (the panel asks again by itself)"),
+    "enrol_pending": _c(409, "the backend holds the certificate request for approval (EST 202); the panel asks "
+                             "again by itself"),
+    "already_enrolled": _c(409, "the panel is enrolled; Enrol again (POST /api/v1/enrol/again) shows a new code"),
+    "enrol_code_wrong": _c(502, "the backend holds a different code for this panel id (mistyped); redeem the code "
+                                "shown again"),
+    "enrol_code_expired": _c(502, "the backend's redemption of the code expired or was used; redeem the code shown "
+                                  "again"),
+    "enrol_csr_refused": _c(502, "the backend refused the certificate request; the message quotes its reason"),
+    "enrol_wrong_identity": _c(502, "the certificate issued is for another panel id or key, or not valid now; "
+                                    "nothing was applied"),
+    "enrol_broker_refused": _c(502, "the broker did not accept the new certificate (TLS, CONNACK or ACL); nothing "
+                                    "was applied"),
+    "enrol_bad_response": _c(502, "the EST endpoint's answer is not what docs/enrolment.md specifies"),
+    "enrol_renew_refused": _c(502, "the backend refused to renew the certificate (revoked or unknown); enrol "
+                                   "again with a new code"),
+    "enrol_unreachable": _c(503, "the EST endpoint cannot be reached (network, TLS, enrol.ca_file); the panel "
+                                 "tries again by itself"),
     # MQTT-only refusals (the command never reached a service); the status is what HTTP would say
     "bad_ice_servers": _c(422, "ice_servers names a server the panel cannot use (not stun:/turn:, unsupported, or "
                                "TURN without username and credential)", mqtt=True),

@@ -7,7 +7,10 @@ patterns, and a ``mosquitto.conf`` with two TLS listeners on free loopback ports
 
 - ``port``: TLS, user name + password (the panel's user name is its id);
 - ``cert_port``: TLS with a client certificate required; the certificate's CN is the user name
-  (``use_identity_as_username``), so the same ACL patterns apply.
+  (``use_identity_as_username``), so the same ACL patterns apply;
+- ``enrol_port`` (with ``enrol=True``): the listener an enrolled panel uses (docs/enrolment.md): a
+  client certificate from the CA required, its CN the user name, the ACL ``pattern readwrite
+  panels/%u/#``, and ``crlfile`` (the CA's revocation list, ``revoke`` then ``restart``).
 
 The broker can be stopped and started again on the same ports (``restart``), which is how tests
 check that the panel survives a broker restart. Persistence is off, so a restarted broker has
@@ -97,6 +100,29 @@ class TestCA:
         self.path = directory / "ca.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
+    def sign_csr(self, csr: x509.CertificateSigningRequest, cn: str, lifetime_s: float) -> x509.Certificate:
+        """What an EST CA does with a request: the key from the CSR, the subject the backend decides."""
+        now = datetime.datetime.now(datetime.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn)).issuer_name(self.cert.subject)
+            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(seconds=lifetime_s))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def write_crl(self, path: Path, revoked: set[int]) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+                   .last_update(now - datetime.timedelta(minutes=5)).next_update(now + datetime.timedelta(days=1)))
+        for serial in sorted(revoked):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        path.write_bytes(builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
     def issue(self, cn: str, *, server: bool) -> KeyPair:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
@@ -120,6 +146,12 @@ class TestCA:
 
 
 # -- ACL -------------------------------------------------------------------------------------------
+
+
+ENROLLED_ACL = f"""\
+# Enrolled panels (docs/enrolment.md): the certificate's CN is the user name, and a panel owns its subtree.
+pattern readwrite {TOPIC_PREFIX}/%u/#
+"""
 
 
 def acl_text(prefix: str = TOPIC_PREFIX, discovery_prefix: str = "homeassistant") -> str:
@@ -169,6 +201,9 @@ class Broker:
     cert_port: int = 0
     passwords: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    enrol: bool = False  # a third listener for enrolled panels (require_certificate, %u ACL, crlfile)
+    enrol_port: int = 0
+    revoked: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +239,20 @@ class Broker:
             f"require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
             f"acl_file {self.dir / 'acl'}\n"
         )
+        if self.enrol:
+            self.enrol_port = self.enrol_port or free_port()
+            self.crl_path = self.dir / "crl.pem"
+            self.ca.write_crl(self.crl_path, self.revoked)
+            (self.dir / "acl-enrolled").write_text(ENROLLED_ACL)
+            with (self.dir / "mosquitto.conf").open("a") as conf:
+                conf.write(f"\nlistener {self.enrol_port} 127.0.0.1\n{tls}crlfile {self.crl_path}\n"
+                           "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
+                           f"acl_file {self.dir / 'acl-enrolled'}\n")
+
+    def revoke(self, serial: int) -> None:
+        """Add a certificate to the CRL; the broker reads it when it (re)starts."""
+        self.revoked.add(serial)
+        self.ca.write_crl(self.crl_path, self.revoked)
 
     @property
     def ca_file(self) -> Path:
@@ -233,7 +282,8 @@ class Broker:
                 raise RuntimeError(f"mosquitto exited with {proc.returncode}:\n{self.log()}\n"
                                    f"{(self.dir / 'stderr.log').read_text(errors='replace')}")
             text = self.log_path.read_text(errors="replace")[offset:] if self.log_path.exists() else ""
-            return "running" in text and self._accepting(self.port) and self._accepting(self.cert_port)
+            return "running" in text and all(self._accepting(p) for p in (self.port, self.cert_port, self.enrol_port)
+                                               if p)
 
         try:
             eventually_sync(running, timeout, "mosquitto running", interval=0.02, detail=self.log)
@@ -359,7 +409,7 @@ class Client:
         corr = secrets.token_bytes(8)
         base = f"{TOPIC_PREFIX}/{panel_id}"
         response_topic = response_topic or f"{base}/replies/{self.user}"
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = response_topic
         props.CorrelationData = corr
         since = len(self.messages)

@@ -43,6 +43,11 @@ async def test_bounded_gathering_still_takes_a_timeout() -> None:
 
 async def test_the_helpers_read_what_they_promise() -> None:
     client = aiomqtt.Client("127.0.0.1")
+    e = aiomqtt.MqttError("unused")
     assert compat.paho_client(client) is not None and hasattr(compat.paho_client(client), "message_callback_add")
     assert compat.paho_client(object()) is None and compat.keyframe_hook(object()) is None
     assert compat.dtls_bytes_received(object()) == 0 and compat.candidate_gathering(object()) is None
+    assert compat.fail_connect(client, aiomqtt.MqttError("refused")) is True  # its CONNACK wait ends with it
+    assert compat.fail_connect(client, aiomqtt.MqttError("twice")) is False and compat.fail_connect(object(), e) is False
+    with pytest.raises(aiomqtt.MqttError, match="refused"):
+        await client._connected

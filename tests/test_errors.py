@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Exceptions whose first argument is the code (none takes a status: the table decides it).
 CODE_FIRST = {"ApiError", "AuthError", "LinkRefused", "CommandRefused", "CallError", "UnlockRefused", "TokenRefused",
               "SessionRefused", "MjpegRefused", "CredentialError", "AccessError", "UpdateError", "UpdateRefused",
-              "ConfigChangeRefused"}
+              "ConfigChangeRefused", "EnrolError"}
 
 
 def raised_codes() -> list[tuple[str, int, str, int | None]]:

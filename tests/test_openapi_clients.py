@@ -316,6 +316,9 @@ async def _every_route(gen: ModuleType, call: Calls, spec: dict[str, Any], panel
     await call("update_start", 409, client=inst, body=call.body("UpdateBody", {
         "version": "9.9.9", "url": "https://updates.example.net/panel-9.9.9.tar.gz", "size": 1, "sha256": "0" * 64,
         "signature": "A" * 88}))
+    # This panel does not enrol (no enrol.est_url; tests/test_enrol.py has one that does): each route says so.
+    for op in ("enrol_status", "enrol_now", "enrol_again"):
+        await call(op, 404, client=inst)
     await call("sim_hold", 200, "b304", client=anon, body=call.body("SimHoldBody", {"seconds": 0.1}))
     await call("calls_decline", 200, client=inst, body=call.body("CallCommand", {"who": "installer"}))
     await call("logs_access", 200, client=inst)

@@ -24,6 +24,7 @@ from . import (
     calls,
     config,
     door,
+    enrol,
     links,
     logs,
     media_routes,
@@ -116,6 +117,7 @@ def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None)
     app.include_router(config.router)
     app.include_router(selftest.router)
     app.include_router(update.router)  # signed updates (panel/update)
+    app.include_router(enrol.router)  # enrolment by code (panel/enrol)
     app.include_router(whep.router)  # answers 503 while media is not running
     app.include_router(media_routes.router)  # snapshots and MJPEG; 503 without a camera
     app.include_router(links.router)  # call links, participants, invites (panel/calls/_links.py)

@@ -84,6 +84,10 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/update"): allow("installer", "backend"),
     ("POST", "/api/v1/update"): allow("installer", note="the backend sends update over MQTT; force is the "
                                       "installer's alone"),
+    ("GET", "/api/v1/enrol"): allow("installer", note="the enrolment code is a secret until redeemed"),
+    ("POST", "/api/v1/enrol"): allow("installer", note="one attempt with the code shown"),
+    ("POST", "/api/v1/enrol/again"): allow("installer", note="a new code; the identity in force stays until the "
+                                           "new one is"),
     # -- the door ------------------------------------------------------------------------------
     ("POST", "/api/v1/door/open"): allow("installer", "backend", scoped=("resident",),
                                          note="resident: only during the call they answered"),

@@ -30,6 +30,7 @@ from ._control import Control
 from ._freshness import CLOCK_SKEW_S, ClockSync, KernelClockSync, Nonces, check_fresh
 from ._homeassistant import discovery_messages, installer_url
 from ._mqtt import BACKOFF_FIRST_S, MqttLink, backoff_s
+from ._mqtt import describe as describe_mqtt_error
 from ._outbox import DISABLED_KEY, Outbox, heartbeat
 from ._replay import KEEP_AFTER_EXPIRY_S, SeenCommands
 from ._webhooks import RETRY_AFTER_MAX_S, Sender, body_of, parse_retry_after
@@ -67,6 +68,7 @@ __all__ = [
     "check_fresh",
     "check_sdp",
     "decode",
+    "describe_mqtt_error",
     "discovery_messages",
     "heartbeat",
     "installer_url",

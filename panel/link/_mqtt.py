@@ -25,6 +25,7 @@ import random
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import aiomqtt
@@ -34,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..auth import Secrets
-from ..compat import paho_client
+from ..compat import fail_connect, paho_client
 from ..errors import ConfigError
 from ..platform import Clock, Config, EventRow, Journal, LoopClock
 from ..platform import iso8601 as _iso
@@ -69,9 +70,26 @@ def _text(payload: Any) -> str:
     return raw.decode("utf-8", "replace").strip()
 
 
-def describe(e: BaseException) -> str:
-    """What went wrong, with what an installer can do about it."""
+class _SocketErrors(logging.Handler):
+    """paho's last socket error. With TLS 1.3 a broker refuses a client certificate (revoked, unknown CA)
+    after the handshake, so the refusal reaches paho's reader, not the connect call, which then only times
+    out; this keeps the broker's reason for ``describe``."""
+
+    def __init__(self, on_error: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+        self.on_error = on_error
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+        self.on_error(self.last)
+
+
+def describe(e: BaseException, socket_error: str | None = None) -> str:
+    """What went wrong, with what an installer can do about it (``socket_error``: paho's reader's, if any)."""
     text = str(e)
+    if socket_error and "alert" in socket_error.lower():  # the broker's TLS alert says more than a timeout
+        text = f"{socket_error} ({text})"
     low = text.lower()
     if isinstance(e, MqttConnectError):
         if "not authori" in low or "bad user name or password" in low or "bad username or password" in low:
@@ -79,6 +97,12 @@ def describe(e: BaseException) -> str:
                     "in the secrets file, or the client certificate")
         return f"the broker refused the connection ({text})"
     # aiomqtt re-raises socket and TLS errors as MqttError(str(error)), so the text is all there is.
+    if "certificate revoked" in low:
+        return (f"the broker refused the panel's client certificate: it was revoked ({text}); enrol the panel "
+                "again (installer page, Enrolment: Enrol again; docs/enrolment.md)")
+    if "certificate expired" in low or "certificate has expired" in low:
+        return (f"the broker refused the panel's client certificate: it has expired ({text}); check the panel's "
+                "clock, then enrol again (docs/enrolment.md)")
     if isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         return (f"the broker's TLS certificate did not verify ({text}); mqtt.ca_file must hold the CA that signed "
                 "it and mqtt.host must match its name")
@@ -109,11 +133,19 @@ class MqttLink:
         self.client: aiomqtt.Client | None = None
         self._tls: ssl.SSLContext | None = None
         self._dirty = asyncio.Event()
+        self._reconnect = asyncio.Event()  # new TLS settings (re-enrolled): drop the connection, connect anew
         self._events: deque[EventRow] = deque(maxlen=EVENT_BUFFER)
         self._published: dict[str, str] = {}
         self._discovery_stale = False  # the panel's name changed: republish discovery from the publisher
         self._handlers: set[asyncio.Task[None]] = set()
         self._unsubscribe = journal.subscribe(self._on_event)
+        self._socket_errors = _SocketErrors(self._socket_error)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # paho logs through it to this module's logger; its own (unregistered) logger, so that two links in one
+        # process never see each other's socket errors, and it goes with the link
+        self._paho_log = logging.Logger(f"{__name__}.paho")
+        self._paho_log.parent = log
+        self._paho_log.addHandler(self._socket_errors)
 
     # -- setup ----------------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -135,6 +167,31 @@ class MqttLink:
             raise ConfigError([f"mqtt: cannot load the TLS files ({e}); check mqtt.ca_file, cert_file and key_file "
                                "(PEM, readable by the service user)"]) from None
 
+    async def use_settings(self, cfg: Config) -> None:
+        """Re-enrolled: connect anew, now, with the new client certificate (and broker, if it moved).
+        A file that cannot be loaded raises ConfigError and the current connection stays."""
+        old = (self.cfg, self.m, self._tls)
+        self.cfg, self.m = cfg, cfg.mqtt
+        try:
+            await self.prepare()
+        except ConfigError:
+            self.cfg, self.m, self._tls = old
+            raise
+        self.topics = Topics(self.m.topic_prefix, cfg.panel.id, self.m.discovery_prefix)
+        self._reconnect.set()
+
+    def _socket_error(self, text: str) -> None:
+        """A TLS alert while connecting (a revoked or unknown client certificate, with TLS 1.3) ends the
+        attempt at once: aiomqtt would wait for a CONNACK that never comes."""
+        client, loop = self.client, self._loop
+        if client is None or loop is None or self.connected or "alert" not in text.lower():
+            return
+        loop.call_soon_threadsafe(fail_connect, client, aiomqtt.MqttError(text))
+
+    async def _until_reconnect(self) -> None:
+        await self._reconnect.wait()
+        raise aiomqtt.MqttError("reconnecting with the panel's new client certificate")
+
     def _new_client(self) -> aiomqtt.Client:
         m = self.m
         assert m.host is not None
@@ -149,15 +206,18 @@ class MqttLink:
             will=aiomqtt.Will(self.topics.status, OFFLINE, qos=1, retain=True),
             clean_start=True, keepalive=m.keepalive_s, tls_context=self._tls, properties=connect, timeout=10,
             # Without it Nagle's algorithm holds a reply behind our unacknowledged PUBACK (~40 ms).
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], logger=self._paho_log,
         )
 
     # -- the connection loop --------------------------------------------------------------------------
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (a supervised component)."""
         attempt = 0
+        self._loop = asyncio.get_running_loop()
         while True:
             self.client = client = self._new_client()
+            self._reconnect.clear()
+            self._socket_errors.last = None
             try:
                 async with client:
                     attempt = 0
@@ -172,10 +232,8 @@ class MqttLink:
                         raise
                     finally:
                         self.connected = False
-            except aiomqtt.MqttError as e:
-                self.last_error = describe(e)
-            except OSError as e:
-                self.last_error = describe(e)
+            except (aiomqtt.MqttError, OSError) as e:
+                self.last_error = describe(e, self._socket_errors.last)
             delay = backoff_s(attempt, self.m.reconnect_max_s, self.rng)
             attempt += 1
             log.warning("mqtt link down: %s; reconnecting in %.2f s", self.last_error, delay,
@@ -203,7 +261,8 @@ class MqttLink:
             await self._publish_discovery(client)
         tasks = [asyncio.create_task(self._receive(client), name="mqtt-receive"),
                  asyncio.create_task(self._publisher(client), name="mqtt-publish"),
-                 asyncio.create_task(self._ticker(), name="mqtt-tick")]
+                 asyncio.create_task(self._ticker(), name="mqtt-tick"),
+                 asyncio.create_task(self._until_reconnect(), name="mqtt-reconnect")]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
@@ -315,8 +374,8 @@ class MqttLink:
         republished at once if connected, else at the next connect). Broker, identity and topics are
         local-only keys, so the connection itself never changes here."""
         renamed = cfg.panel != self.cfg.panel
-        self.cfg = cfg
-        self.control.reconfigure(cfg)
+        self.cfg = cfg.model_copy(update={"mqtt": self.m})  # an enrolled broker is not in the file
+        self.control.reconfigure(self.cfg)
         if renamed:
             self._discovery_stale = True
             self.poke()

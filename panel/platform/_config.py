@@ -455,6 +455,39 @@ class MqttConfig(Model):
         "these cannot be signed or replay-protected, so only the broker's ACL guards them (docs/mqtt.md)")
 
 
+class EnrolConfig(Model):
+    """Enrolment to the backend by code (docs/enrolment.md): the panel makes its own key, gets its client
+    certificate from the backend's EST endpoint (RFC 7030) and, with it, its broker and webhook secret."""
+
+    # Where the panel enrols (and whom it trusts for it) decides who may command the door: local-only.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "est_url": "local-only", "ca_file": "local-only", "code_ttl_s": "restart", "retry_s": "restart",
+        "renew_margin_s": "restart", "timeout_s": "restart",
+    }
+
+    est_url: str | None = Field(None, description="the backend's EST base URL, e.g. "
+                                "\"https://backend.example/.well-known/est\" (simpleenroll, simplereenroll and "
+                                "panelconfig are under it); unset: no enrolment, the broker and webhooks come from "
+                                "[mqtt] and [webhooks]")
+    ca_file: Path | None = Field(None, strict=False, description="CA bundle that signed the EST server's certificate "
+                                 "(and the broker's, unless the backend sends its own); default: the system's")
+    code_ttl_s: float = _seconds(300, 2_592_000, 86_400.0, "an enrolment code nobody used is replaced by a new one "
+                                 "this long after it was made")
+    retry_s: float = _seconds(0.1, 600, 5.0, "while the code waits to be redeemed (or after a failed renewal), the "
+                              "panel asks the backend again this often")
+    renew_margin_s: float = _seconds(60, 31_536_000, 1_209_600.0, "re-enrol (simplereenroll) this long before the "
+                                     "client certificate expires")
+    timeout_s: float = _seconds(1, 120, 15.0, "per-request timeout towards the EST endpoint and the broker check")
+
+    @field_validator("est_url")
+    @classmethod
+    def _est_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https://([^/:\s]+|\[[^\]]+\])(:\d+)?(/[^\s?#]*)?$", v):
+            raise PydanticCustomError("url", "expected an https:// URL without query, like "
+                                      "\"https://backend.example/.well-known/est\" (EST runs over TLS only)")
+        return v.rstrip("/") if v is not None else v
+
+
 def _ice_url(url: str) -> str:
     if not re.match(r"^(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?$", url):
         raise PydanticCustomError("ice_url", "expected a STUN/TURN URL such as \"stun:host:3478\" or "
@@ -803,6 +836,7 @@ class Config(Model):
     access: AccessConfig = Field(AccessConfig(), description="keypad, codes, QR and card readers (docs/access.md)",
                                  json_schema_extra=_RESTART)
     update: UpdateConfig = UpdateConfig()
+    enrol: EnrolConfig = EnrolConfig()
 
     def button(self, button_id: str) -> ButtonConfig:
         for b in self.buttons:
@@ -933,8 +967,11 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
         name: (base / getattr(cfg.update, name)).absolute()
         for name in ("root", "keys_dir", "ca_file")
         if getattr(cfg.update, name) is not None and not getattr(cfg.update, name).is_absolute()})
+    enrol = cfg.enrol
+    if enrol.ca_file is not None and not enrol.ca_file.is_absolute():
+        enrol = enrol.model_copy(update={"ca_file": (base / enrol.ca_file).absolute()})
     return cfg.model_copy(update={"storage": storage, "secrets": secrets, "mqtt": mqtt, "media": media, "api": api,
-                                  "update": upd})
+                                  "update": upd, "enrol": enrol})
 
 
 def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
@@ -1010,6 +1047,7 @@ def _cross_checks(cfg: Config) -> list[str]:
         if relay is not None and relay not in relay_ids:
             problems.append(f"access.{where}.relay: {relay!r} is not a relay of this panel; expected one of "
                             f"{', '.join(sorted(relay_ids))}")
+    problems += _enrol_checks(cfg)
     problems += _mqtt_checks(cfg.mqtt)
     problems += _api_checks(cfg.api)
     if cfg.media is not None:
@@ -1029,6 +1067,25 @@ def _media_checks(m: MediaConfig) -> list[str]:
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# With enrolment the backend hands these over (docs/enrolment.md); a value in the file would be ignored.
+ENROLLED_KEYS = ("mqtt.host", "mqtt.port", "mqtt.cert_file", "mqtt.key_file", "mqtt.username", "webhooks.url")
+
+
+def _enrol_checks(cfg: Config) -> list[str]:
+    if cfg.enrol.est_url is None:
+        return []
+    problems: list[str] = []
+    defaults = Config.model_fields
+    for key in ENROLLED_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        default = getattr(defaults[section].default, name)
+        if value != default:
+            problems.append(f"{key}: {_fmt(value) if not isinstance(value, Path) else _fmt(str(value))} is not "
+                            "allowed while enrol.est_url is set; the backend hands it over at enrolment "
+                            "(docs/enrolment.md): remove the key, or remove enrol.est_url to set it by hand")
+    return problems
+
 
 
 def _api_checks(a: ApiConfig) -> list[str]:

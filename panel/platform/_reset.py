@@ -2,8 +2,8 @@
 
 A factory reset erases what the panel learned and made for itself: the durable store (access log,
 call log, event history and undelivered outbox, API sessions and tokens, the tamper block, MQTT
-replay memory), the visitor snapshots, the generated HTTPS certificate and key, and the installer
-credential. The next start makes a new installer password and a new certificate. It does not touch
+replay memory), the visitor snapshots, the generated HTTPS certificate and key, the enrolled identity and enrolment
+code, and the installer credential. The next start makes a new installer password and a new certificate. It does not touch
 the config file or the secrets file: they are the installer's (remove them by hand to decommission).
 It refuses while a panel process holds the storage lock.
 """
@@ -22,7 +22,7 @@ from ._files import fsync_dir
 LOCK_NAME = "panel.lock"
 # Everything under storage.dir the panel makes; a reset removes exactly these.
 ERASED_FILES = ("panel.db", "panel.db-wal", "panel.db-shm", "installer.cred", "installer.initial")
-ERASED_DIRS = ("snapshots", "tls")
+ERASED_DIRS = ("snapshots", "tls", "enrolment")
 
 
 def lock_storage(storage_dir: Path) -> IO[bytes]:
