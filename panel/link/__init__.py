@@ -3,10 +3,10 @@ freshness and replay protection, Home Assistant discovery).
 """
 
 
+from ..sdp import MAX_SDP_BYTES
 from ._commands import (
     COMMAND_MODELS,
     MAX_OFFER_PAYLOAD,
-    MAX_SDP_BYTES,
     REFUSALS,
     REPLY_MODELS,
     CommandRefused,

@@ -118,8 +118,11 @@ class Nonces:
 
     def accepts(self, nonce: str) -> bool:
         self.roll()
-        return secrets.compare_digest(nonce, self.current) or (
-            self.previous is not None and secrets.compare_digest(nonce, self.previous))
+        # As bytes: compare_digest refuses str with non-ASCII characters (TypeError) instead of
+        # answering "no"; surrogatepass so that any text at all compares.
+        given = nonce.encode("utf-8", "surrogatepass")
+        return secrets.compare_digest(given, self.current.encode()) or (
+            self.previous is not None and secrets.compare_digest(given, self.previous.encode()))
 
 
 def check_fresh(exp: float | None, nonce: str | None, *, synced: bool, now: float, nonces: Nonces,

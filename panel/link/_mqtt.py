@@ -38,7 +38,7 @@ from ..compat import paho_client
 from ..errors import ConfigError
 from ..platform import Clock, Config, EventRow, Journal, LoopClock
 from ..platform import iso8601 as _iso
-from ._commands import MAX_PACKET, CommandRefused, Reply
+from ._commands import MAX_PACKET, CommandRefused, Reply, reply_bytes
 from ._control import Control
 from ._freshness import ClockSync
 from ._homeassistant import discovery_messages
@@ -289,7 +289,7 @@ class MqttLink:
         if correlation is not None:
             props.CorrelationData = correlation
         try:
-            await client.publish(topic, reply.model_dump_json(), qos=1, properties=props)
+            await client.publish(topic, reply_bytes(reply), qos=1, properties=props)
         except aiomqtt.MqttError as e:
             log.warning("reply %s to command %s not delivered: %s", reply.code, reply.id, e)
 
