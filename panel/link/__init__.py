@@ -31,7 +31,7 @@ from ._freshness import CLOCK_SKEW_S, ClockSync, KernelClockSync, Nonces, check_
 from ._homeassistant import discovery_messages, installer_url
 from ._mqtt import BACKOFF_FIRST_S, MqttLink, backoff_s
 from ._outbox import DISABLED_KEY, Outbox, heartbeat
-from ._replay import KEEP_AFTER_EXPIRY_S, SeenCommands
+from ._replay import KEEP_MARGIN_S, MAX_SPENT_IDS, SeenCommands
 from ._webhooks import RETRY_AFTER_MAX_S, Sender, body_of, parse_retry_after
 
 __all__ = [
@@ -45,10 +45,11 @@ __all__ = [
     "EndCommand",
     "Envelope",
     "HangupCommand",
-    "KEEP_AFTER_EXPIRY_S",
+    "KEEP_MARGIN_S",
     "KernelClockSync",
     "MAX_OFFER_PAYLOAD",
     "MAX_SDP_BYTES",
+    "MAX_SPENT_IDS",
     "MqttLink",
     "Nonces",
     "OfferCommand",

@@ -113,6 +113,18 @@ class Nonces:
         self._next = now + self.period_s
         return True
 
+    def live(self, nonce: str) -> bool:
+        """Whether a command carrying ``nonce`` could still pass (replay pruning; public values, so no
+        constant-time comparison is needed here)."""
+        self.roll()
+        return nonce == self.current or nonce == self.previous
+
+    def retire(self) -> None:
+        """Draw a new nonce now and accept no earlier one (spent ids evicted under pressure)."""
+        self.previous = None
+        self.current = self._token()
+        self._next = self.clock.monotonic() + self.period_s
+
     def expires_in(self) -> float:
         return max(0.0, self._next - self.clock.monotonic())
 

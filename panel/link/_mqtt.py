@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.5
 TICK_S = 5.0  # how often the clock-sync status and the nonce are looked at
-PRUNE_EVERY_S = 3600.0
+# Spent ids may go about a minute and a half after they were spent; prune sooner when many wait.
+PRUNE_EVERY_S = 60.0
+PRUNE_BACKLOG = 1000
 EVENT_BUFFER = 500  # events waiting for the publisher while connected; older ones are dropped
 
 
@@ -363,11 +365,11 @@ class MqttLink:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         while True:
-            if loop.time() >= next_prune:
+            if loop.time() >= next_prune or self.seen.backlog >= PRUNE_BACKLOG:
                 next_prune = loop.time() + PRUNE_EVERY_S
-                pruned = await self.seen.prune(self.clock_sync.synchronized())
+                pruned = await self.seen.prune()
                 if pruned:
-                    log.info("forgot %d expired command ids", pruned)
+                    log.info("forgot %d spent command ids", pruned)
             self.poke()
             await asyncio.sleep(min(TICK_S, self.control.nonces.expires_in() + 0.01))
 
