@@ -427,7 +427,7 @@ def decode(payload: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CommandRefused("malformed", f"expected a JSON object, got {type(obj).__name__}")
     if len(payload) > MAX_PAYLOAD and obj.get("cmd") != "offer":
-        raise _too_large(len(payload))
+        raise CommandRefused("malformed", str(_too_large(len(payload))), partial=obj)  # read: its id is echoed
     return obj
 
 
