@@ -160,6 +160,13 @@ def check_offer(text: str) -> aiortc_sdp.SessionDescription:
         if m.kind in ("audio", "video") and m.direction is None:
             raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no direction (a=sendrecv, "
                                  "a=sendonly, a=recvonly or a=inactive)")
+    for group in desc.group:
+        # aiortc moves every bundled section onto the first mid's transport; a mid naming no section
+        # left them with none (AttributeError when connecting and closing).
+        unknown = [mid for mid in group.items if mid not in mids]
+        if unknown:
+            raise SessionRefused("invalid_sdp", f"a=group:{group.semantic} names {', '.join(unknown)[:60]}, which is "
+                                 "no media section's a=mid")
     return desc
 
 
