@@ -411,6 +411,21 @@ async def _channel(tmp_path: Path) -> Channel:
     return Channel(tmp_path)
 
 
+async def test_each_finding_of_issue_9_is_a_refusal_with_one_encodable_reply(
+        state_dir: Path, quiet_panel_log: ErrorLog) -> None:
+    """On main: a list as cmd and a non-ASCII nonce or sig were internal_error, a lone surrogate in id made
+    the reply unencodable (no reply at all)."""
+    channel = Channel(state_dir)
+    try:
+        for payload in hostile_payloads():
+            await channel.check(payload, retained=False, grant=False)
+        await channel.check(_encode({**channel.valid_body("status"), "nonce": "é" * 16}, False), False, False)
+    finally:
+        await channel.rig.close()
+    assert channel.out.errors == [] and quiet_panel_log.records == []
+    assert channel.out.payloads == len(hostile_payloads()) + 1 and "internal_error" not in channel.out.codes
+
+
 # -- through a real broker ---------------------------------------------------------------------------------
 
 A = "panel-a"
