@@ -163,7 +163,7 @@ def check_offer(text: str) -> aiortc_sdp.SessionDescription:
     for group in desc.group:
         # aiortc moves every bundled section onto the first mid's transport; a mid naming no section
         # left them with none (AttributeError when connecting and closing).
-        unknown = [mid for mid in group.items if mid not in mids]
+        unknown = [str(mid) for mid in group.items if str(mid) not in mids]
         if unknown:
             raise SessionRefused("invalid_sdp", f"a=group:{group.semantic} names {', '.join(unknown)[:60]}, which is "
                                  "no media section's a=mid")
