@@ -9,6 +9,7 @@ the ones not listed here is tests/test_fuzz.py and tests/test_fuzz_sdp.py.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from panel.daemon import Panel
-from panel.link import CommandRefused, check_sdp
+from panel.link import CommandRefused, Reply, check_sdp
+from panel.link._commands import reply_bytes
 from panel.media.errors import SessionRefused
 from panel.media.sessions import check_offer
 from panel.sdp import MAX_CANDIDATES, MAX_LINE_CHARS, MAX_LINES, MAX_MEDIA_SECTIONS
@@ -66,7 +68,7 @@ async def client(tmp_path: Path) -> AsyncIterator[object]:
     (b'{"relay": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nests 5001 levels deep"),
     (b'{"a": ' * 3000 + b"1" + b"}" * 3000, "nests 3000 levels deep"),
     (b'{"relay": "\\ud800"}', "relay: a string holds an unpaired UTF-16 surrogate"),
-])
+], ids=["deep-arrays", "deep-objects", "lone-surrogate"])
 async def test_the_api_refuses_deep_or_surrogate_json_with_422_naming_it(client: object, body: bytes, says: str) -> None:
     import httpx
 
@@ -88,6 +90,8 @@ def _sections(n: int) -> str:
 
 
 NO_DIRECTION = re.sub(r"a=(sendrecv|recvonly)\r\n", "", OFFER)
+CASE_IDS = ["no-direction", "no-mid", "repeated-mid", "bundle-unknown-mid", "600-sections", "9-sections",
+            "65-candidates", "too-many-lines", "long-line"]
 CASES = [
     # what aiortc could not use: a direction, a mid, a unique mid, a BUNDLE naming sections
     (NO_DIRECTION, "has no direction"),
@@ -104,7 +108,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("sdp, says", CASES)
+@pytest.mark.parametrize("sdp, says", CASES, ids=CASE_IDS)
 def test_offers_the_stack_cannot_use_are_refused_on_every_channel(sdp: str, says: str) -> None:
     with pytest.raises(SessionRefused) as whep:
         check_offer(sdp)
@@ -113,6 +117,14 @@ def test_offers_the_stack_cannot_use_are_refused_on_every_channel(sdp: str, says
         with pytest.raises(CommandRefused) as mqtt:
             check_sdp(sdp)
         assert mqtt.value.code == "bad_sdp" and says in str(mqtt.value), str(mqtt.value)
+
+
+def test_a_reply_that_cannot_be_encoded_still_goes_out() -> None:
+    # Every command gets exactly one reply: if the panel ever put text it cannot encode into one, the
+    # reply is still published, as internal_error with the id.
+    data = json.loads(reply_bytes(Reply(code="ok", message="bad \ud800 text", id="abcd-1234-efgh", cmd="open")))
+    assert data == {"code": "internal_error", "message": "the panel could not encode its reply; see its log",
+                    "id": "abcd-1234-efgh", "cmd": "open"}
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import re
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from aiortc import (
     RTCConfiguration,
@@ -57,6 +57,7 @@ from .tracks import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Role = Literal["answerer", "viewer", "participant"]
 Origin = Literal["whep", "mqtt", "local"]
@@ -229,19 +230,13 @@ class Session:
                                      f"stream is {codec} (H.264 constrained baseline, packetization-mode=1)") from None
             except (InvalidStateError, InternalError, *STACK_REFUSALS) as e:
                 raise SessionRefused("invalid_sdp", f"the SDP offer was refused: {type(e).__name__}: {e}") from None
-            try:
-                answer = await self.pc.createAnswer()
-                # Candidate gathering happens here: immediate with host candidates only (no ICE servers),
-                # at most media.ice_gather_budget_s with STUN/TURN servers (ice.py).
-                first = self.pc.iceGatheringState == "new"
-                if self.ice.servers:
-                    bound_gathering(self.pc, self.manager.ice.gather_budget_s)
-                await self.pc.setLocalDescription(answer)
-            except STACK_REFUSALS as e:
-                log.info("the WebRTC stack could not answer an offer: %s: %s", type(e).__name__, e,
-                         extra={"session": self.id})
-                raise SessionRefused("invalid_sdp", f"the SDP offer cannot be answered: {type(e).__name__}: "
-                                     f"{e}") from None
+            answer = await self._stack(self.pc.createAnswer())
+            # Candidate gathering happens here: immediate with host candidates only (no ICE servers), at
+            # most media.ice_gather_budget_s with STUN/TURN servers (ice.py).
+            first = self.pc.iceGatheringState == "new"
+            if self.ice.servers:
+                bound_gathering(self.pc, self.manager.ice.gather_budget_s)
+            await self._stack(self.pc.setLocalDescription(answer))
             self._after_negotiation()
             self.answer_sdp = self.pc.localDescription.sdp
             if first and self.ice.servers:
@@ -249,6 +244,16 @@ class Session:
             if self.state == "new":
                 self.state = "connecting"
             return self.answer_sdp
+
+    async def _stack(self, step: Awaitable[T]) -> T:
+        """One of aiortc's steps on an offer that parsed: what it raises about the offer is invalid_sdp."""
+        try:
+            return await step
+        except STACK_REFUSALS as e:
+            log.info("the WebRTC stack could not answer an offer: %s: %s", type(e).__name__, e,
+                     extra={"session": self.id})
+            raise SessionRefused("invalid_sdp", f"the SDP offer cannot be answered: {type(e).__name__}: "
+                                 f"{e}") from None
 
     def _prepare_transceivers(self, desc: aiortc_sdp.SessionDescription) -> None:
         """Create our transceivers for new media sections *before* the offer is applied: codec
