@@ -36,6 +36,8 @@ from ..sdp import SdpRefused, offer_lines
 from ..update import UPDATE_ERRORS, VERSION_PATTERN
 from ..wire import DuplicateKey, LoneSurrogate, TooDeep, loads_unique
 
+log = logging.getLogger(__name__)
+
 MAX_PAYLOAD = 4096
 # An offer carries a WebRTC offer: a few KB from a browser, bounded at 64 KiB; with JSON escaping, ICE
 # servers and the envelope it fits 96 KiB. The panel asks the broker (MQTT 5 Maximum Packet Size) not to
@@ -47,8 +49,6 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$"
 # comparison never meets text it cannot compare in constant time.
 NONCE_PATTERN = r"^[A-Za-z0-9_-]+$"
 SIG_PATTERN = r"^[A-Za-z0-9]+,[A-Za-z0-9+/=_-]+$"
-log = logging.getLogger(__name__)
-
 SIG_CONTEXT = b"panel-command.v1"
 SIG_VERSION = "v1"
 
@@ -405,9 +405,9 @@ def reply_bytes(reply: Reply) -> bytes:
 # -- parsing ---------------------------------------------------------------------------------------
 
 
-def _too_large(size: int) -> CommandRefused:
+def _too_large(size: int, partial: Any = None) -> CommandRefused:
     return CommandRefused("malformed", f"the payload is {size} bytes; at most {MAX_PAYLOAD} are allowed "
-                          f"({MAX_OFFER_PAYLOAD} for an offer)")
+                          f"({MAX_OFFER_PAYLOAD} for an offer)", partial=partial)
 
 
 def decode(payload: bytes) -> dict[str, Any]:
@@ -427,7 +427,7 @@ def decode(payload: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CommandRefused("malformed", f"expected a JSON object, got {type(obj).__name__}")
     if len(payload) > MAX_PAYLOAD and obj.get("cmd") != "offer":
-        raise CommandRefused("malformed", str(_too_large(len(payload))), partial=obj)  # read: its id is echoed
+        raise _too_large(len(payload), partial=obj)  # it was read, so its reply echoes its id
     return obj
 
 

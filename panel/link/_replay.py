@@ -112,8 +112,9 @@ class SeenCommands:
     def _admit(self, command_id: str, spent: _Spent) -> None:
         if len(self._ids) >= self.max_ids:
             self.forget_expired()
-        while len(self._ids) >= self.max_ids:
-            self._evict(*self._ids.popitem(last=False))
+            # Make room for a few at once, so a sustained flood does not scan every id at every claim.
+            while len(self._ids) >= self.max_ids - self.max_ids // 100:
+                self._evict(*self._ids.popitem(last=False))
         self._ids[command_id] = spent
 
     def _evict(self, command_id: str, spent: _Spent) -> None:
