@@ -29,10 +29,11 @@ def in_own_network(*argv: str) -> list[str]:
     return ["unshare", "--net", *user, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
 
 
+@pytest.mark.timeout(1800 if OFFERS > 2_000 else 120)
 def test_fuzzed_offers_get_a_session_or_a_specific_refusal_and_nothing_else(tmp_path: Path) -> None:
     result = tmp_path / "sdp.json"
     proc = subprocess.run(in_own_network(sys.executable, "-m", "tests.sdp_fuzz_driver", str(OFFERS), str(result)),
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=1700)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(result.read_text())
     print(f"\n{out['offers']} offers in {out['seconds']} s: {out['codes']}, refused by {out['stages']}; "
