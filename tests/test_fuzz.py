@@ -214,7 +214,7 @@ VALID = st.one_of(st.builds(Valid, cmd=st.just("open"), nonce=st.booleans(),
                             fields=st.sampled_from([(), (("duration_s", 1.5),), (("relay", "main"),),
                                                     (("actor", "resident-7"),)])),
                   st.builds(Valid, cmd=st.just("status"), nonce=st.booleans()))
-MUTATED = st.one_of(st.builds(Mutated, how=st.sampled_from(["replay", "wrong_key", "retained", "expired"])),
+MUTATED = st.one_of(st.builds(Mutated, how=st.sampled_from(["replay", "wrong_key", "retained", "expired", "unsigned"])),
                     st.builds(Mutated, how=st.just("change"),
                               key=st.sampled_from(["relay", "duration_s", "actor", "exp", "cmd", "id", "nonce"]),
                               value=_field("gate", 3.0, "mallory", "status", "abcdefgh-0001")))
@@ -287,6 +287,8 @@ class Channel:
             elif item.how == "expired":
                 body = signed(KEY, self.rig.cfg.panel.id, {k: v for k, v in body.items() if k not in ("sig", "nonce")}
                               | {"exp": round(self.rig.clock.wall() - 1, 3)})
+            elif item.how == "unsigned":
+                body = {k: v for k, v in body.items() if k != "sig"}
             elif item.how == "change":
                 body = {**body, item.key: item.value if body.get(item.key) != item.value else "changed"}
             retained = item.how == "retained"
