@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,11 @@ async def run(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         panel = await start_panel_inprocess(Path(tmp))
         media = media_of(panel)
-        cases = [("browser offer (baseline)", lambda: through_panel(media, AIORTC_OFFER.replace("\n", "\r\n"))),
-                 ("8 sections (the bound)", lambda: through_panel(media, sections(8))),
-                 ("600 sections, bounded", lambda: through_panel(media, sections(600))),
-                 ("600 sections, bare aiortc", lambda: bare_aiortc(sections(600)))]
+        cases: list[tuple[str, Callable[[], Awaitable[tuple[float, str]]]]] = [
+            ("browser offer (baseline)", lambda: through_panel(media, AIORTC_OFFER.replace("\n", "\r\n"))),
+            ("8 sections (the bound)", lambda: through_panel(media, sections(8))),
+            ("600 sections, bounded", lambda: through_panel(media, sections(600))),
+            ("600 sections, bare aiortc", lambda: bare_aiortc(sections(600)))]
         for _, case in cases:  # warm-up
             await case()
         times: dict[str, list[float]] = {name: [] for name, _ in cases}

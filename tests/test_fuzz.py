@@ -39,8 +39,7 @@ from hypothesis import strategies as st
 from panel.auth import Secrets
 from panel.daemon import Panel
 from panel.errors import CODES
-from panel.link import MAX_OFFER_PAYLOAD, REFUSALS, Control, Nonces, SeenCommands, signed
-from panel.link._commands import reply_bytes
+from panel.link import MAX_OFFER_PAYLOAD, REFUSALS, Control, Nonces, SeenCommands, reply_bytes, signed
 from panel.platform import parse_config
 
 from .mosquitto import Broker, Client

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from panel.daemon import Panel
-from panel.link import CommandRefused, Reply, check_sdp
-from panel.link._commands import reply_bytes
+from panel.link import CommandRefused, Reply, check_sdp, reply_bytes
 from panel.media.errors import SessionRefused
 from panel.media.sessions import check_offer
 from panel.sdp import MAX_CANDIDATES, MAX_LINE_CHARS, MAX_LINES, MAX_MEDIA_SECTIONS
