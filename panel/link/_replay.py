@@ -24,7 +24,7 @@ never synchronise at all, so pruning by wall-clock age either never happened or 
   id, and the backend's fresh commands (``exp`` ahead of the backend's now) stay above it.
 
 The number in memory is capped (``max_ids``). A claim when full first forgets what may go, then
-evicts the oldest by the same two levers, early: an ``exp`` raises the floor (which may then refuse
+evicts the oldest (1% of the cap at once) by the same two levers, early: an ``exp`` raises the floor (which may then refuse
 the backend's commands made before that one's expiry), a nonce-only id retires both nonces (a new one
 is published; commands with the old ones are ``stale_nonce``). Under pressure the panel refuses
 commands it would have accepted; it never accepts one it should refuse. Only authenticated, fresh
