@@ -449,8 +449,8 @@ class Panel:
         from .link import Control, MqttLink, Nonces, SeenCommands
 
         assert self.clock_sync is not None
-        seen = SeenCommands(self.store, self.clock, self.journal.boot_id)
-        nonces = Nonces(self.clock, self.cfg.mqtt.command_max_age_s)
+        nonces = Nonces(self.clock, cfg.mqtt.command_max_age_s)
+        seen = SeenCommands(self.store, self.clock, self.journal.boot_id, nonces, cfg.mqtt.command_max_age_s)
         control = Control(cfg=cfg, secrets=secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
                           media=lambda: self.media, call_service=self.call_service,

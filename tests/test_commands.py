@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,8 @@ import pytest
 
 from panel.link import (
     CLOCK_SKEW_S,
-    KEEP_AFTER_EXPIRY_S,
     KernelClockSync,
     Nonces,
-    SeenCommands,
     check_fresh,
 )
 from panel.link._commands import (
@@ -36,7 +33,7 @@ from panel.link._commands import (
     signed,
     verify,
 )
-from panel.platform import FakeClock, Store
+from panel.platform import FakeClock
 
 from .mosquitto import acl_text
 
@@ -248,34 +245,6 @@ def test_kernel_clock_sync_reads_the_timesyncd_flag(tmp_path: Path) -> None:
     assert sync.synchronized() is bool(kernel)
     flag.touch()
     assert sync.synchronized() is True
-
-
-# -- replay store ------------------------------------------------------------------------------------
-
-
-async def test_spent_ids_survive_a_restart_and_are_pruned_only_with_a_synced_clock(tmp_path: Path) -> None:
-    clock = FakeClock(wall_start=time.time())
-    store = Store(tmp_path / "panel.db")
-    seen = SeenCommands(store, clock, "boot-1")
-    now = clock.wall()
-    assert seen.claim("old-expired-1") and seen.claim("fresh-one-1") and seen.claim("nonce-only-1")
-    assert not seen.claim("fresh-one-1")
-    await seen.record("old-expired-1", "open", now - KEEP_AFTER_EXPIRY_S - 10)
-    await seen.record("fresh-one-1", "open", now + 10)
-    await seen.record("nonce-only-1", "status", None)
-    store.close()
-
-    store = Store(tmp_path / "panel.db")
-    seen = SeenCommands(store, clock, "boot-2")
-    assert {"old-expired-1", "fresh-one-1", "nonce-only-1"} <= set(seen._ids)
-    assert not seen.claim("fresh-one-1")
-    assert await seen.prune(clock_synced=False) == 0
-    assert "old-expired-1" in seen
-    assert await seen.prune(clock_synced=True) == 2  # the expired one and the nonce-only one of boot-1
-    assert "old-expired-1" not in seen and "nonce-only-1" not in seen and "fresh-one-1" in seen
-    left = store.read_sync(lambda c: [r[0] for r in c.execute("SELECT id FROM seen_commands")])
-    assert left == ["fresh-one-1"]
-    store.close()
 
 
 # -- docs/mqtt.md ------------------------------------------------------------------------------------

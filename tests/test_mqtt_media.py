@@ -333,6 +333,8 @@ async def test_bad_offers_are_refused_with_their_codes_and_create_nothing(panel:
         ("bad_sdp", command("offer", who="alice", sdp="this is not an offer"), "v=0"),
         ("bad_sdp", command("offer", who="alice", sdp=sdp.replace("\r\nm=audio", "\r\nwhat=audio", 1)), "line"),
         ("bad_sdp", command("offer", who="alice", sdp=no_ufrag), "ice-ufrag"),  # refused by the media layer
+        # aiortc failed on it deep inside (internal_error on main): refused before it gets there
+        ("bad_sdp", command("offer", who="alice", sdp=re.sub(r"a=(sendrecv|recvonly)\r\n", "", sdp)), "direction"),
         ("bad_sdp", command("offer", who="alice", sdp=padded), f"at most {MAX_SDP_BYTES}"),
         ("malformed", command("offer", who="alice", sdp=sdp + "a=x:" + "p" * MAX_OFFER_PAYLOAD + "\r\n"),
          "for an offer"),

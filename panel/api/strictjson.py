@@ -1,9 +1,12 @@
-"""ASGI middleware: a JSON body that names a key twice is refused before any route reads it.
+"""ASGI middleware: a JSON body that names a key twice, or nests too deep, is refused before any route
+reads it.
 
 One place for every JSON route: FastAPI parses bodies with ``json.loads``, which keeps the last of
 two equal keys, so ``{"relay": "main", "relay": "gate"}`` would open the gate while a proxy or a log
-that read the first saw "main". The same parser refuses them on MQTT (panel/wire.py). Anything
-else wrong with the body (not JSON at all, a wrong field) is left to FastAPI's own validation.
+that read the first saw "main". The same parser refuses them on MQTT (panel/wire.py). Nesting is
+bounded there before any parser runs: FastAPI's own parse, and every walk of the tree after it, would
+recurse once per level. Anything else wrong with the body (not JSON at all, a wrong field) is left to
+FastAPI's own validation.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..wire import DuplicateKey, loads_unique
+from ..wire import DuplicateKey, LoneSurrogate, TooDeep, loads_unique
 
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -50,8 +53,8 @@ class UniqueKeys:
         if failed is None and body:
             try:
                 loads_unique(body)
-            except DuplicateKey as e:
-                await _refuse(send, str(e))
+            except (DuplicateKey, LoneSurrogate, TooDeep) as e:
+                await _refuse(send, f"body: {e}" if isinstance(e, TooDeep) else str(e))
                 return
             except (ValueError, RecursionError):
                 pass  # not JSON: FastAPI says so in its own words

@@ -3,10 +3,10 @@ freshness and replay protection, Home Assistant discovery).
 """
 
 
+from ..sdp import MAX_SDP_BYTES
 from ._commands import (
     COMMAND_MODELS,
     MAX_OFFER_PAYLOAD,
-    MAX_SDP_BYTES,
     REFUSALS,
     REPLY_MODELS,
     CommandRefused,
@@ -22,6 +22,7 @@ from ._commands import (
     decode,
     jcs,
     parse,
+    reply_bytes,
     sign,
     signed,
     verify,
@@ -32,7 +33,7 @@ from ._homeassistant import discovery_messages, installer_url
 from ._mqtt import BACKOFF_FIRST_S, MqttLink, backoff_s
 from ._mqtt import describe as describe_mqtt_error
 from ._outbox import DISABLED_KEY, Outbox, heartbeat
-from ._replay import KEEP_AFTER_EXPIRY_S, SeenCommands
+from ._replay import KEEP_MARGIN_S, MAX_SPENT_IDS, SeenCommands
 from ._webhooks import RETRY_AFTER_MAX_S, Sender, body_of, parse_retry_after
 
 __all__ = [
@@ -46,10 +47,11 @@ __all__ = [
     "EndCommand",
     "Envelope",
     "HangupCommand",
-    "KEEP_AFTER_EXPIRY_S",
+    "KEEP_MARGIN_S",
     "KernelClockSync",
     "MAX_OFFER_PAYLOAD",
     "MAX_SDP_BYTES",
+    "MAX_SPENT_IDS",
     "MqttLink",
     "Nonces",
     "OfferCommand",
@@ -75,6 +77,7 @@ __all__ = [
     "jcs",
     "parse",
     "parse_retry_after",
+    "reply_bytes",
     "sign",
     "signed",
     "verify",

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 from typing import Annotated, Any, Literal
 
@@ -27,20 +28,27 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
+from pydantic_core import PydanticSerializationError
 
 from ..door import OpenFields
 from ..errors import PanelError
+from ..sdp import SdpRefused, offer_lines
 from ..update import UPDATE_ERRORS, VERSION_PATTERN
-from ..wire import DuplicateKey, loads_unique
+from ..wire import DuplicateKey, LoneSurrogate, TooDeep, loads_unique
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 4096
 # An offer carries a WebRTC offer: a few KB from a browser, bounded at 64 KiB; with JSON escaping, ICE
 # servers and the envelope it fits 96 KiB. The panel asks the broker (MQTT 5 Maximum Packet Size) not to
 # deliver anything past MAX_PACKET at all, so a huge message never reaches its memory.
 MAX_OFFER_PAYLOAD = 96 * 1024
-MAX_SDP_BYTES = 64 * 1024
 MAX_PACKET = 128 * 1024
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$"
+# What the panel publishes (hex) and what it signs (version, comma, base64): ASCII only, so a
+# comparison never meets text it cannot compare in constant time.
+NONCE_PATTERN = r"^[A-Za-z0-9_-]+$"
+SIG_PATTERN = r"^[A-Za-z0-9]+,[A-Za-z0-9+/=_-]+$"
 SIG_CONTEXT = b"panel-command.v1"
 SIG_VERSION = "v1"
 
@@ -128,10 +136,11 @@ class Envelope(Strict):
                     "for a retry (8-128 characters: letters, digits, . _ : -)")
     exp: float | None = Field(None, gt=0, lt=1e11, description="absolute expiry, Unix seconds; checked once the "
                               "panel's clock is synchronised")
-    nonce: str | None = Field(None, min_length=8, max_length=64, description="the panel's current nonce from "
-                              "the retained state/freshness topic; required while its clock is unsynchronised")
-    sig: str | None = Field(None, max_length=200, description="\"v1,\" + base64 HMAC-SHA256 of the canonical "
-                            "form; required with mqtt.require_signed_commands")
+    nonce: str | None = Field(None, min_length=8, max_length=64, pattern=NONCE_PATTERN, description="the panel's "
+                              "current nonce from the retained state/freshness topic; required while its clock is "
+                              "unsynchronised")
+    sig: str | None = Field(None, max_length=200, pattern=SIG_PATTERN, description="\"v1,\" + base64 HMAC-SHA256 of "
+                            "the canonical form; required with mqtt.require_signed_commands")
 
 
 class OpenCommand(Envelope, OpenFields):
@@ -381,12 +390,24 @@ REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, 
                                         "update": UpdateReply}
 
 
+def reply_bytes(reply: Reply) -> bytes:
+    """The reply as it is published: JSON in UTF-8. Every command gets exactly one reply, so one that
+    cannot be encoded (text the panel put in it that is not UTF-8: a bug) still goes out, as
+    ``internal_error`` with whatever of its id and cmd can be carried."""
+    try:
+        return reply.model_dump_json().encode("utf-8")
+    except (PydanticSerializationError, UnicodeEncodeError) as e:
+        log.error("reply %s to command %r could not be encoded: %s", reply.code, reply.id, e)
+        return Reply(code="internal_error", message="the panel could not encode its reply; see its log",
+                     id=_echo(reply.id, 128), cmd=_echo(reply.cmd, 32)).model_dump_json().encode("utf-8")
+
+
 # -- parsing ---------------------------------------------------------------------------------------
 
 
-def _too_large(size: int) -> CommandRefused:
+def _too_large(size: int, partial: Any = None) -> CommandRefused:
     return CommandRefused("malformed", f"the payload is {size} bytes; at most {MAX_PAYLOAD} are allowed "
-                          f"({MAX_OFFER_PAYLOAD} for an offer)")
+                          f"({MAX_OFFER_PAYLOAD} for an offer)", partial=partial)
 
 
 def decode(payload: bytes) -> dict[str, Any]:
@@ -397,16 +418,16 @@ def decode(payload: bytes) -> dict[str, Any]:
         obj = loads_unique(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise CommandRefused("malformed", "the payload is not UTF-8 text") from None
-    except DuplicateKey as e:
+    except (DuplicateKey, LoneSurrogate) as e:
         raise CommandRefused("malformed", str(e), partial=json.loads(payload)) from None
-    except RecursionError:
-        raise CommandRefused("malformed", "the payload is not JSON (nested too deeply)") from None
+    except TooDeep as e:
+        raise CommandRefused("malformed", str(e)) from None
     except ValueError as e:
         raise CommandRefused("malformed", f"the payload is not JSON ({e})") from None
     if not isinstance(obj, dict):
         raise CommandRefused("malformed", f"expected a JSON object, got {type(obj).__name__}")
     if len(payload) > MAX_PAYLOAD and obj.get("cmd") != "offer":
-        raise _too_large(len(payload))
+        raise _too_large(len(payload), partial=obj)  # it was read, so its reply echoes its id
     return obj
 
 
@@ -436,6 +457,9 @@ def parse(obj: dict[str, Any]) -> AnyCommand:
     cmd = obj.get("cmd")
     if cmd is None:
         raise CommandRefused("malformed", "cmd: is required (one of " + ", ".join(COMMAND_MODELS) + ")")
+    if not isinstance(cmd, str):
+        raise CommandRefused("malformed", f"cmd: must be a string (one of {', '.join(COMMAND_MODELS)}), not "
+                             f"{type(cmd).__name__}")
     if cmd not in COMMAND_MODELS:
         raise CommandRefused("unsupported_command", f"cmd {cmd!r} is not supported; expected one of "
                              + ", ".join(COMMAND_MODELS))
@@ -451,50 +475,39 @@ def parse(obj: dict[str, Any]) -> AnyCommand:
     return command
 
 
-_SDP_LINE = re.compile(r"^[a-zA-Z]=[^\x00-\x08\x0a-\x1f\x7f]*$")
-
-
 def check_sdp(text: str) -> None:
-    """Refuse (``bad_sdp``) what is not an SDP offer, before any of it reaches the WebRTC stack.
-
-    The syntax of RFC 8866 (``v=0`` first, then ``<type>=<value>`` lines) plus the least an offer
-    needs: an origin, a session name and an audio or video section. The media layer then checks ICE
-    credentials, fingerprints and codecs (also ``bad_sdp``, ``no_common_codec``)."""
+    """Refuse (``bad_sdp``) what is not an SDP offer, before any of it reaches the WebRTC stack: the
+    bounds and syntax of panel/sdp.py. The media layer then checks ICE credentials, fingerprints,
+    directions and codecs (also ``bad_sdp``, ``no_common_codec``)."""
     try:
-        size = len(text.encode("utf-8"))
+        offer_lines(text)
+    except SdpRefused as e:
+        raise CommandRefused("bad_sdp", str(e)) from None
+
+
+_ECHOABLE = re.compile(r"^[^\x00-\x1f\x7f]*$")
+
+
+def _echo(value: Any, limit: int) -> str | None:
+    """``value`` if a reply can carry it back as it came: a short string of printable UTF-8 (a lone
+    surrogate from a ``\\ud800`` escape cannot be encoded, so the reply could not be sent at all)."""
+    if not isinstance(value, str) or len(value) > limit or not _ECHOABLE.match(value):
+        return None
+    try:
+        value.encode("utf-8")
     except UnicodeEncodeError:
-        raise CommandRefused("bad_sdp", "the SDP contains an unpaired UTF-16 surrogate; SDP is UTF-8 text") from None
-    if not text.strip():
-        raise CommandRefused("bad_sdp", "sdp is empty; send the resident's offer (pc.localDescription.sdp)")
-    if size > MAX_SDP_BYTES:
-        raise CommandRefused("bad_sdp", f"the SDP is {size} bytes; at most {MAX_SDP_BYTES} are allowed")
-    lines = text.split("\n")
-    if lines[-1] in ("", "\r"):
-        lines.pop()  # the line break that ends the last line
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    if lines[0] != "v=0":
-        raise CommandRefused("bad_sdp", f"an SDP starts with the line \"v=0\", this one with {lines[0][:40]!r}")
-    for n, line in enumerate(lines, 1):
-        if not _SDP_LINE.match(line):
-            raise CommandRefused("bad_sdp", f"SDP line {n} is not <type>=<value> (one letter, '=', printable text): "
-                                 f"{line[:40]!r}")
-    first_media = next((i for i, line in enumerate(lines) if line.startswith("m=")), len(lines))
-    session = {line[0] for line in lines[:first_media]}
-    for kind, what in (("o", "origin (o=)"), ("s", "session name (s=)")):
-        if kind not in session:
-            raise CommandRefused("bad_sdp", f"the SDP has no {what} line before its first m= section")
-    if not any(line.startswith(("m=audio ", "m=video ")) for line in lines[first_media:]):
-        raise CommandRefused("bad_sdp", "the SDP has no audio or video section (m=audio / m=video)")
+        return None
+    return value
 
 
 def best_effort_ids(obj: Any) -> tuple[str | None, str | None]:
-    """``(id, cmd)`` for a refusal's reply, from whatever could be decoded."""
+    """``(id, cmd)`` for a refusal's reply, from whatever could be decoded and can be echoed."""
     if not isinstance(obj, dict):
         return None, None
-    cid = obj.get("id") if isinstance(obj.get("id"), str) and len(obj["id"]) <= 128 else None
-    cmd = obj.get("cmd") if isinstance(obj.get("cmd"), str) and len(obj["cmd"]) <= 32 else None
-    if cmd is None and isinstance(obj.get("action"), str) and len(obj["action"]) <= 32:
-        cmd = obj["action"]
+    cid = _echo(obj.get("id"), 128)
+    cmd = _echo(obj.get("cmd"), 32)
+    if cmd is None:
+        cmd = _echo(obj.get("action"), 32)
     return cid, cmd
 
 
@@ -535,4 +548,5 @@ def verify(key: str, panel_id: str, obj: dict[str, Any]) -> bool:
     if not isinstance(given, str):
         return False
     expected = sign(key, panel_id, obj)
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # surrogatepass: whatever text arrived compares (unequal) instead of raising
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())

@@ -143,9 +143,7 @@ class Control:
             self._authenticate(obj)
             check_fresh(command.exp, command.nonce, synced=self.clock_sync.synchronized(), now=self.clock.wall(),
                         nonces=self.nonces, max_age_s=self.mqtt.command_max_age_s)
-            if not self.seen.claim(command.id):
-                raise CommandRefused("replayed", f"a command with id {command.id!r} was already accepted; every "
-                                     "command (and every retry) needs a new id")
+            self.seen.claim(command.id, command.exp, command.nonce)  # replayed, or below the expiry floor
             spent = True
             return await self._dispatch(command)
         except (CommandRefused, UnlockRefused, CallError, AccessError) as e:

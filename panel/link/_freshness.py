@@ -113,13 +113,28 @@ class Nonces:
         self._next = now + self.period_s
         return True
 
+    def live(self, nonce: str) -> bool:
+        """Whether a command carrying ``nonce`` could still pass (replay pruning; public values, so no
+        constant-time comparison is needed here)."""
+        self.roll()
+        return nonce == self.current or nonce == self.previous
+
+    def retire(self) -> None:
+        """Draw a new nonce now and accept no earlier one (spent ids evicted under pressure)."""
+        self.previous = None
+        self.current = self._token()
+        self._next = self.clock.monotonic() + self.period_s
+
     def expires_in(self) -> float:
         return max(0.0, self._next - self.clock.monotonic())
 
     def accepts(self, nonce: str) -> bool:
         self.roll()
-        return secrets.compare_digest(nonce, self.current) or (
-            self.previous is not None and secrets.compare_digest(nonce, self.previous))
+        # As bytes: compare_digest refuses str with non-ASCII characters (TypeError) instead of
+        # answering "no"; surrogatepass so that any text at all compares.
+        given = nonce.encode("utf-8", "surrogatepass")
+        return secrets.compare_digest(given, self.current.encode()) or (
+            self.previous is not None and secrets.compare_digest(given, self.previous.encode()))
 
 
 def check_fresh(exp: float | None, nonce: str | None, *, synced: bool, now: float, nonces: Nonces,

@@ -39,7 +39,7 @@ from ..compat import fail_connect, paho_client
 from ..errors import ConfigError
 from ..platform import Clock, Config, EventRow, Journal, LoopClock
 from ..platform import iso8601 as _iso
-from ._commands import MAX_PACKET, CommandRefused, Reply
+from ._commands import MAX_PACKET, CommandRefused, Reply, reply_bytes
 from ._control import Control
 from ._freshness import ClockSync
 from ._homeassistant import discovery_messages
@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.5
 TICK_S = 5.0  # how often the clock-sync status and the nonce are looked at
-PRUNE_EVERY_S = 3600.0
+# Spent ids may go about a minute and a half after they were spent; prune sooner when many wait.
+PRUNE_EVERY_S = 60.0
+PRUNE_BACKLOG = 1000
 EVENT_BUFFER = 500  # events waiting for the publisher while connected; older ones are dropped
 
 
@@ -348,7 +350,7 @@ class MqttLink:
         if correlation is not None:
             props.CorrelationData = correlation
         try:
-            await client.publish(topic, reply.model_dump_json(), qos=1, properties=props)
+            await client.publish(topic, reply_bytes(reply), qos=1, properties=props)
         except aiomqtt.MqttError as e:
             log.warning("reply %s to command %s not delivered: %s", reply.code, reply.id, e)
 
@@ -422,11 +424,11 @@ class MqttLink:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         while True:
-            if loop.time() >= next_prune:
+            if loop.time() >= next_prune or self.seen.backlog >= PRUNE_BACKLOG:
                 next_prune = loop.time() + PRUNE_EVERY_S
-                pruned = await self.seen.prune(self.clock_sync.synchronized())
+                pruned = await self.seen.prune()
                 if pruned:
-                    log.info("forgot %d expired command ids", pruned)
+                    log.info("forgot %d spent command ids", pruned)
             self.poke()
             await asyncio.sleep(min(TICK_S, self.control.nonces.expires_in() + 0.01))
 

@@ -25,7 +25,7 @@ import re
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from aiortc import (
     RTCConfiguration,
@@ -53,6 +53,8 @@ from ..platform import (
     SlotTier,
     TimerHandle,
 )
+from ..sdp import SdpRefused, offer_lines
+from ..wire import loads_unique
 from .audio import MixerInput
 from .errors import SessionRefused
 from .hub import MediaHub
@@ -67,10 +69,10 @@ from .tracks import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Role = Literal["answerer", "viewer", "participant"]
 Origin = Literal["whep", "mqtt", "local"]
-MAX_SDP_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024
 CONNECT_TIMEOUT_S = 15.0
 WATCH_INTERVAL_S = 1.0
@@ -143,13 +145,17 @@ def ice_servers_from_message(servers: list[dict[str, Any]]) -> list[RTCIceServer
 
 
 def check_offer(text: str) -> aiortc_sdp.SessionDescription:
-    """Parse an SDP offer, or refuse it saying what is wrong (aiortc's parser accepts almost anything)."""
+    """Parse an SDP offer, or refuse it saying what is wrong: first the bounds and syntax every channel
+    applies (panel/sdp.py) so nothing unbounded reaches aiortc, then aiortc's parser (which raises
+    whatever its string handling hits), then what the stack assumes of every section."""
     if not text.strip():
         raise SessionRefused("invalid_sdp", "the body is empty; send the SDP offer (Content-Type: application/sdp)")
-    if len(text.encode()) > MAX_SDP_BYTES:
-        raise SessionRefused("invalid_sdp", f"the offer is larger than {MAX_SDP_BYTES // 1024} KiB")
     if not text.lstrip().startswith("v=0"):
         raise SessionRefused("invalid_sdp", "the body is not an SDP offer: it must start with \"v=0\"")
+    try:
+        offer_lines(text)
+    except SdpRefused as e:
+        raise SessionRefused("invalid_sdp", str(e)) from None
     try:
         desc = aiortc_sdp.SessionDescription.parse(text)
     except Exception as e:  # the parser raises whatever its string handling hits
@@ -157,12 +163,36 @@ def check_offer(text: str) -> aiortc_sdp.SessionDescription:
     media = [m for m in desc.media if m.kind in ("audio", "video")]
     if not media:
         raise SessionRefused("invalid_sdp", "the offer has no audio or video section (m=audio / m=video)")
+    mids: set[str] = set()
     for i, m in enumerate(desc.media):
         if m.ice is None or not (m.ice.usernameFragment and m.ice.password):
             raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no a=ice-ufrag/a=ice-pwd")
         if not m.dtls or not m.dtls.fingerprints:
             raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no a=fingerprint (DTLS)")
+        # aiortc matches its answer to the offer by mid and reads every RTP section's direction; without
+        # them it fails deep inside (ValueError: None is not in list) instead of refusing the offer.
+        if not m.rtp.muxId:
+            raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no a=mid")
+        if m.rtp.muxId in mids:
+            raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) repeats a=mid:{m.rtp.muxId}")
+        mids.add(m.rtp.muxId)
+        if m.kind in ("audio", "video") and m.direction is None:
+            raise SessionRefused("invalid_sdp", f"media section {i} ({m.kind}) has no direction (a=sendrecv, "
+                                 "a=sendonly, a=recvonly or a=inactive)")
+    for group in desc.group:
+        # aiortc moves every bundled section onto the first mid's transport; a mid naming no section
+        # left them with none (AttributeError when connecting and closing).
+        unknown = [str(mid) for mid in group.items if str(mid) not in mids]
+        if unknown:
+            raise SessionRefused("invalid_sdp", f"a=group:{group.semantic} names {', '.join(unknown)[:60]}, which is "
+                                 "no media section's a=mid")
     return desc
+
+
+# What aiortc and aioice raise when an offer that parsed still holds something they cannot use (a
+# payload type they look up, an attribute they split): the offer's fault, answered invalid_sdp. The
+# panel's own failures (OSError from a socket, CancelledError) are not among them.
+STACK_REFUSALS = (ValueError, KeyError, IndexError, TypeError, AssertionError, StopIteration, AttributeError)
 
 
 class Session:
@@ -218,15 +248,15 @@ class Session:
                 codec = self.hub.video.codec.upper() if self.hub.video else "Opus"
                 raise SessionRefused("no_common_codec", f"the offer has no codec the panel can send; the camera "
                                      f"stream is {codec} (H.264 constrained baseline, packetization-mode=1)") from None
-            except (ValueError, InvalidStateError, InternalError) as e:
-                raise SessionRefused("invalid_sdp", f"the SDP offer was refused: {e}") from None
-            answer = await self.pc.createAnswer()
+            except (InvalidStateError, InternalError, *STACK_REFUSALS) as e:
+                raise SessionRefused("invalid_sdp", f"the SDP offer was refused: {type(e).__name__}: {e}") from None
+            answer = await self._stack(self.pc.createAnswer())
             # Candidate gathering happens here: immediate with host candidates only (no ICE servers), at
             # most media.ice_gather_budget_s with STUN/TURN servers (ice.py).
             first = self.pc.iceGatheringState == "new"
             if self.ice.servers:
                 bound_gathering(self.pc, self.manager.ice.gather_budget_s)
-            await self.pc.setLocalDescription(answer)
+            await self._stack(self.pc.setLocalDescription(answer))
             self._after_negotiation()
             self.answer_sdp = self.pc.localDescription.sdp
             if first and self.ice.servers:
@@ -234,6 +264,16 @@ class Session:
             if self.state == "new":
                 self.state = "connecting"
             return self.answer_sdp
+
+    async def _stack(self, step: Awaitable[T]) -> T:
+        """One of aiortc's steps on an offer that parsed: what it raises about the offer is invalid_sdp."""
+        try:
+            return await step
+        except STACK_REFUSALS as e:
+            log.info("the WebRTC stack could not answer an offer: %s: %s", type(e).__name__, e,
+                     extra={"session": self.id})
+            raise SessionRefused("invalid_sdp", f"the SDP offer cannot be answered: {type(e).__name__}: "
+                                 f"{e}") from None
 
     def _prepare_transceivers(self, desc: aiortc_sdp.SessionDescription) -> None:
         """Create our transceivers for new media sections *before* the offer is applied: codec
@@ -378,8 +418,8 @@ class Session:
             self.send(_error("message_too_large", f"messages are limited to {MAX_MESSAGE_BYTES // 1024} KiB"), channel)
             return
         try:
-            msg = json.loads(raw)
-        except json.JSONDecodeError as e:
+            msg = loads_unique(raw)  # nesting bounded before parsing, as on every channel
+        except ValueError as e:
             self.send(_error("invalid_json", f"not JSON: {e}"), channel)
             return
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):

@@ -215,7 +215,8 @@ class UrlSigner:
             exp_i = int(exp)
         except ValueError:
             return "invalid"
-        if not hmac.compare_digest(self._mac(guid, exp_i), sig):
+        # As bytes: compare_digest raises TypeError for str with non-ASCII characters (sig=%C3%A9).
+        if not hmac.compare_digest(self._mac(guid, exp_i).encode(), sig.encode("utf-8", "surrogatepass")):
             return "invalid"
         if time.time() > exp_i:
             return "expired"

@@ -133,5 +133,9 @@ class FakeClock:
             timer.callback()
         self._now = target
 
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock jumps (NTP arriving or correcting, a boot without an RTC); monotonic time does not."""
+        self._wall_offset += seconds
+
     def pending(self) -> int:
         return sum(1 for t in self._timers if not t.cancelled)
