@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .auth import InstallerCredential, Secrets
 from .calls import CallLinks, CallManager, CallService, Participants
+from .directory import Directory
 from .door import DebouncedInput, Door, Lights, Relay
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
 from .platform import (
@@ -97,6 +98,7 @@ class Panel:
         self.participants: Participants
         self.call_links: CallLinks
         self.call_service: CallService
+        self.directory: Directory
         self.api: ApiServer | None = None
         self.api_auth: ApiAuth | None = None  # made with the first app (tests make several for one panel)
         self.api_state: ApiState | None = None  # likewise
@@ -178,6 +180,8 @@ class Panel:
         self.call_links = CallLinks(self.cfg.links, self.calls, self.journal, self.participants, lambda: self.media,
                                     now=self.clock.wall, monotonic=self.clock.monotonic)
         self.call_service = CallService(self.calls, lambda: self.media, links=self.call_links)
+        # Units and residents; sign-ins need the API's token store, attached when the API is built.
+        self.directory = Directory(lambda: self.config.current, self.store, self.clock)
 
         def calls_stopping(_r: StopReason) -> None:
             self.calls.close("shutdown")  # written with the journal's final flush
@@ -406,7 +410,7 @@ class Panel:
         control = Control(cfg=self.cfg, secrets=self.secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
                           media=lambda: self.media, call_service=self.call_service,
-                          access=lambda: self.access, updates=lambda: self.updates)
+                          access=lambda: self.access, updates=lambda: self.updates, directory=self.directory)
         link = MqttLink(self.cfg, self.secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
         await link.prepare()
         self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")

@@ -227,6 +227,18 @@ class TokenStore:
                 log.info("credential revoked", extra={"token_id": p.token_id, "role": p.role, "subject": p.subject})
         return done
 
+    # -- the directory's view (panel/directory Credentials): a resident's devices are their sessions ------
+    async def issue_resident(self, *, subject: str, name: str, unit_id: str, device: str, ttl_s: float,
+                             issued_by: str) -> tuple[str, Principal]:
+        return await self.issue(kind="token", role="resident", subject=subject, issued_by=issued_by, ttl_s=ttl_s,
+                                name=f"{name} ({device})", unit_id=unit_id)
+
+    def sessions_of(self, subject: str) -> builtins.list[Principal]:
+        return self.list(roles=frozenset({"resident"}), subject=subject)
+
+    async def revoke_ids(self, token_ids: builtins.list[str]) -> int:
+        return len(await self.revoke(token_ids))
+
     def _forget_old(self) -> None:
         now = self.now()
         for d, entry in list(self._by_digest.items()):
@@ -286,6 +298,7 @@ class ApiAuth:
             panel.api_auth = auth = cls(panel)
             # A revoked answerer's credential ends the call it answered (docs/calls.md).
             auth.tokens.on_revoke(lambda p: panel.call_service.credential_revoked(p.token_id))
+            panel.directory.attach(auth.tokens)  # residents' sign-ins issue and revoke credentials here
         return panel.api_auth
 
     def _announce(self, password: str | None) -> None:

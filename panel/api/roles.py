@@ -72,6 +72,15 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/auth/tokens/{token_id}"): allow("installer", "backend",
                                                         note="backend cannot revoke installer sessions"),
     ("POST", "/api/v1/auth/tokens/revoke"): allow("installer", "backend", note="all credentials of one subject"),
+    ("POST", "/api/v1/auth/signin"): public("a sign-in link's single-use code -> a resident credential"),
+    # -- the directory (panel/api/directory.py) ----------------------------------------------------
+    ("GET", "/api/v1/directory"): allow("installer", "backend", note="names and sessions, never a secret"),
+    ("POST", "/api/v1/directory/residents"): allow("installer", "backend", note="the answer has a sign-in link"),
+    ("POST", "/api/v1/directory/residents/{resident_id}/link"): allow("installer", "backend"),
+    ("PATCH", "/api/v1/directory/residents/{resident_id}"): allow("installer", "backend"),
+    ("DELETE", "/api/v1/directory/residents/{resident_id}"): allow("installer", "backend",
+                                                                    note="ends every session of the resident"),
+    ("DELETE", "/api/v1/directory/residents/{resident_id}/sessions/{token_id}"): allow("installer", "backend"),
     # -- the panel -----------------------------------------------------------------------------
     ("GET", "/api/v1/system"): allow("installer", "backend"),
     ("GET", "/api/v1/state"): allow(*ROLES),
