@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -625,7 +625,8 @@ def api_certificate(cfg: Config) -> ServerCert:
     return server_cert(cfg.storage.dir, cfg.panel.id, cfg.api.cert_file, cfg.api.key_file)
 
 
-async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path | None = None) -> int:
+async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path | None = None,
+                welcome: Callable[[Panel], Awaitable[None]] | None = None) -> int:
     # One daemon per storage.dir; `panel factory-reset` takes the same lock before it erases anything.
     panel = Panel(cfg, secrets, simulate=simulate)
     panel.storage_lock = lock_storage(cfg.storage.dir)
@@ -639,6 +640,8 @@ async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path
         if panel._core_built:
             await panel.stop(f"start failed: {type(e).__name__}: {e}", failed=True)
         raise
+    if welcome is not None:
+        await welcome(panel)  # the demo's pages and sign-ins, once everything runs
     try:
         return await panel.run()
     finally:
