@@ -87,6 +87,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/tamper/clear"): allow("installer"),
     ("GET", "/api/v1/config"): allow("installer", note="secrets are never included"),
     ("PATCH", "/api/v1/config"): allow("installer"),
+    ("GET", "/api/v1/config/schema"): allow("installer", note="the forms' schema and the pins in use"),
     ("POST", "/api/v1/selftest"): allow("installer"),
     ("GET", "/api/v1/update"): allow("installer", "backend"),
     ("POST", "/api/v1/update"): allow("installer", note="the backend sends update over MQTT; force is the "
@@ -121,6 +122,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
                                           note="resident: the call they answered"),
     # -- logs and events -----------------------------------------------------------------------
     ("GET", "/api/v1/logs/access"): allow("installer", "backend"),
+    ("GET", "/api/v1/logs/events"): allow("installer", "backend", note="every event, in pages, newest first"),
     ("GET", "/api/v1/events"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
                                      note="viewer/resident/guest: call events of their scope only"),
     ("GET", "/api/v1/events/stream"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
