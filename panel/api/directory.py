@@ -34,7 +34,7 @@ _404 = {"description": "unknown_resident: no such resident (or removed); unknown
 
 class SessionOut(BaseModel):
     token_id: str = Field(description="the credential's id (revoke it with DELETE …/sessions/{token_id})")
-    device: str = Field(description="the resident and the browser and system that signed in")
+    device: str = Field(description="the browser and system that signed in, e.g. \"Chrome on Android\"")
     created_at: str
     expires_at: str | None
 

@@ -46,6 +46,8 @@ class Issued(Protocol):
     def expires(self) -> float | None: ...
     @property
     def name(self) -> str | None: ...
+    @property
+    def device(self) -> str | None: ...
 
 
 class Credentials(Protocol):
@@ -232,7 +234,7 @@ class Directory:
     def sessions(self, resident: Resident) -> list[Session]:
         if self._credentials is None:
             return []
-        return [Session(token_id=p.token_id, device=p.name or "", created=p.created, expires=p.expires)
+        return [Session(token_id=p.token_id, device=p.device or "", created=p.created, expires=p.expires)
                 for p in self._credentials.sessions_of(resident.id)]
 
     async def end_session(self, resident_id: str, token_id: str, *, by: str) -> Resident:

@@ -164,6 +164,7 @@ MIGRATIONS: list[str] = [
         revoked    REAL
     );
     CREATE INDEX residents_unit ON residents(unit_id);
+    ALTER TABLE api_tokens ADD COLUMN device TEXT;
     CREATE TABLE signin_codes (
         digest      TEXT PRIMARY KEY,
         resident_id TEXT NOT NULL,
