@@ -60,7 +60,7 @@ class DirectoryView(OkBody):
     orphans: list[ResidentOut] = Field(description="residents of units no longer on the button map")
 
 
-class LinkOut(BaseModel):
+class SignInLinkOut(BaseModel):
     url: str = Field(description="the sign-in link: open it on the resident's phone (works once)")
     path: str = Field(description="the same without this panel's address, for a backend that knows its own")
     expires_at: str
@@ -69,7 +69,7 @@ class LinkOut(BaseModel):
 
 class ResidentLink(OkBody):
     resident: ResidentOut
-    link: LinkOut
+    link: SignInLinkOut
 
 
 class ResidentDone(OkBody):
@@ -87,9 +87,9 @@ def _resident(directory: Directory, r: Resident) -> ResidentOut:
                                             expires_at=iso(s.expires)) for s in directory.sessions(r)])
 
 
-def _link(request: Request, link: SignInLink) -> LinkOut:
+def _link(request: Request, link: SignInLink) -> SignInLinkOut:
     url = str(request.base_url).rstrip("/") + link.path
-    return LinkOut(url=url, path=link.path, expires_at=iso(link.expires) or "", qr_svg=svg_data_uri(url))
+    return SignInLinkOut(url=url, path=link.path, expires_at=iso(link.expires) or "", qr_svg=svg_data_uri(url))
 
 
 _BROWSERS = (("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari"))
