@@ -39,11 +39,15 @@ async def welcome(panel: Panel, out: TextIO = sys.stdout) -> None:
         link = await panel.directory.new_link(resident.id, by="demo")
     url = base + link.path
     password = await asyncio.to_thread(InstallerCredential(panel.cfg.storage.dir).initial_password)
-    pw_line = (f"Installer password: {password}" if password else
-               "Installer password: changed since the first start (`panel credentials reset --config "
-               "config/demo.toml` makes a new one)")
+    pw_line = (
+        f"Installer password: {password}"
+        if password
+        else "Installer password: changed since the first start (`panel credentials reset --config "
+        "config/demo.toml` makes a new one)"
+    )
     button = unit.buttons[0]
-    print(f"""
+    print(
+        f"""
   The panel runs in simulation: mock GPIO pins, a synthetic camera and microphone, a recording speaker.
 
   Pages
@@ -60,7 +64,10 @@ async def welcome(panel: Panel, out: TextIO = sys.stdout) -> None:
       panel sim press {button}
   The resident page rings: Answer shows the entrance and talks both ways; Open door releases the relay.
   Stop with Ctrl-C.
-""", file=out, flush=True)
+""",
+        file=out,
+        flush=True,
+    )
 
 
 def _indent(text: str) -> str:

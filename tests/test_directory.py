@@ -20,7 +20,9 @@ from .mosquitto import Broker, Client
 from .rig import Rig
 from .test_mqtt import A, broker, cmd, panel_config, start  # noqa: F401 (fixture)
 
-PHONE = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
+PHONE = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
+)
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 def code_of(link: dict[str, Any]) -> str:
     assert link["url"].endswith(link["path"]) and link["path"].startswith(SIGNIN_PATH)
-    return str(link["path"][len(SIGNIN_PATH):])
+    return str(link["path"][len(SIGNIN_PATH) :])
 
 
 async def signin(c: httpx.AsyncClient, code: str, ua: str = PHONE) -> httpx.Response:
@@ -72,8 +74,11 @@ async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(r
         assert [s["device"] for s in ana["sessions"]] == ["Chrome on Android"]
         # A second device by a new link; then the installer signs the first one out.
         r = await c.post(f"/api/v1/directory/residents/{rid}/link", headers=installer)
-        laptop = bearer((await signin(c, code_of(r.json()["link"]), ua="Mozilla/5.0 (X11; Linux x86_64) "
-                                      "Firefox/128.0")).json()["token"])
+        laptop = bearer(
+            (await signin(c, code_of(r.json()["link"]), ua="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0")).json()[
+                "token"
+            ]
+        )
         sessions = r.json()["resident"]["sessions"]
         r = await c.delete(f"/api/v1/directory/residents/{rid}/sessions/{sessions[0]['token_id']}", headers=installer)
         assert r.status_code == 200, r.text
@@ -95,8 +100,9 @@ async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(r
 async def test_a_link_expires_and_bad_input_names_what_is_wrong_and_changes_nothing(rig: Rig) -> None:
     installer = bearer(await token(rig, "installer"))
     async with served(rig) as c:
-        body = (await c.post("/api/v1/directory/residents", headers=installer,
-                             json={"unit_id": "304", "name": "Bo"})).json()
+        body = (
+            await c.post("/api/v1/directory/residents", headers=installer, json={"unit_id": "304", "name": "Bo"})
+        ).json()
         await rig.advance(SIGNIN_TTL_S + 1)
         r = await signin(c, code_of(body["link"]))
         assert (r.status_code, r.json()["code"]) == (401, "signin_code_expired")
@@ -104,10 +110,22 @@ async def test_a_link_expires_and_bad_input_names_what_is_wrong_and_changes_noth
         assert (r.status_code, r.json()["code"]) == (401, "signin_code_invalid")
         cases: list[tuple[str, str, dict[str, Any] | None, int, str, str]] = [
             ("POST", "/api/v1/directory/residents", {"unit_id": "999", "name": "X"}, 404, "unknown_unit", "303, 304"),
-            ("POST", "/api/v1/directory/residents", {"unit_id": "303", "name": "\x07bell"}, 422, "invalid_request",
-             "name"),
-            ("POST", "/api/v1/directory/residents", {"unit_id": "303", "name": "X", "role": "installer"}, 422,
-             "invalid_request", "role"),
+            (
+                "POST",
+                "/api/v1/directory/residents",
+                {"unit_id": "303", "name": "\x07bell"},
+                422,
+                "invalid_request",
+                "name",
+            ),
+            (
+                "POST",
+                "/api/v1/directory/residents",
+                {"unit_id": "303", "name": "X", "role": "installer"},
+                422,
+                "invalid_request",
+                "role",
+            ),
             ("PATCH", "/api/v1/directory/residents/r-000000000000", {"name": "X"}, 404, "unknown_resident", "r-0"),
             ("POST", "/api/v1/auth/signin", {"code": "short"}, 422, "invalid_request", "code"),
         ]
@@ -133,7 +151,7 @@ async def test_the_backend_manages_the_directory_over_mqtt(broker: Broker, tmp_p
             assert path.startswith(SIGNIN_PATH) and ana["unit_id"] == "303"
             assert panel.api is not None
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{panel.api.bound_port}") as c:
-                r = await signin(c, unquote(path[len(SIGNIN_PATH):]))
+                r = await signin(c, unquote(path[len(SIGNIN_PATH) :]))
                 assert r.status_code == 200, r.text
             listed = await backend.request(A, cmd("directory_list", unit_id="303"))
             assert [s["device"] for s in listed["residents"][0]["sessions"]] == ["Chrome on Android"]

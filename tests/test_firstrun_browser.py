@@ -62,12 +62,22 @@ def demo_process(tmp_path: Path) -> PanelProcess:
 
 def banner(proc: PanelProcess) -> dict[str, str]:
     """What the demo printed: the pages, the installer password and the resident's sign-in link."""
-    text = eventually_sync(lambda: proc.log() if "panel sim press" in proc.log() else None, 10, "the demo's banner",
-                           detail=proc.log)
-    found = {name: m.group(1) for name, m in (
-        ("resident", re.search(r"Resident +(\S+)", text)), ("installer", re.search(r"Installer +(\S+)", text)),
-        ("docs", re.search(r"API docs +(\S+)", text)), ("password", re.search(r"Installer password: (\S+)", text)),
-        ("link", re.search(r"^ +(http://\S+/resident#signin=\S+)$", text, re.M))) if m}
+    shown = eventually_sync(
+        lambda: proc.log() if "panel sim press" in proc.log() else None, 10, "the demo's banner", detail=proc.log
+    )
+    assert shown is not None
+    text: str = shown
+    found = {
+        name: m.group(1)
+        for name, m in (
+            ("resident", re.search(r"Resident +(\S+)", text)),
+            ("installer", re.search(r"Installer +(\S+)", text)),
+            ("docs", re.search(r"API docs +(\S+)", text)),
+            ("password", re.search(r"Installer password: (\S+)", text)),
+            ("link", re.search(r"^ +(http://\S+/resident#signin=\S+)$", text, re.M)),
+        )
+        if m
+    }
     assert set(found) == {"resident", "installer", "docs", "password", "link"}, text
     assert "█" in text  # the QR code
     return found
@@ -98,14 +108,21 @@ async def test_a_new_user_follows_the_readme_demo_and_completes_a_call(tmp_path:
             await phone.wait_for_selector("#incoming:not([hidden])", timeout=10_000)  # 3. it rings: Answer
             await phone.click("#answer")
             await phone.wait_for_selector("#incall:not([hidden])")
-            first = await until(phone, f"() => {{ const r = ({FRAMES})('#video'); return r && r.frames >= 5 ? r : null; }}",
-                                what="video frames at the resident")
+            first = await until(
+                phone,
+                f"() => {{ const r = ({FRAMES})('#video'); return r && r.frames >= 5 ? r : null; }}",
+                what="video frames at the resident",
+            )
             assert (first["width"], first["height"]) == (640, 480)
-            await until(phone, f"(n) => ({FRAMES})('#video').frames >= n + 10", first["frames"],
-                        what="the video keeps moving")
-            sound = await until(phone, f"async () => {{ const s = await ({STATS})(); "
-                                "return s.audioIn > 4000 && s.audioOut > 4000 ? s : null; }",
-                                what="sound both ways (the entrance microphone in, the resident's out)")
+            await until(
+                phone, f"(n) => ({FRAMES})('#video').frames >= n + 10", first["frames"], what="the video keeps moving"
+            )
+            sound = await until(
+                phone,
+                f"async () => {{ const s = await ({STATS})(); "
+                "return s.audioIn > 4000 && s.audioOut > 4000 ? s : null; }",
+                what="sound both ways (the entrance microphone in, the resident's out)",
+            )
             assert sound["videoIn"] > 0
 
             await phone.click("#open")  # 4. Open door: the relay energises
@@ -198,5 +215,7 @@ async def test_an_installer_sets_up_a_fresh_panel_from_the_page_alone(fresh: Pan
         await page.wait_for_selector("[data-resident] [data-session]", timeout=8000)  # who is signed in where
         assert "Chrome on Linux" in (await page.text_content("[data-resident] [data-session]") or "")
         # The page's events paged newest first: the self-test's pulse is on the first page.
-        await eventually(lambda: page.evaluate("() => !!document.querySelector('#logs tr[data-type=\"door.locked\"]')"),
-                         what="the pulse in the event log")
+        await eventually(
+            lambda: page.evaluate("() => !!document.querySelector('#logs tr[data-type=\"door.locked\"]')"),
+            what="the pulse in the event log",
+        )

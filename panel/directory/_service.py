@@ -53,8 +53,9 @@ class Issued(Protocol):
 class Credentials(Protocol):
     """The part of the API's token store the directory needs: issue, list and revoke resident credentials."""
 
-    async def issue_resident(self, *, subject: str, name: str, unit_id: str, device: str, ttl_s: float,
-                             issued_by: str) -> tuple[str, Issued]: ...
+    async def issue_resident(
+        self, *, subject: str, name: str, unit_id: str, device: str, ttl_s: float, issued_by: str
+    ) -> tuple[str, Issued]: ...
     def sessions_of(self, subject: str) -> Sequence[Issued]: ...
     async def revoke_ids(self, token_ids: list[str]) -> int: ...
 
@@ -103,8 +104,9 @@ def _digest(code: str) -> str:
 
 
 def _resident(row: sqlite3.Row) -> Resident:
-    return Resident(id=row["id"], unit_id=row["unit_id"], name=row["name"], created=row["created"],
-                    created_by=row["created_by"])
+    return Resident(
+        id=row["id"], unit_id=row["unit_id"], name=row["name"], created=row["created"], created_by=row["created_by"]
+    )
 
 
 class Directory:
@@ -139,8 +141,11 @@ class Directory:
             if u.id == unit_id:
                 return u
         known = ", ".join(u.id for u in self.units()) or "none"
-        raise DirectoryError("unknown_unit", f"there is no unit {unit_id!r} on the button map (units: {known}); "
-                             "add a button for it (buttons[].unit) first")
+        raise DirectoryError(
+            "unknown_unit",
+            f"there is no unit {unit_id!r} on the button map (units: {known}); "
+            "add a button for it (buttons[].unit) first",
+        )
 
     # -- residents -------------------------------------------------------------------------------------
     async def residents(self, unit_id: str | None = None) -> list[Resident]:
@@ -150,34 +155,44 @@ class Directory:
             if unit_id is not None:
                 sql, args = sql + " AND unit_id = ?", (unit_id,)
             return [_resident(r) for r in conn.execute(sql + " ORDER BY unit_id, name, created", args)]
+
         return await self.store.read(q)
 
     async def resident(self, resident_id: str) -> Resident:
         def q(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row: sqlite3.Row | None = conn.execute("SELECT * FROM residents WHERE id = ? AND revoked IS NULL",
-                                                   (resident_id,)).fetchone()
+            row: sqlite3.Row | None = conn.execute(
+                "SELECT * FROM residents WHERE id = ? AND revoked IS NULL", (resident_id,)
+            ).fetchone()
             return row
+
         row = await self.store.read(q)
         if row is None:
-            raise DirectoryError("unknown_resident", f"there is no resident {resident_id!r} in the directory "
-                                 "(removed, or never added); list them with GET /api/v1/directory")
+            raise DirectoryError(
+                "unknown_resident",
+                f"there is no resident {resident_id!r} in the directory "
+                "(removed, or never added); list them with GET /api/v1/directory",
+            )
         return _resident(row)
 
     async def add(self, unit_id: str, name: str, *, by: str) -> SignInLink:
         """A new resident of ``unit_id`` with a first sign-in link, in one transaction."""
         self.unit(unit_id)
         now = self.clock.wall()
-        resident = Resident(id=RESIDENT_PREFIX + secrets.token_hex(6), unit_id=unit_id, name=name, created=now,
-                            created_by=by)
+        resident = Resident(
+            id=RESIDENT_PREFIX + secrets.token_hex(6), unit_id=unit_id, name=name, created=now, created_by=by
+        )
         code = secrets.token_urlsafe(16)
 
         def write(tx: Tx) -> None:
             (count,) = tx.execute("SELECT count(*) FROM residents WHERE revoked IS NULL").fetchone()
             if count >= MAX_RESIDENTS:
-                raise DirectoryError("too_many_tokens", f"the directory holds {MAX_RESIDENTS} residents; remove "
-                                     "some first")
-            tx.execute("INSERT INTO residents(id, unit_id, name, created, created_by) VALUES (?,?,?,?,?)",
-                       (resident.id, unit_id, name, now, by))
+                raise DirectoryError(
+                    "too_many_tokens", f"the directory holds {MAX_RESIDENTS} residents; remove some first"
+                )
+            tx.execute(
+                "INSERT INTO residents(id, unit_id, name, created, created_by) VALUES (?,?,?,?,?)",
+                (resident.id, unit_id, name, now, by),
+            )
             self._insert_code(tx, code, resident.id, now)
 
         await self.store.write(write)
@@ -202,8 +217,10 @@ class Directory:
         return SignInLink(code=code, resident=resident, expires=now + SIGNIN_TTL_S)
 
     def _insert_code(self, tx: Tx, code: str, resident_id: str, now: float) -> None:
-        tx.execute("INSERT INTO signin_codes(digest, resident_id, created, expires) VALUES (?,?,?,?)",
-                   (_digest(code), resident_id, now, now + SIGNIN_TTL_S))
+        tx.execute(
+            "INSERT INTO signin_codes(digest, resident_id, created, expires) VALUES (?,?,?,?)",
+            (_digest(code), resident_id, now, now + SIGNIN_TTL_S),
+        )
         # Spent and expired codes are of no use: trim them as we go.
         tx.execute("DELETE FROM signin_codes WHERE expires < ?", (now - 86_400,))
 
@@ -211,8 +228,13 @@ class Directory:
         resident = await self.resident(resident_id)
         await self.store.write(lambda tx: tx.execute("UPDATE residents SET name = ? WHERE id = ?", (name, resident.id)))
         log.info("resident renamed", extra={"resident": resident.id, "by": by})
-        return Resident(id=resident.id, unit_id=resident.unit_id, name=name, created=resident.created,
-                        created_by=resident.created_by)
+        return Resident(
+            id=resident.id,
+            unit_id=resident.unit_id,
+            name=name,
+            created=resident.created,
+            created_by=resident.created_by,
+        )
 
     async def remove(self, resident_id: str, *, by: str) -> tuple[Resident, int]:
         """Remove a resident: every session ends at once and every unspent link stops working.
@@ -234,8 +256,10 @@ class Directory:
     def sessions(self, resident: Resident) -> list[Session]:
         if self._credentials is None:
             return []
-        return [Session(token_id=p.token_id, device=p.device or "", created=p.created, expires=p.expires)
-                for p in self._credentials.sessions_of(resident.id)]
+        return [
+            Session(token_id=p.token_id, device=p.device or "", created=p.created, expires=p.expires)
+            for p in self._credentials.sessions_of(resident.id)
+        ]
 
     async def end_session(self, resident_id: str, token_id: str, *, by: str) -> Resident:
         resident = await self.resident(resident_id)
@@ -258,19 +282,32 @@ class Directory:
         def spend(tx: Tx) -> sqlite3.Row:
             row: sqlite3.Row | None = tx.execute(
                 "SELECT c.used, c.expires, r.* FROM signin_codes c LEFT JOIN residents r ON r.id = c.resident_id "
-                "WHERE c.digest = ?", (d,)).fetchone()
+                "WHERE c.digest = ?",
+                (d,),
+            ).fetchone()
             if row is None:
-                raise DirectoryError("signin_code_invalid", "this sign-in link is not one this panel issued (it may "
-                                     "be cut off); scan the QR code again or ask for a new link")
+                raise DirectoryError(
+                    "signin_code_invalid",
+                    "this sign-in link is not one this panel issued (it may "
+                    "be cut off); scan the QR code again or ask for a new link",
+                )
             if row["revoked"] is not None or row["id"] is None:
-                raise DirectoryError("resident_revoked", "this resident was removed from the panel's directory; "
-                                     "ask the installer or the building manager")
+                raise DirectoryError(
+                    "resident_revoked",
+                    "this resident was removed from the panel's directory; ask the installer or the building manager",
+                )
             if row["used"] is not None:
-                raise DirectoryError("signin_code_used", "this sign-in link was used already (each works once); "
-                                     "ask the installer or the building manager for a new one")
+                raise DirectoryError(
+                    "signin_code_used",
+                    "this sign-in link was used already (each works once); "
+                    "ask the installer or the building manager for a new one",
+                )
             if now >= row["expires"]:
-                raise DirectoryError("signin_code_expired", "this sign-in link has expired (links work for "
-                                     f"{int(SIGNIN_TTL_S // 60)} minutes); ask for a new one")
+                raise DirectoryError(
+                    "signin_code_expired",
+                    "this sign-in link has expired (links work for "
+                    f"{int(SIGNIN_TTL_S // 60)} minutes); ask for a new one",
+                )
             tx.execute("UPDATE signin_codes SET used = ? WHERE digest = ?", (now, d))
             return row
 
@@ -278,8 +315,13 @@ class Directory:
         resident = _resident(row)
         try:
             secret, issued = await creds.issue_resident(
-                subject=resident.id, name=resident.name, unit_id=resident.unit_id, device=device,
-                ttl_s=SESSION_TTL_S, issued_by="signin-link")
+                subject=resident.id,
+                name=resident.name,
+                unit_id=resident.unit_id,
+                device=device,
+                ttl_s=SESSION_TTL_S,
+                issued_by="signin-link",
+            )
         except BaseException:
             await self.store.write(lambda tx: tx.execute("UPDATE signin_codes SET used = NULL WHERE digest = ?", (d,)))
             raise
