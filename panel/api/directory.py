@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from ..directory import (
+    SIGNIN_TTL_S,
     AddResidentFields,
     Directory,
     RenameResidentFields,
@@ -100,6 +101,15 @@ def _link(request: Request, link: SignInLink) -> SignInLinkOut:
     return SignInLinkOut(url=url, path=link.path, expires_at=iso(link.expires) or "", qr_svg=svg_data_uri(url))
 
 
+def _issued(request: Request, directory: Directory, link: SignInLink, what: str) -> ResidentLink:
+    minutes = int(SIGNIN_TTL_S // 60)
+    return ResidentLink(
+        message=f"{what}; the link works once, for {minutes} minutes",
+        resident=_resident(directory, link.resident),
+        link=_link(request, link),
+    )
+
+
 _BROWSERS = (("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari"))
 _SYSTEMS = (
     ("Android", "Android"),
@@ -160,11 +170,7 @@ async def read_directory(panel: PanelDep, who: Caller) -> DirectoryView:
 )
 async def add_resident(body: AddResidentFields, request: Request, panel: PanelDep, who: Caller) -> ResidentLink:
     link = await panel.directory.add(body.unit_id, body.name, by=who.actor)
-    return ResidentLink(
-        message=f"{body.name} added to unit {body.unit_id}; the link works once, for 15 minutes",
-        resident=_resident(panel.directory, link.resident),
-        link=_link(request, link),
-    )
+    return _issued(request, panel.directory, link, f"{body.name} added to unit {body.unit_id}")
 
 
 @router.post(
@@ -176,11 +182,7 @@ async def add_resident(body: AddResidentFields, request: Request, panel: PanelDe
 )
 async def new_link(resident_id: ResidentPath, request: Request, panel: PanelDep, who: Caller) -> ResidentLink:
     link = await panel.directory.new_link(resident_id, by=who.actor)
-    return ResidentLink(
-        message=f"a new sign-in link for {link.resident.name}; it works once, for 15 minutes",
-        resident=_resident(panel.directory, link.resident),
-        link=_link(request, link),
-    )
+    return _issued(request, panel.directory, link, f"a new sign-in link for {link.resident.name}")
 
 
 @router.patch(
