@@ -9,11 +9,12 @@ uses. Only a simulated panel prints it: a real panel never writes a sign-in to a
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import TYPE_CHECKING, TextIO
 
 from .auth import InstallerCredential
-from .directory import terminal_text
+from .directory import SIGNIN_TTL_S, terminal_text
 
 if TYPE_CHECKING:
     from .daemon import Panel
@@ -39,11 +40,14 @@ async def welcome(panel: Panel, out: TextIO = sys.stdout) -> None:
         link = await panel.directory.new_link(resident.id, by="demo")
     url = base + link.path
     password = await asyncio.to_thread(InstallerCredential(panel.cfg.storage.dir).initial_password)
+    config = str(panel.config_path or "config/demo.toml")
+    # The command as it was started (scripts/demo: .venv/bin/panel), so the lines below can be pasted.
+    command = sys.argv[0] if os.path.basename(sys.argv[0]) == "panel" else "panel"
     pw_line = (
         f"Installer password: {password}"
         if password
-        else "Installer password: changed since the first start (`panel credentials reset --config "
-        "config/demo.toml` makes a new one)"
+        else f"Installer password: changed since the first start (`{command} credentials reset --config {config}` "
+        "makes a new one)"
     )
     button = unit.buttons[0]
     print(
@@ -57,11 +61,12 @@ async def welcome(panel: Panel, out: TextIO = sys.stdout) -> None:
 
   Sign in
     {pw_line}
-    A resident of unit {unit.label}: open this link (it works once, for 15 minutes; a new one at every start)
+    A resident of unit {unit.label}: open this link (it works once, for {int(SIGNIN_TTL_S // 60)} minutes; a new one at \
+every start)
       {url}
 {_indent(terminal_text(url))}
   Then ring: press "{button}" on the installer page (Simulation), or in another terminal
-      panel sim press {button}
+      {command} sim press {button}
   The resident page rings: Answer shows the entrance and talks both ways; Open door releases the relay.
   Stop with Ctrl-C.
 """,

@@ -4,6 +4,7 @@ a specific code and changes nothing."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from panel.cli import EXIT_USAGE, main
 from panel.daemon import Panel
 from panel.directory import SIGNIN_PATH, SIGNIN_TTL_S
 
@@ -45,7 +47,10 @@ def residents(view: dict[str, Any], unit: str) -> list[dict[str, Any]]:
     return next(u["residents"] for u in view["units"] if u["id"] == unit)
 
 
-async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(rig: Rig) -> None:
+async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     installer = bearer(await token(rig, "installer"))
     async with served(rig) as c:
         view = (await c.get("/api/v1/directory", headers=installer)).json()
@@ -88,6 +93,7 @@ async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(r
 
         r = await c.patch(f"/api/v1/directory/residents/{rid}", headers=installer, json={"name": "Ana S. Costa"})
         assert r.json()["resident"]["name"] == "Ana S. Costa"
+        assert (await c.get("/api/v1/auth/me", headers=laptop)).json()["credential"]["name"] == "Ana S. Costa"
         unspent = code_of((await c.post(f"/api/v1/directory/residents/{rid}/link", headers=installer)).json()["link"])
         r = await c.delete(f"/api/v1/directory/residents/{rid}", headers=installer)
         assert r.status_code == 200 and "1 session(s) ended" in r.json()["message"]
@@ -95,6 +101,9 @@ async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(r
         late = await signin(c, unspent)
         assert (late.status_code, late.json()["code"]) == (401, "signin_code_invalid")
         assert residents((await c.get("/api/v1/directory", headers=installer)).json(), "303") == []
+    # Neither a sign-in code nor a credential ever reaches the log (the access log included).
+    for secret in (code, unspent, phone["Authorization"][7:], laptop["Authorization"][7:]):
+        assert secret not in caplog.text
 
 
 async def test_a_link_expires_and_bad_input_names_what_is_wrong_and_changes_nothing(rig: Rig) -> None:
@@ -164,3 +173,8 @@ async def test_the_backend_manages_the_directory_over_mqtt(broker: Broker, tmp_p
             assert (await backend.request(A, cmd("directory_list")))["residents"] == []
     finally:
         await panel.stop("test over")
+
+
+def test_only_a_simulated_panel_prints_sign_ins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(tmp_path / "none.toml"), "--demo"]) == EXIT_USAGE
+    assert "only with --simulate" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -240,6 +241,15 @@ class TokenStore:
 
     async def revoke_ids(self, token_ids: builtins.list[str]) -> int:
         return len(await self.revoke(token_ids))
+
+    async def rename_subject(self, subject: str, name: str) -> None:
+        """A resident renamed: their live credentials carry the new name (pages show it at once)."""
+        await self.store.write(lambda tx: tx.execute("UPDATE api_tokens SET name=? WHERE subject=? AND role=?",
+                                                     (name, subject, "resident")))
+        for entry in self._by_digest.values():
+            p = entry.principal
+            if p.subject == subject and p.role == "resident":
+                entry.principal = dataclasses.replace(p, name=name)
 
     def _forget_old(self) -> None:
         now = self.now()

@@ -59,6 +59,8 @@ class Credentials(Protocol):
     def sessions_of(self, subject: str) -> Sequence[Issued]: ...
     async def revoke_ids(self, token_ids: list[str]) -> int: ...
 
+    async def rename_subject(self, subject: str, name: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -227,6 +229,8 @@ class Directory:
     async def rename(self, resident_id: str, name: str, *, by: str) -> Resident:
         resident = await self.resident(resident_id)
         await self.store.write(lambda tx: tx.execute("UPDATE residents SET name = ? WHERE id = ?", (name, resident.id)))
+        if self._credentials is not None:
+            await self._credentials.rename_subject(resident.id, name)
         log.info("resident renamed", extra={"resident": resident.id, "by": by})
         return Resident(
             id=resident.id,
