@@ -181,7 +181,7 @@ class Panel:
                                     now=self.clock.wall, monotonic=self.clock.monotonic)
         self.call_service = CallService(self.calls, lambda: self.media, links=self.call_links)
         # Units and residents; sign-ins need the API's token store, attached when the API is built.
-        self.directory = Directory(lambda: self.config.current, self.store, self.clock)
+        self.directory = Directory(lambda: self.config.current, self.store, self.clock, self.journal)
 
         def calls_stopping(_r: StopReason) -> None:
             self.calls.close("shutdown")  # written with the journal's final flush

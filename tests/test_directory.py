@@ -101,6 +101,20 @@ async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(
         late = await signin(c, unspent)
         assert (late.status_code, late.json()["code"]) == (401, "signin_code_invalid")
         assert residents((await c.get("/api/v1/directory", headers=installer)).json(), "303") == []
+    # Every change is an event for the backend, with who did it; never a code or a credential.
+    await rig.settle()
+    assert [t for t in rig.types() if t.startswith("directory.")] == [
+        "directory.resident_added",
+        "directory.signed_in",
+        "directory.signed_in",
+        "directory.signed_out",
+        "directory.resident_renamed",
+        "directory.resident_removed",
+    ]
+    added, first, _, out, renamed, removed = rig.events("directory.")
+    assert (added["resident"], added["unit_id"], added["name"], added["by"]) == (rid, "303", "Ana Silva", "installer")
+    assert first["device"] == "Chrome on Android" and out["token_id"] == first["token_id"]
+    assert renamed["name"] == "Ana S. Costa" and removed["sessions_ended"] == 1
     # Neither a sign-in code nor a credential ever reaches the log (the access log included).
     for secret in (code, unspent, phone["Authorization"][7:], laptop["Authorization"][7:]):
         assert secret not in caplog.text

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import DirectoryError
-from ..platform import Clock, Config, Store, Tx
+from ..events import (
+    DirectoryResidentAdded,
+    DirectoryResidentRemoved,
+    DirectoryResidentRenamed,
+    DirectorySignedIn,
+    DirectorySignedOut,
+)
+from ..platform import Clock, Config, Journal, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +121,11 @@ def _resident(row: sqlite3.Row) -> Resident:
 class Directory:
     """Units (from the config in force) and residents (in the store); the only place their rules live."""
 
-    def __init__(self, config: Callable[[], Config], store: Store, clock: Clock) -> None:
+    def __init__(self, config: Callable[[], Config], store: Store, clock: Clock, journal: Journal) -> None:
         self._config = config
         self.store = store
         self.clock = clock
+        self.journal = journal  # every change is an event (directory.*), in the transaction that makes it
         self._credentials: Credentials | None = None
 
     def attach(self, credentials: Credentials) -> None:
@@ -185,20 +193,22 @@ class Directory:
         )
         code = secrets.token_urlsafe(16)
 
-        def write(tx: Tx) -> None:
-            (count,) = tx.execute("SELECT count(*) FROM residents WHERE revoked IS NULL").fetchone()
-            if count >= MAX_RESIDENTS:
-                raise DirectoryError(
-                    "too_many_tokens", f"the directory holds {MAX_RESIDENTS} residents; remove some first"
-                )
+        count = await self.store.read(
+            lambda c: int(c.execute("SELECT count(*) FROM residents WHERE revoked IS NULL").fetchone()[0])
+        )
+        if count >= MAX_RESIDENTS:
+            raise DirectoryError("too_many_tokens", f"the directory holds {MAX_RESIDENTS} residents; remove some first")
+
+        def write(tx: Tx, _event_id: str) -> None:
             tx.execute(
                 "INSERT INTO residents(id, unit_id, name, created, created_by) VALUES (?,?,?,?,?)",
                 (resident.id, unit_id, name, now, by),
             )
             self._insert_code(tx, code, resident.id, now)
 
-        await self.store.write(write)
-        log.info("resident added", extra={"resident": resident.id, "unit": unit_id, "by": by})
+        await self.journal.record(
+            DirectoryResidentAdded(resident=resident.id, unit_id=unit_id, name=name, by=by), extra=write
+        )
         return SignInLink(code=code, resident=resident, expires=now + SIGNIN_TTL_S)
 
     async def find(self, unit_id: str, name: str) -> Resident | None:
@@ -228,10 +238,15 @@ class Directory:
 
     async def rename(self, resident_id: str, name: str, *, by: str) -> Resident:
         resident = await self.resident(resident_id)
-        await self.store.write(lambda tx: tx.execute("UPDATE residents SET name = ? WHERE id = ?", (name, resident.id)))
+
+        def write(tx: Tx, _event_id: str) -> None:
+            tx.execute("UPDATE residents SET name = ? WHERE id = ?", (name, resident.id))
+
+        await self.journal.record(
+            DirectoryResidentRenamed(resident=resident.id, unit_id=resident.unit_id, name=name, by=by), extra=write
+        )
         if self._credentials is not None:
             await self._credentials.rename_subject(resident.id, name)
-        log.info("resident renamed", extra={"resident": resident.id, "by": by})
         return Resident(
             id=resident.id,
             unit_id=resident.unit_id,
@@ -245,16 +260,20 @@ class Directory:
         Returns the resident and how many sessions ended."""
         resident = await self.resident(resident_id)
         creds = self._creds()
+        sessions = [s.token_id for s in creds.sessions_of(resident.id)]
         now = self.clock.wall()
 
-        def write(tx: Tx) -> None:
+        def write(tx: Tx, _event_id: str) -> None:
             tx.execute("UPDATE residents SET revoked = ? WHERE id = ?", (now, resident.id))
             tx.execute("DELETE FROM signin_codes WHERE resident_id = ?", (resident.id,))
 
-        await self.store.write(write)
-        ended = await creds.revoke_ids([s.token_id for s in creds.sessions_of(resident.id)])
-        log.info("resident removed", extra={"resident": resident.id, "sessions_ended": ended, "by": by})
-        return resident, ended
+        await self.journal.record(
+            DirectoryResidentRemoved(
+                resident=resident.id, unit_id=resident.unit_id, name=resident.name, by=by, sessions_ended=len(sessions)
+            ),
+            extra=write,
+        )
+        return resident, await creds.revoke_ids(sessions)
 
     # -- sessions ----------------------------------------------------------------------------------------
     def sessions(self, resident: Resident) -> list[Session]:
@@ -271,7 +290,11 @@ class Directory:
         if token_id not in {s.token_id for s in creds.sessions_of(resident.id)}:
             raise DirectoryError("unknown_token", f"{resident.name} has no session {token_id!r} (it ended already?)")
         await creds.revoke_ids([token_id])
-        log.info("resident session ended", extra={"resident": resident.id, "token_id": token_id, "by": by})
+        await self.journal.record(
+            DirectorySignedOut(
+                resident=resident.id, unit_id=resident.unit_id, name=resident.name, token_id=token_id, by=by
+            )
+        )
         return resident
 
     async def redeem(self, code: str, device: str) -> tuple[str, Resident, Issued]:
@@ -329,5 +352,13 @@ class Directory:
         except BaseException:
             await self.store.write(lambda tx: tx.execute("UPDATE signin_codes SET used = NULL WHERE digest = ?", (d,)))
             raise
-        log.info("resident signed in", extra={"resident": resident.id, "token_id": issued.token_id})
+        await self.journal.record(
+            DirectorySignedIn(
+                resident=resident.id,
+                unit_id=resident.unit_id,
+                name=resident.name,
+                device=device,
+                token_id=issued.token_id,
+            )
+        )
         return secret, resident, issued
