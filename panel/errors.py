@@ -125,6 +125,7 @@ CODES: dict[str, Code] = {
     "tone_playing": _c(409, "a test tone is playing"),
     "too_many_links": _c(409, "the call has as many links as links.max_per_call"),
     "too_many_participants": _c(409, "the call has as many guests as it may"),
+    "too_many_residents": _c(409, "the panel's directory holds as many residents as it may", mqtt=True),
     "too_many_tokens": _c(409, "the issuer holds as many credentials as it may"),
     # 422: a field is wrong (the message names it)
     "bad_duration": _c(422, "duration_s is outside 0.5 s to the relay's max_on_s", mqtt=True),
@@ -317,7 +318,7 @@ class AccessError(PanelError):
 class DirectoryError(PanelError):
     """The directory refused a change or a sign-in; nothing changed. ``code`` says why, stably: unknown_unit,
     unknown_resident, signin_code_invalid, signin_code_expired, signin_code_used, resident_revoked,
-    directory_unavailable."""
+    too_many_residents, directory_unavailable."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code

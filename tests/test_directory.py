@@ -99,7 +99,7 @@ async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(
         assert r.status_code == 200 and "1 session(s) ended" in r.json()["message"]
         assert (await c.get("/api/v1/auth/me", headers=laptop)).json()["code"] == "token_revoked"
         late = await signin(c, unspent)
-        assert (late.status_code, late.json()["code"]) == (401, "signin_code_invalid")
+        assert (late.status_code, late.json()["code"]) == (401, "resident_revoked")
         assert residents((await c.get("/api/v1/directory", headers=installer)).json(), "303") == []
     # Every change is an event for the backend, with who did it; never a code or a credential.
     await rig.settle()

@@ -197,7 +197,9 @@ class Directory:
             lambda c: int(c.execute("SELECT count(*) FROM residents WHERE revoked IS NULL").fetchone()[0])
         )
         if count >= MAX_RESIDENTS:
-            raise DirectoryError("too_many_tokens", f"the directory holds {MAX_RESIDENTS} residents; remove some first")
+            raise DirectoryError(
+                "too_many_residents", f"the directory holds {MAX_RESIDENTS} residents already; remove some first"
+            )
 
         def write(tx: Tx, _event_id: str) -> None:
             tx.execute(
@@ -264,8 +266,8 @@ class Directory:
         now = self.clock.wall()
 
         def write(tx: Tx, _event_id: str) -> None:
+            # Their unspent codes stay (until trimmed) only to answer resident_revoked rather than invalid.
             tx.execute("UPDATE residents SET revoked = ? WHERE id = ?", (now, resident.id))
-            tx.execute("DELETE FROM signin_codes WHERE resident_id = ?", (resident.id,))
 
         await self.journal.record(
             DirectoryResidentRemoved(

@@ -98,6 +98,7 @@ REFUSALS: dict[str, str] = {
     "unknown_unit": "there is no unit with that id on the button map (buttons[].unit.id)",
     "unknown_resident": "there is no resident with that id in the panel's directory (removed, or never added)",
     "directory_unavailable": "the panel's credentials are starting (sign-in links need them); retry shortly",
+    "too_many_residents": "the panel's directory holds 5000 residents; remove some first",
     # update (panel/update, docs/updates.md): refused before anything is downloaded
     **UPDATE_ERRORS,
 }
