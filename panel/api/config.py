@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,7 +88,7 @@ async def read_config(panel: PanelDep, who: Caller) -> ConfigView:
 class PinUse(BaseModel):
     bcm: int = Field(description="the BCM GPIO number")
     header: int = Field(description="its position on the 40-pin header")
-    kind: str = Field(description="input, relay, light or keypad")
+    kind: Literal["input", "relay", "light", "keypad"] = Field(description="what sort of thing is wired there")
     name: str = Field(description="what is wired there, e.g. \"call button b303 (unit 303)\"")
     key: str = Field(description="the config key that sets the pin, e.g. buttons[0].pin")
     live: str | None = Field(description="where GET /api/v1/state reports it: an inputs name or door.relays id")
@@ -107,7 +107,7 @@ class ConfigSchema(OkBody):
 def pin_uses(cfg: Config) -> list[PinUse]:
     """What the configuration wires to each pin, with where its live state is reported."""
     header = {bcm: board for board, bcm in BOARD_TO_BCM.items()}
-    out: list[tuple[int, str, str, str, str | None]] = []
+    out: list[tuple[int, Literal["input", "relay", "light", "keypad"], str, str, str | None]] = []
     for i, b in enumerate(cfg.buttons):
         out.append((b.pin, "input", f"call button {b.id} (unit {b.unit.label})", f"buttons[{i}].pin", f"button:{b.id}"))
     for i, r in enumerate(cfg.door.relays):
