@@ -115,6 +115,9 @@ async def test_installer_adds_a_resident_whose_phone_signs_in_once_by_the_link(
     assert (added["resident"], added["unit_id"], added["name"], added["by"]) == (rid, "303", "Ana Silva", "installer")
     assert first["device"] == "Chrome on Android" and out["token_id"] == first["token_id"]
     assert renamed["name"] == "Ana S. Costa" and removed["sessions_ended"] == 1
+    # The panel keeps only a digest of each code.
+    stored = rig.store.read_sync(lambda c: [tuple(r) for r in c.execute("SELECT * FROM signin_codes")])
+    assert len(stored) == 3 and code not in str(stored) and unspent not in str(stored)
     # Neither a sign-in code nor a credential ever reaches the log (the access log included).
     for secret in (code, unspent, phone["Authorization"][7:], laptop["Authorization"][7:]):
         assert secret not in caplog.text
