@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, type=Path)
     run.add_argument("--simulate", action="store_true", help="mock GPIO pins and synthetic media; no Pi needed")
+    run.add_argument("--demo", action="store_true", help="with --simulate: print the pages, the installer password "
+                     "and a resident's sign-in link with its QR code (scripts/demo)")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -132,11 +134,17 @@ def _run(args: argparse.Namespace) -> int:
     from .daemon import serve
     from .platform import load_config, setup_logging
 
+    if args.demo and not args.simulate:
+        print("panel: --demo prints sign-ins to the terminal: only with --simulate", file=sys.stderr)
+        return EXIT_USAGE
     cfg = load_config(args.config)
     setup_logging(cfg.log.level, cfg.log.format)
     secrets = load_secrets(cfg.secrets)
+    from .welcome import welcome
+
     try:
-        return asyncio.run(serve(cfg, secrets, args.simulate, config_path=args.config.absolute()))
+        return asyncio.run(serve(cfg, secrets, args.simulate, config_path=args.config.absolute(),
+                                 welcome=welcome if args.demo else None))
     except OSError as e:
         print(f"panel: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .auth import InstallerCredential, Secrets
 from .calls import CallLinks, CallManager, CallService, Participants
+from .directory import Directory
 from .door import DebouncedInput, Door, Lights, Relay
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
 from .platform import (
@@ -98,6 +99,7 @@ class Panel:
         self.participants: Participants
         self.call_links: CallLinks
         self.call_service: CallService
+        self.directory: Directory
         self.api: ApiServer | None = None
         self.api_auth: ApiAuth | None = None  # made with the first app (tests make several for one panel)
         self.api_state: ApiState | None = None  # likewise
@@ -180,6 +182,8 @@ class Panel:
         self.call_links = CallLinks(self.cfg.links, self.calls, self.journal, self.participants, lambda: self.media,
                                     now=self.clock.wall, monotonic=self.clock.monotonic)
         self.call_service = CallService(self.calls, lambda: self.media, links=self.call_links)
+        # Units and residents; sign-ins need the API's token store, attached when the API is built.
+        self.directory = Directory(lambda: self.config.current, self.store, self.clock, self.journal)
 
         def calls_stopping(_r: StopReason) -> None:
             self.calls.close("shutdown")  # written with the journal's final flush
@@ -454,7 +458,7 @@ class Panel:
         control = Control(cfg=cfg, secrets=secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
                           media=lambda: self.media, call_service=self.call_service,
-                          access=lambda: self.access, updates=lambda: self.updates)
+                          access=lambda: self.access, updates=lambda: self.updates, directory=self.directory)
         link = MqttLink(cfg, secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
         await link.prepare()
         self.config.subscribe(("panel", "door", "buttons", "calls"), link.reconfigure, "mqtt")
@@ -669,7 +673,8 @@ def api_certificate(cfg: Config) -> ServerCert:
     return server_cert(cfg.storage.dir, cfg.panel.id, cfg.api.cert_file, cfg.api.key_file)
 
 
-async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path | None = None) -> int:
+async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path | None = None,
+                welcome: Callable[[Panel], Awaitable[None]] | None = None) -> int:
     # One daemon per storage.dir; `panel factory-reset` takes the same lock before it erases anything.
     panel = Panel(cfg, secrets, simulate=simulate)
     panel.storage_lock = lock_storage(cfg.storage.dir)
@@ -683,6 +688,8 @@ async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path
         if panel._core_built:
             await panel.stop(f"start failed: {type(e).__name__}: {e}", failed=True)
         raise
+    if welcome is not None:
+        await welcome(panel)  # the demo's pages and sign-ins, once everything runs
     try:
         return await panel.run()
     finally:

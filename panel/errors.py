@@ -17,6 +17,7 @@ PanelError
 ├── CallError          a call command refused: no_call, already_answered, call_over, unknown_call, ...
 ├── CredentialError    weak_password, credential_unreadable
 ├── CommandRefused     an MQTT command refused before it reached a service: malformed, replayed, ...
+├── DirectoryError     a resident or sign-in refused: unknown_unit, unknown_resident, signin_code_used, ...
 ├── LinkRefused        a call-link request refused: invalid_link, link_expired, too_many_links, ...
 ├── EnrolError         enrolment failed, nothing applied: enrol_code_wrong, enrol_broker_refused, ... (panel/enrol)
 └── MediaError         media_error
@@ -58,6 +59,10 @@ CODES: dict[str, Code] = {
     "invalid_token": _c(401, "the credential is not one this panel issued"),
     "link_expired": _c(401, "the call link has expired"),
     "link_revoked": _c(401, "the call link was revoked"),
+    "signin_code_expired": _c(401, "the sign-in link has expired; ask the installer (or the backend) for a new one"),
+    "signin_code_invalid": _c(401, "the sign-in link is not one this panel issued (mistyped or cut off)"),
+    "signin_code_used": _c(401, "the sign-in link was used already (each works once); ask for a new one"),
+    "resident_revoked": _c(401, "the resident was removed from the directory; their links no longer work"),
     "signature_invalid": _c(401, "the picture URL's signature is not valid for this call"),
     "signature_missing": _c(401, "the signed picture URL needs both exp and sig"),
     "token_expired": _c(401, "the credential has expired"),
@@ -95,6 +100,8 @@ CODES: dict[str, Code] = {
     "unknown_session": _c(404, "there is no media session with that id (it ended already, or never existed)",
                           mqtt=True),
     "unknown_credential": _c(404, "there is no such PIN, code or card (of yours)"),
+    "unknown_resident": _c(404, "there is no resident with that id in the panel's directory", mqtt=True),
+    "unknown_unit": _c(404, "there is no unit with that id on the button map (buttons[].unit.id)", mqtt=True),
     "unknown_token": _c(404, "there is no credential with that id"),
     # 405, 413, 415
     "method_not_allowed": _c(405, "the route does not take that method"),
@@ -123,6 +130,7 @@ CODES: dict[str, Code] = {
     "tone_playing": _c(409, "a test tone is playing"),
     "too_many_links": _c(409, "the call has as many links as links.max_per_call"),
     "too_many_participants": _c(409, "the call has as many guests as it may"),
+    "too_many_residents": _c(409, "the panel's directory holds as many residents as it may", mqtt=True),
     "too_many_tokens": _c(409, "the issuer holds as many credentials as it may"),
     "issuer_quota_reached": _c(409, "the issuer holds api.tokens_per_issuer live credentials; revoke some or let "
                                     "them expire"),
@@ -189,6 +197,7 @@ CODES: dict[str, Code] = {
     "no_sound": _c(503, "no sound was measured"),
     "no_picture": _c(503, "the camera gave no picture in time"),
     "access_unavailable": _c(503, "this panel runs without door codes and cards (no [access] section)"),
+    "directory_unavailable": _c(503, "the directory of residents is starting; try again shortly", mqtt=True),
     "not_ready": _c(503, "the part is starting; try again shortly"),
     "sessions_reserved": _c(503, "the free media sessions are kept for the installer and residents "
                                  "(media.sessions_reserved)", mqtt=True),
@@ -342,6 +351,16 @@ class AccessError(PanelError):
     """A credential could not be created, changed or revoked; nothing changed. ``code`` says why, stably:
     code_too_short, code_not_digits, bad_window, bad_uses, unknown_door, code_unavailable, card_enrolled,
     unknown_credential, not_your_credential, not_configured."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class DirectoryError(PanelError):
+    """The directory refused a change or a sign-in; nothing changed. ``code`` says why, stably: unknown_unit,
+    unknown_resident, signin_code_invalid, signin_code_expired, signin_code_used, resident_revoked,
+    too_many_residents, directory_unavailable."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code

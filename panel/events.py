@@ -417,6 +417,47 @@ class AccessDuress(EventData):
     source: str
 
 
+class ResidentChanged(EventData):
+    """What every directory event names: the resident and their unit (panel/directory)."""
+
+    resident: str = Field(description="the resident's id in the panel's directory, e.g. r-3f2a9c01b7d4")
+    unit_id: str
+    name: str = Field(description="the resident's name as the pages show it")
+
+
+class DirectoryResidentAdded(ResidentChanged):
+    """A resident was added to a unit (their first sign-in link was made; the link is never in an event)."""
+
+    by: str = Field(description="who added them: installer, backend:<subject>, demo")
+
+
+class DirectoryResidentRenamed(ResidentChanged):
+    """A resident's name changed; their signed-in devices show the new one at once."""
+
+    by: str
+
+
+class DirectoryResidentRemoved(ResidentChanged):
+    """A resident was removed: every device they signed in with is signed out, their unused links stop working."""
+
+    by: str
+    sessions_ended: int
+
+
+class DirectorySignedIn(ResidentChanged):
+    """A resident signed a device in with a sign-in link (the link is spent)."""
+
+    device: str = Field(description="the browser and system, e.g. \"Chrome on Android\"")
+    token_id: str = Field(description="the device's credential id (never its secret)")
+
+
+class DirectorySignedOut(ResidentChanged):
+    """One of a resident's devices was signed out by the installer or the backend."""
+
+    token_id: str
+    by: str
+
+
 UpdateStage = Literal["request", "verify", "download", "install", "switch"]
 
 
@@ -511,6 +552,11 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "access.denied": AccessDenied,
     "access.blocked": AccessBlocked,
     "access.duress": AccessDuress,
+    "directory.resident_added": DirectoryResidentAdded,
+    "directory.resident_renamed": DirectoryResidentRenamed,
+    "directory.resident_removed": DirectoryResidentRemoved,
+    "directory.signed_in": DirectorySignedIn,
+    "directory.signed_out": DirectorySignedOut,
     "update.started": UpdateStarted,
     "update.verified": UpdateVerified,
     "update.installed": UpdateInstalled,

@@ -74,6 +74,7 @@ class PanelProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    args: list[str] = field(default_factory=list)  # more `panel run` options, e.g. --demo
 
     @property
     def url(self) -> str:
@@ -84,7 +85,7 @@ class PanelProcess:
         env = {**os.environ, **self.env}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "panel", "run", "--config", str(self.config_path),
-                                      "--simulate"], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                                      "--simulate", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_ready()
         return self

@@ -83,7 +83,8 @@ async def test_a_revoked_credential_gets_token_revoked_on_every_route(panel: Pan
         assert len(guarded) >= 40
         # Public routes take no credential: a stale one does not lock anyone out of them (the login).
         assert all(w.split(" ", 1)[1].startswith(("/api/v1/sim/", "/api/v1/media/whep", "/api/v1/media/player",
-                                                  "/api/v1/auth/login", "/api/v1/health")) for w in public), public
+                                                  "/api/v1/auth/login", "/api/v1/auth/signin", "/api/v1/health"))
+                   for w in public), public
         stale = {"Authorization": f"Bearer {issued['backend']['token']}"}
         assert (await c.get("/api/v1/health", headers=stale)).status_code == 200
         assert media_of(panel).sessions.sessions == {}  # nothing was set up for a revoked credential

@@ -21,7 +21,7 @@ from .support import ROOT
 
 SAMPLE_PATH = {"button_id": "b303", "relay_id": "main", "guid": "no-such-call", "token_id": "no-such-token",
                "action": "open", "session_id": "no-such-session", "name": "press.jpg",
-               "link_id": "no-such-link", "cred_id": "no-such-credential"}
+               "link_id": "no-such-link", "cred_id": "no-such-credential", "resident_id": "r-000000000000"}
 # Bodies that keep the walk fast (the defaults would hold a button for 2 s or block the loop).
 SAMPLE_BODY: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/sim/buttons/{button_id}/hold"): {"seconds": 0.01},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import tomli_w
 
 from panel.auth import load_secrets
 from panel.errors import ConfigError, SecretsError
-from panel.platform import SecretsConfig, load_config, parse_config
+from panel.platform import SecretsConfig, leaf_keys, load_config, parse_config
 
 from .support import ROOT, config_dict
 
@@ -42,6 +43,29 @@ def test_example_and_demo_configs_are_valid() -> None:
     for name in ("panel.example.toml", "demo.toml"):
         cfg = load_config(ROOT / "config" / name)
         assert cfg.door.relays[0].id == "main"
+
+
+def test_example_and_every_profile_mention_every_key_and_run_media() -> None:
+    """"Complete" means every key the models take is shown, set or commented with its default, and the
+    sections a first panel needs (media included) are active, in the example and in every board profile."""
+    keys = list(leaf_keys())
+    assert len(keys) > 100
+    for path in [ROOT / "config" / "panel.example.toml", *sorted((ROOT / "config" / "profiles").glob("*.toml"))]:
+        text = path.read_text(encoding="utf-8")
+        missing = [k for k in keys if not re.search(
+            r"(^#?\s*|[{,]\s*)" + re.escape(k.rsplit(".", 1)[-1].removesuffix("[]")) + r"\s*=", text, re.M)]
+        assert missing == [], f"{path.name} does not show {missing}"
+        cfg = load_config(path)
+        assert cfg.media is not None and cfg.media.video.source != "none", path.name
+        assert cfg.links.enabled and cfg.buttons[0].unit.id, path.name
+
+
+def test_demo_runs_the_whole_intercom_in_simulation() -> None:
+    cfg = load_config(ROOT / "config" / "demo.toml")
+    assert cfg.gpio.pin_factory == "mock" and cfg.media is not None
+    assert (cfg.media.video.source, cfg.media.audio.input, cfg.media.audio.output) == ("synthetic", "synthetic",
+                                                                                       "record")
+    assert "303" in {b.unit.id for b in cfg.buttons}
 
 
 def test_issue_example_message_exactly() -> None:

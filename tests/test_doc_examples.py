@@ -216,9 +216,13 @@ async def test_every_mqtt_command_example_is_carried_out_by_a_real_panel(panel: 
         assert set(late_open) == set(documented_expired) and same(late_open["message"], documented_expired["message"])
         past = await refused(by_name[("access_code", "")] | {"valid_until": round(time.time() - 3600)})
         assert same(past["message"], next(r["message"] for r in refusals if r["code"] == "bad_window"))
-        assert len(refusals) == 5  # every documented refusal was provoked above
+        stranger = await refused(by_name[("resident_add", "")] | {"unit_id": "999"})
+        assert same(stranger["message"], next(r["message"] for r in refusals if r["code"] == "unknown_unit"))
+        assert len(refusals) == 6  # every documented refusal was provoked above
         made = await run(("access_code", ""))
         assert made["credentials"][0]["label"] == "DHL Tuesday" and made["access_code"].isdigit()
+        added = await run(("resident_add", ""))
+        assert added["residents"][0]["name"] == "Ana Silva" and added["signin_path"].startswith("/resident#signin=")
         # An update needs a signed release on an HTTPS server: tests/test_update.py carries one out over MQTT;
         # here the documented command is checked against the very model the panel parses it with.
         update = by_name.pop(("update", ""))

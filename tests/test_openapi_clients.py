@@ -238,6 +238,20 @@ async def _every_route(gen: ModuleType, call: Calls, spec: dict[str, Any], panel
     await call("config_read", 200, client=inst)
     await call("config_update", 200, client=inst, body=call.body(
         "ConfigPatch", {"set": {"door.held_open_s": 40}, "dry_run": True}))
+    assert (await call("config_schema", 200, client=inst)).parsed.pins[0].header > 0
+    # -- the directory (panel/directory): a resident, their link traded for a device's credential
+    added = await call("directory_add_resident", 201, client=inst, body=call.body(
+        "AddResidentFields", {"unit_id": "303", "name": "Ana Silva"}))
+    rid = added.parsed.resident.id
+    await call("directory_rename_resident", 200, rid, client=backend, body=call.body(
+        "RenameResidentFields", {"name": "Ana S."}))
+    link = await call("directory_new_link", 201, rid, client=inst)
+    code = link.parsed.link.path.split("#signin=")[1]
+    await call("directory_signin", 200, client=anon, body=call.body("SignInFields", {"code": code}))
+    [unit] = [u for u in (await call("directory_read", 200, client=inst)).parsed.units if u.id == "303"]
+    [ana] = unit.residents
+    await call("directory_end_session", 200, rid, ana.sessions[0].token_id, client=inst)
+    await call("directory_remove_resident", 200, rid, client=inst)
 
     # -- media outside a call: WHEP live view, pictures, sound
     await call("media_player", 200, client=anon)
@@ -323,6 +337,7 @@ async def _every_route(gen: ModuleType, call: Calls, spec: dict[str, Any], panel
     await call("calls_decline", 200, client=inst, body=call.body("CallCommand", {"who": "installer"}))
     await call("logs_access", 200, client=inst)
     await call("logs_events", 200, client=inst)
+    await call("logs_event", 200, client=inst)
     await call("auth_revoke_subject", 200, client=inst, body=call.body("RevokeBody", {"subject": "alice"}))
     # Last: a component that always crashes stops the panel (the supervisor's fatal path).
     await call("sim_fault", 202, client=anon, body=call.body("FaultBody", {"component": "sim-crash", "max_restarts": 0}))

@@ -321,6 +321,7 @@ async def test_installer_page_pulses_the_relay_and_checks_camera_and_sound(panel
                          what="the speaker test tone")
 
         # Config: a bad value is refused naming the key; a dry run of a good one passes.
+        await page.click("#config-card summary")  # the key-by-path form, below the generated forms
         await page.fill("#config-key", "door.relays[0].hold_s")
         await page.fill("#config-value", "999")
         await page.click("#config-check")

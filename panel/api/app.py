@@ -23,6 +23,7 @@ from . import (
     auth,
     calls,
     config,
+    directory,
     door,
     enrol,
     links,
@@ -115,6 +116,7 @@ def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None)
     app.include_router(calls.router)
     app.include_router(logs.router)
     app.include_router(config.router)
+    app.include_router(directory.router)  # units, residents, sign-in links (panel/directory)
     app.include_router(selftest.router)
     app.include_router(update.router)  # signed updates (panel/update)
     app.include_router(enrol.router)  # enrolment by code (panel/enrol)

@@ -53,6 +53,7 @@ class CredentialOut(BaseModel):
     name: str | None = None
     unit_id: str | None = None
     call_guid: str | None = None
+    device: str | None = Field(None, description="a resident's sign-in by link: the browser and system")
     issued_by: str
     created_at: str | None
     expires_at: str | None
@@ -60,7 +61,7 @@ class CredentialOut(BaseModel):
 
 def _out(p: Principal) -> CredentialOut:
     return CredentialOut(token_id=p.token_id, kind=p.kind, role=p.role, subject=p.subject, name=p.name,
-                         unit_id=p.unit_id, call_guid=p.call_guid, issued_by=p.issued_by,
+                         unit_id=p.unit_id, call_guid=p.call_guid, device=p.device, issued_by=p.issued_by,
                          created_at=iso(p.created) if p.created else None, expires_at=iso(p.expires))
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigChangeRefused, ConfigError
-from ..platform import ConfigService, key_apply, leaf_keys
+from ..platform import BOARD_TO_BCM, Config, ConfigService, key_apply, leaf_keys
 from .deps import Caller, PanelDep
 from .errors import ApiError, OkBody
 
@@ -83,6 +83,59 @@ async def read_config(panel: PanelDep, who: Caller) -> ConfigView:
         file=str(service.path) if service.path else None, config=service.current.model_dump(mode="json"),
         restart_required=pending, toml=text, live_keys=keys["live"], restart_keys=keys["restart"],
         local_only_keys=keys["local-only"])
+
+
+class PinUse(BaseModel):
+    bcm: int = Field(description="the BCM GPIO number")
+    header: int = Field(description="its position on the 40-pin header")
+    kind: Literal["input", "relay", "light", "keypad"] = Field(description="what sort of thing is wired there")
+    name: str = Field(description="what is wired there, e.g. \"call button b303 (unit 303)\"")
+    key: str = Field(description="the config key that sets the pin, e.g. buttons[0].pin")
+    live: str | None = Field(description="where GET /api/v1/state reports it: an inputs name or door.relays id")
+
+
+class ConfigSchema(OkBody):
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema of the configuration (the same "
+                                    "descriptions, bounds and units as docs/configuration.md)")
+    apply: dict[str, str] = Field(description="every leaf key (generic path, door.relays[].hold_s) -> live, restart "
+                                  "or local-only")
+    file: str | None = Field(description="the config file on the panel: where local-only keys are changed")
+    header: dict[int, int] = Field(description="40-pin header position -> BCM GPIO number")
+    pins: list[PinUse] = Field(description="every pin the configuration in force uses, by header position")
+
+
+def pin_uses(cfg: Config) -> list[PinUse]:
+    """What the configuration wires to each pin, with where its live state is reported."""
+    header = {bcm: board for board, bcm in BOARD_TO_BCM.items()}
+    out: list[tuple[int, Literal["input", "relay", "light", "keypad"], str, str, str | None]] = []
+    for i, b in enumerate(cfg.buttons):
+        out.append((b.pin, "input", f"call button {b.id} (unit {b.unit.label})", f"buttons[{i}].pin", f"button:{b.id}"))
+    for i, r in enumerate(cfg.door.relays):
+        out.append((r.pin, "relay", f"relay {r.id} ({r.mode}, active {r.active})", f"door.relays[{i}].pin", r.id))
+    for name, inp, key, live in (("door contact", cfg.door.contact, "door.contact.pin", "door_contact"),
+                                 ("exit button", cfg.door.exit_button, "door.exit_button.pin", "exit_button"),
+                                 ("tamper switch", cfg.tamper, "tamper.pin", "tamper")):
+        if inp is not None:
+            out.append((inp.pin, "input", f"{name} (active {inp.active}, pull {inp.pull})", key, live))
+    for i, light in enumerate(cfg.lights):
+        out.append((light.pin, "light", f"light {light.id} ({light.role})", f"lights[{i}].pin", None))
+    kp = cfg.access.keypad
+    if kp is not None:
+        out += [(p, "keypad", f"keypad row {n + 1}", f"access.keypad.rows[{n}]", None) for n, p in enumerate(kp.rows)]
+        out += [(p, "keypad", f"keypad column {n + 1}", f"access.keypad.cols[{n}]", None) for n, p in enumerate(kp.cols)]
+    return sorted((PinUse(bcm=bcm, header=header.get(bcm, 0), kind=kind, name=name, key=key, live=live)
+                   for bcm, kind, name, key, live in out), key=lambda u: u.header)
+
+
+@router.get("/config/schema", response_model=ConfigSchema, response_model_by_alias=True,
+            summary="The configuration's schema, when each key takes effect, and the pins in use (installer)",
+            responses={401: _401})
+async def config_schema(panel: PanelDep, who: Caller) -> ConfigSchema:
+    service = panel.config
+    return ConfigSchema(message="the installer page builds its forms and pin diagram from this",
+                        schema=Config.model_json_schema(), apply={k: key_apply(k) for k in leaf_keys()},
+                        file=str(service.path) if service.path else None, header=dict(sorted(BOARD_TO_BCM.items())),
+                        pins=pin_uses(service.current))
 
 
 @router.patch("/config", response_model=ConfigUpdate, summary="Change configuration keys, validated (installer)",

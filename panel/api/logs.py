@@ -160,26 +160,30 @@ async def _cursor(panel: Panel, after: str | None) -> int:
 
 async def _read(panel: Panel, seq: int, limit: int, types: list[str]) -> list[EventRow]:
     def q(conn: sqlite3.Connection) -> list[EventRow]:
-        sql = "SELECT * FROM events WHERE seq > ?"
-        params: list[Any] = [seq]
-        if types:
-            ors = []
-            for t in types:
-                if t.endswith(".*"):
-                    ors.append("type LIKE ? ESCAPE '\\'")
-                    params.append(t[:-1].replace("_", r"\_") + "%")
-                else:
-                    ors.append("type = ?")
-                    params.append(t)
-            sql += " AND (" + " OR ".join(ors) + ")"
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
-        return [EventRow.from_row(r) for r in conn.execute(sql, params)]
+        where, params = _type_filter(types)
+        sql = "SELECT * FROM events" + (where + " AND" if where else " WHERE") + " seq > ? ORDER BY seq LIMIT ?"
+        return [EventRow.from_row(r) for r in conn.execute(sql, (*params, seq, limit))]
     return await panel.store.read(q)
 
 
 STREAM_CODES = {"full": "too_many_streams", "credential": "too_many_streams_for_credential",
                 "address": "too_many_streams_from_address", "reserved": "streams_reserved"}
+
+
+def _type_filter(types: list[str]) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause (or "") for event types and prefixes like call.*, with its parameters."""
+    if not types:
+        return "", ()
+    ors: list[str] = []
+    params: list[Any] = []
+    for t in types:
+        if t.endswith(".*"):
+            ors.append("type LIKE ? ESCAPE '\\'")
+            params.append(t[:-1].replace("_", r"\_") + "%")
+        else:
+            ors.append("type = ?")
+            params.append(t)
+    return " WHERE (" + " OR ".join(ors) + ")", tuple(params)
 
 
 class _Waiters:
@@ -240,6 +244,33 @@ async def _scoped(panel: Panel, who: Principal, seq: int, limit: int, types: lis
 
 def _auth(request: Request) -> ApiAuth:
     return request.app.state.auth  # type: ignore[no-any-return]
+
+
+class EventLogPage(OkBody):
+    page: int
+    per_page: int
+    total: int
+    events: list[EventOut] = Field(description="newest first")
+
+
+@router.get("/logs/events", response_model=EventLogPage, summary="The event history in pages, newest first "
+            "(installer, backend)", responses={401: _401})
+async def event_log(panel: PanelDep, who: Caller, page: int = Query(1, ge=1, le=100_000),
+                    per_page: int = Query(20, ge=1, le=MAX_PAGE),
+                    type: list[str] | None = Query(None, description="event types or prefixes like call.*; "
+                                                   "repeatable")) -> EventLogPage:
+    types = _types(type)
+
+    def q(conn: sqlite3.Connection) -> tuple[int, list[EventRow]]:
+        where, params = _type_filter(types)
+        (total,) = conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()
+        rows = conn.execute(f"SELECT * FROM events{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                            (*params, per_page, (page - 1) * per_page)).fetchall()
+        return int(total), [EventRow.from_row(r) for r in rows]
+
+    total, rows = await panel.store.read(q)
+    return EventLogPage(message=f"{len(rows)} of {total} events", page=page, per_page=per_page, total=total,
+                        events=[_out(r) for r in rows])
 
 
 @router.get("/events", response_model=EventPage, summary="Event history after an event id (long-poll with wait_s)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -76,6 +77,7 @@ class Principal:
     unit_id: str | None = None
     call_guid: str | None = None
     generation: int | None = None  # installer sessions: the password generation they were opened with
+    device: str | None = None  # a resident's sign-in by link: the browser and system, e.g. "Chrome on Android"
 
     @property
     def actor(self) -> str:
@@ -131,7 +133,8 @@ class TokenStore:
         for row in self.store.read_sync(q):
             p = Principal(token_id=row["id"], kind=row["kind"], role=row["role"], subject=row["subject"],
                           issued_by=row["issued_by"], created=row["created"], expires=row["expires"], name=row["name"],
-                          unit_id=row["unit_id"], call_guid=row["call_guid"], generation=row["generation"])
+                          unit_id=row["unit_id"], call_guid=row["call_guid"], generation=row["generation"],
+                          device=row["device"])
             self._by_digest[row["digest"]] = _Entry(p)
             self._by_id[p.token_id] = row["digest"]
 
@@ -148,7 +151,7 @@ class TokenStore:
 
     async def issue(self, *, kind: Kind, role: Role, subject: str, issued_by: str, ttl_s: float,
                     name: str | None = None, unit_id: str | None = None, call_guid: str | None = None,
-                    generation: int | None = None) -> tuple[str, Principal]:
+                    generation: int | None = None, device: str | None = None) -> tuple[str, Principal]:
         self._forget_old()
         if kind == "session":
             await self._make_room_for_session()
@@ -163,14 +166,14 @@ class TokenStore:
         now = self.now()
         p = Principal(token_id=secrets.token_hex(8), kind=kind, role=role, subject=subject, issued_by=issued_by,
                       created=now, expires=now + ttl_s, name=name, unit_id=unit_id, call_guid=call_guid,
-                      generation=generation)
+                      generation=generation, device=device)
         d = digest(secret)
 
         def write(tx: Tx) -> None:
             tx.execute("INSERT INTO api_tokens(id, digest, kind, role, subject, name, unit_id, call_guid, issued_by,"
-                       " created, expires, generation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       " created, expires, generation, device) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (p.token_id, d, kind, role, subject, name, unit_id, call_guid, issued_by, now, p.expires,
-                        generation))
+                        generation, device))
             # Expired and long-revoked rows are of no use to anyone: trim them as we go.
             tx.execute("DELETE FROM api_tokens WHERE expires < ? OR revoked < ?", (now - 86_400, now - 86_400))
 
@@ -246,6 +249,27 @@ class TokenStore:
                 log.info("credential revoked", extra={"token_id": p.token_id, "role": p.role, "subject": p.subject})
         return done
 
+    # -- the directory's view (panel/directory Credentials): a resident's devices are their sessions ------
+    async def issue_resident(self, *, subject: str, name: str, unit_id: str, device: str, ttl_s: float,
+                             issued_by: str) -> tuple[str, Principal]:
+        return await self.issue(kind="token", role="resident", subject=subject, issued_by=issued_by, ttl_s=ttl_s,
+                                name=name, unit_id=unit_id, device=device)
+
+    def sessions_of(self, subject: str) -> builtins.list[Principal]:
+        return self.list(roles=frozenset({"resident"}), subject=subject)
+
+    async def revoke_ids(self, token_ids: builtins.list[str]) -> int:
+        return len(await self.revoke(token_ids))
+
+    async def rename_subject(self, subject: str, name: str) -> None:
+        """A resident renamed: their live credentials carry the new name (pages show it at once)."""
+        await self.store.write(lambda tx: tx.execute("UPDATE api_tokens SET name=? WHERE subject=? AND role=?",
+                                                     (name, subject, "resident")))
+        for entry in self._by_digest.values():
+            p = entry.principal
+            if p.subject == subject and p.role == "resident":
+                entry.principal = dataclasses.replace(p, name=name)
+
     def _forget_old(self) -> None:
         now = self.now()
         for d, entry in list(self._by_digest.items()):
@@ -307,6 +331,7 @@ class ApiAuth:
             panel.api_auth = auth = cls(panel)
             # A revoked answerer's credential ends the call it answered (docs/calls.md).
             auth.tokens.on_revoke(lambda p: panel.call_service.credential_revoked(p.token_id))
+            panel.directory.attach(auth.tokens)  # residents' sign-ins issue and revoke credentials here
         return panel.api_auth
 
     def _announce(self, password: str | None) -> None:

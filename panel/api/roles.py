@@ -72,6 +72,15 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/auth/tokens/{token_id}"): allow("installer", "backend",
                                                         note="backend cannot revoke installer sessions"),
     ("POST", "/api/v1/auth/tokens/revoke"): allow("installer", "backend", note="all credentials of one subject"),
+    ("POST", "/api/v1/auth/signin"): public("a sign-in link's single-use code -> a resident credential"),
+    # -- the directory (panel/api/directory.py) ----------------------------------------------------
+    ("GET", "/api/v1/directory"): allow("installer", "backend", note="names and sessions, never a secret"),
+    ("POST", "/api/v1/directory/residents"): allow("installer", "backend", note="the answer has a sign-in link"),
+    ("POST", "/api/v1/directory/residents/{resident_id}/link"): allow("installer", "backend"),
+    ("PATCH", "/api/v1/directory/residents/{resident_id}"): allow("installer", "backend"),
+    ("DELETE", "/api/v1/directory/residents/{resident_id}"): allow("installer", "backend",
+                                                                    note="ends every session of the resident"),
+    ("DELETE", "/api/v1/directory/residents/{resident_id}/sessions/{token_id}"): allow("installer", "backend"),
     # -- the panel -----------------------------------------------------------------------------
     ("GET", "/api/v1/system"): allow("installer", "backend"),
     ("GET", "/api/v1/state"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
@@ -80,6 +89,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/tamper/clear"): allow("installer"),
     ("GET", "/api/v1/config"): allow("installer", note="secrets are never included"),
     ("PATCH", "/api/v1/config"): allow("installer"),
+    ("GET", "/api/v1/config/schema"): allow("installer", note="the forms' schema and the pins in use"),
     ("POST", "/api/v1/selftest"): allow("installer"),
     ("GET", "/api/v1/update"): allow("installer", "backend"),
     ("POST", "/api/v1/update"): allow("installer", note="the backend sends update over MQTT; force is the "
@@ -118,6 +128,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
                                           note="resident: the call they answered"),
     # -- logs and events -----------------------------------------------------------------------
     ("GET", "/api/v1/logs/access"): allow("installer", "backend"),
+    ("GET", "/api/v1/logs/events"): allow("installer", "backend", note="every event, in pages, newest first"),
     ("GET", "/api/v1/events"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
                                      note="viewer/resident/guest: call events of their scope only"),
     ("GET", "/api/v1/events/stream"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),

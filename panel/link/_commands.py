@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError
 
+from ..directory import AddResidentFields, Name, ResidentId, UnitId
 from ..door import OpenFields
 from ..errors import PanelError
 from ..sdp import SdpRefused, offer_lines
@@ -101,6 +102,11 @@ REFUSALS: dict[str, str] = {
     "bad_card": "the card number is not 4 to 64 hex digits",
     "card_enrolled": "the card is enrolled already (to this owner or another)",
     "unknown_credential": "there is no live credential with that id",
+    # the directory (panel/directory): units from the button map, residents kept on the panel
+    "unknown_unit": "there is no unit with that id on the button map (buttons[].unit.id)",
+    "unknown_resident": "there is no resident with that id in the panel's directory (removed, or never added)",
+    "directory_unavailable": "the panel's credentials are starting (sign-in links need them); retry shortly",
+    "too_many_residents": "the panel's directory holds 5000 residents; remove some first",
     # update (panel/update, docs/updates.md): refused before anything is downloaded
     **UPDATE_ERRORS,
 }
@@ -267,6 +273,39 @@ class AccessListCommand(Envelope):
     kind: CredentialKind | None = None
 
 
+class ResidentAddCommand(Envelope, AddResidentFields):
+    """Add a resident to a unit; the reply carries their first sign-in link (single use, 15 minutes)."""
+
+    cmd: Literal["resident_add"]
+
+
+class ResidentRenameCommand(Envelope):
+    cmd: Literal["resident_rename"]
+    resident: ResidentId
+    name: Name
+
+
+class ResidentRemoveCommand(Envelope):
+    """Remove a resident: every device they signed in with is signed out, every link stops working."""
+
+    cmd: Literal["resident_remove"]
+    resident: ResidentId
+
+
+class ResidentLinkCommand(Envelope):
+    """A new single-use sign-in link for a resident (a new phone, or the last link expired)."""
+
+    cmd: Literal["resident_link"]
+    resident: ResidentId
+
+
+class DirectoryListCommand(Envelope):
+    """Units and their residents, with who is signed in where."""
+
+    cmd: Literal["directory_list"]
+    unit_id: UnitId | None = None
+
+
 class KeyRotation(Strict):
     """A new vendor key, signed by one the panel trusts (docs/updates.md, Keys)."""
 
@@ -290,10 +329,13 @@ class UpdateCommand(Envelope):
 
 
 AccessCommand = AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand
+DirectoryCommand = (ResidentAddCommand | ResidentRenameCommand | ResidentRemoveCommand | ResidentLinkCommand
+                    | DirectoryListCommand)
 Command = Annotated[
     OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
     | AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand
-    | UpdateCommand,
+    | UpdateCommand | ResidentAddCommand | ResidentRenameCommand | ResidentRemoveCommand | ResidentLinkCommand
+    | DirectoryListCommand,
     Field(discriminator="cmd"),
 ]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
@@ -301,6 +343,9 @@ COMMAND_MODELS: dict[str, type[Envelope]] = {
     "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,
     "access_code": AccessCodeCommand, "access_pin": AccessPinCommand, "access_card": AccessCardCommand,
     "access_revoke": AccessRevokeCommand, "access_list": AccessListCommand, "update": UpdateCommand,
+    "resident_add": ResidentAddCommand, "resident_rename": ResidentRenameCommand,
+    "resident_remove": ResidentRemoveCommand, "resident_link": ResidentLinkCommand,
+    "directory_list": DirectoryListCommand,
 }
 _COMMAND = TypeAdapter(Command)
 
@@ -325,7 +370,7 @@ class SensorbergCommand(Envelope):
 
 
 AnyCommand = (OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
-              | AccessCommand | UpdateCommand)
+              | AccessCommand | UpdateCommand | DirectoryCommand)
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -378,6 +423,13 @@ class AccessReply(Reply):
     qr_payload: str | None = Field(None, description="access_code: what its QR code carries")
 
 
+class DirectoryReply(Reply):
+    residents: list[dict[str, Any]] = Field(description="the resident(s) added, renamed, removed or listed (id, "
+                                            "unit_id, name, sessions: token_id, device, created_at)")
+    signin_path: str | None = Field(None, description="resident_add, resident_link: the sign-in link without the "
+                                    "panel's address (/resident#signin=<code>); works once, for 15 minutes")
+
+
 class UpdateReply(Reply):
     update: dict[str, Any] = Field(description="the update agent's state (as GET /api/v1/update)")
 
@@ -387,7 +439,9 @@ REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, 
                                         "hangup": HangupReply, "access_code": AccessReply,
                                         "access_pin": AccessReply, "access_card": AccessReply,
                                         "access_revoke": AccessReply, "access_list": AccessReply,
-                                        "update": UpdateReply}
+                                        "update": UpdateReply, "resident_add": DirectoryReply,
+                                        "resident_rename": DirectoryReply, "resident_remove": DirectoryReply,
+                                        "resident_link": DirectoryReply, "directory_list": DirectoryReply}
 
 
 def reply_bytes(reply: Reply) -> bytes:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..calls import BACKEND, CallService
 from ..door import Requester, UnlockRequest
-from ..errors import AccessError, CallError, UnlockRefused
+from ..errors import AccessError, CallError, DirectoryError, UnlockRefused
 from ..media.errors import SessionRefused
-from ..platform import Config
+from ..platform import Config, iso8601
 from ._commands import (
     REFUSALS,
     AccessCardCommand,
@@ -33,6 +33,9 @@ from ._commands import (
     CallReply,
     CommandRefused,
     DeclineCommand,
+    DirectoryCommand,
+    DirectoryListCommand,
+    DirectoryReply,
     EndCommand,
     HangupCommand,
     HangupReply,
@@ -41,6 +44,10 @@ from ._commands import (
     OpenCommand,
     OpenReply,
     Reply,
+    ResidentAddCommand,
+    ResidentLinkCommand,
+    ResidentRemoveCommand,
+    ResidentRenameCommand,
     StatusReply,
     UpdateCommand,
     UpdateReply,
@@ -62,6 +69,7 @@ if TYPE_CHECKING:
     from ..access import AccessService
     from ..auth import Secrets
     from ..calls import CallManager
+    from ..directory import Directory, Resident
     from ..door import Door
     from ..media.service import MediaService
     from ..platform import Clock, Journal
@@ -96,7 +104,8 @@ class Control:
                  media: Callable[[], MediaService | None] | None = None,
                  call_service: CallService | None = None,
                  access: Callable[[], AccessService | None] | None = None,
-                 updates: Callable[[], UpdateAgent | None] | None = None) -> None:
+                 updates: Callable[[], UpdateAgent | None] | None = None,
+                 directory: Directory | None = None) -> None:
         self.cfg = cfg
         self.call_service = call_service
         self.mqtt = cfg.mqtt  # no mqtt key is live: identity and signing rules stay as started
@@ -113,6 +122,7 @@ class Control:
         self.media = media or (lambda: None)
         self.access = access or (lambda: None)  # likewise: started after the link is built
         self.updates = updates or (lambda: None)  # likewise: the update agent starts last
+        self.directory = directory
 
     # -- the backend's commands -------------------------------------------------------------------
     def reconfigure(self, cfg: Config) -> None:
@@ -146,7 +156,7 @@ class Control:
             self.seen.claim(command.id, command.exp, command.nonce)  # replayed, or below the expiry floor
             spent = True
             return await self._dispatch(command)
-        except (CommandRefused, UnlockRefused, CallError, AccessError) as e:
+        except (CommandRefused, UnlockRefused, CallError, AccessError, DirectoryError) as e:
             return await self._refused(e, obj, command, spent)
         except Exception as e:  # the reply must still go out
             log.exception("command failed")
@@ -177,6 +187,12 @@ class Control:
                           AccessListCommand)):
             try:
                 return await self._access(c)
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
+        if isinstance(c, (ResidentAddCommand, ResidentRenameCommand, ResidentRemoveCommand, ResidentLinkCommand,
+                          DirectoryListCommand)):
+            try:
+                return await self._directory(c)
             finally:
                 await self.seen.record(c.id, c.cmd, c.exp)
         if isinstance(c, UpdateCommand):
@@ -248,6 +264,39 @@ class Control:
         creds = svc.creds.live(owner=c.owner, kind=c.kind)
         return AccessReply(code="ok", message=f"{len(creds)} credential(s)", id=c.id, cmd=c.cmd,
                            credentials=[x.public() for x in creds])
+
+    # -- the directory (panel/directory): for fleets where the backend owns who lives where ---------------
+    async def _directory(self, c: DirectoryCommand) -> DirectoryReply:
+        d = self.directory
+        if d is None:
+            raise CommandRefused("directory_unavailable", "this panel runs without its directory; retry shortly")
+        by = "backend"
+
+        def out(r: Resident) -> dict[str, Any]:
+            return {"id": r.id, "unit_id": r.unit_id, "name": r.name,
+                    "sessions": [{"token_id": s.token_id, "device": s.device, "created_at": iso8601(s.created)}
+                                 for s in d.sessions(r)]}
+
+        def reply(message: str, residents: list[Resident], path: str | None = None) -> DirectoryReply:
+            return DirectoryReply(code="ok", message=message, id=c.id, cmd=c.cmd,
+                                  residents=[out(r) for r in residents], signin_path=path)
+
+        if isinstance(c, ResidentAddCommand):
+            link = await d.add(c.unit_id, c.name, by=by)
+            return reply(f"{c.name} added to unit {c.unit_id}", [link.resident], link.path)
+        if isinstance(c, ResidentLinkCommand):
+            link = await d.new_link(c.resident, by=by)
+            return reply(f"a new sign-in link for {link.resident.name}", [link.resident], link.path)
+        if isinstance(c, ResidentRenameCommand):
+            r = await d.rename(c.resident, c.name, by=by)
+            return reply(f"renamed to {r.name}", [r])
+        if isinstance(c, ResidentRemoveCommand):
+            r, ended = await d.remove(c.resident, by=by)
+            return reply(f"{r.name} removed; {ended} session(s) ended", [r])
+        if c.unit_id is not None:
+            d.unit(c.unit_id)
+        found = await d.residents(c.unit_id)
+        return reply(f"{len(found)} resident(s)", found)
 
     def _update(self, c: UpdateCommand) -> UpdateReply:
         """The agent decides (signature, version, one at a time); the download runs on after the reply."""
@@ -337,7 +386,7 @@ class Control:
             raise CommandRefused("calls_unavailable", "this panel runs without calls; nothing to answer or end")
         return self.calls
 
-    async def _refused(self, e: CommandRefused | UnlockRefused | CallError | AccessError, obj: Any,
+    async def _refused(self, e: CommandRefused | UnlockRefused | CallError | AccessError | DirectoryError, obj: Any,
                        command: AnyCommand | None,
                        spent: bool) -> Reply:
         cid, cmd = (command.id, command.cmd) if command is not None else best_effort_ids(obj)

@@ -152,6 +152,27 @@ MIGRATIONS: list[str] = [
     ALTER TABLE access_log ADD COLUMN credential_id TEXT;
     ALTER TABLE access_log ADD COLUMN label TEXT;
     """,
+    # the directory (panel/directory): residents per unit, and their single-use sign-in codes (a SHA-256
+    # of each code only; the code itself rides in a link's fragment and is never stored)
+    """
+    CREATE TABLE residents (
+        id         TEXT PRIMARY KEY,
+        unit_id    TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        created    REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked    REAL
+    );
+    CREATE INDEX residents_unit ON residents(unit_id);
+    ALTER TABLE api_tokens ADD COLUMN device TEXT;
+    CREATE TABLE signin_codes (
+        digest      TEXT PRIMARY KEY,
+        resident_id TEXT NOT NULL,
+        created     REAL NOT NULL,
+        expires     REAL NOT NULL,
+        used        REAL
+    );
+    """,
 ]
 
 

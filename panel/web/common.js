@@ -4,7 +4,10 @@
 
 const Panel = (() => {
   class ApiError extends Error {
-    constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+    // errors: every problem the panel listed (a config change names each bad key), when it listed them
+    constructor(status, code, message, errors) {
+      super(message); this.status = status; this.code = code; this.errors = errors || [];
+    }
   }
 
   const $ = (id) => document.getElementById(id);
@@ -57,7 +60,7 @@ const Panel = (() => {
     if (type.includes("application/json")) data = await res.json();
     if (!res.ok) {
       throw new ApiError(res.status, (data && data.code) || "http_" + res.status,
-                         (data && data.message) || res.statusText);
+                         (data && data.message) || res.statusText, data && data.errors);
     }
     return data;
   }

@@ -1,11 +1,15 @@
 // The installer page: health and backlog, live inputs and relays, relay test pulse, camera preview,
-// microphone level, speaker test tone, configuration, event and access logs, password change.
+// microphone level, speaker test tone, event and access logs (paged, newest first), password change.
+// The wiring, self-test, directory and configuration forms are modules of their own (installer-*.js);
+// they hear from this one through DOM events: panel:signedin / panel:signedout (the token), panel:state
+// (every state read) and panel:event (every live event).
 "use strict";
 
 (() => {
   const { $, h, show, say, when, api, events } = Panel;
   const app = window.app = { state: "signedout", token: null, stream: null, cam: null, meter: null, events: [],
-                             pulses: 0 };
+                             pulses: 0, logPage: 1, accessPage: 1 };
+  const tell = (name, detail) => document.dispatchEvent(new CustomEvent("panel:" + name, { detail }));
 
   function setState(state) {
     app.state = state;
@@ -45,6 +49,7 @@
     app.stream = events("/api/v1/events/stream?after=now", token, onEvent, onStream);
     await Promise.all([refreshState(), refreshHealth(), loadConfig(), loadLogs(), loadAccess()]);
     app.healthTimer = setInterval(refreshHealth, 5000);
+    tell("signedin", { token });
   }
 
   function stop() {
@@ -55,6 +60,7 @@
     stopCamera();
     app.token = null;
     $("who").textContent = "";
+    tell("signedout", {});
   }
 
   function onStream(state, err) {
@@ -71,8 +77,9 @@
   // -- live state: every event may change an input or a relay, so re-read the state (coalesced) ----------
   let stateQueued = false;
   function onEvent(ev) {
-    addLog(ev, true);
-    if (ev.type.startsWith("door.")) loadAccess();
+    if (app.logPage === 1) addLog(ev, true);
+    tell("event", ev);
+    if (ev.type.startsWith("door.") && app.accessPage === 1) loadAccess();
     if (stateQueued) return;
     stateQueued = true;
     setTimeout(() => { stateQueued = false; refreshState(); }, 50);
@@ -83,6 +90,7 @@
     try {
       const s = await api("/api/v1/state", { token: app.token });
       app.lastState = s;
+      tell("state", s);
       const inputs = Object.entries(s.inputs).map(([name, i]) => h("tr", { "data-input": name },
         h("td", {}, name),
         h("td", {}, h("span", { class: "pill " + (i.active ? "on" : "off") }, i.active ? "active" : "at rest")),
@@ -214,12 +222,14 @@
     try {
       const r = await api("/api/v1/config", { token: app.token });
       $("config").value = JSON.stringify(r.config, null, 2);
+      tell("config", r);
       if (r.restart_required.length) say("config-status", "Waiting for a restart: " + r.restart_required.join(", "), "warn");
     } catch (err) {
       $("config").value = `Configuration unavailable: ${err.message}`;
     }
   }
 
+  app.loadConfig = loadConfig;
   $("config-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const dryRun = (e.submitter && e.submitter.value) !== "save";
@@ -252,21 +262,24 @@
     const row = h("tr", { "data-type": ev.type }, h("td", {}, when(ev.time)), h("td", {}, ev.type),
                   h("td", { class: "mono" }, summary(ev)));
     if (live) $("logs").prepend(row); else $("logs").append(row);
-    while ($("logs").children.length > 200) $("logs").lastChild.remove();
+    while ($("logs").children.length > PER_PAGE * 5) $("logs").lastChild.remove();
+  }
+
+  // Both logs page newest first; live events are added on top while the first page is shown.
+  const PER_PAGE = 20;
+  function pager(what, page, total) {
+    const pages = Math.max(1, Math.ceil(total / PER_PAGE));
+    $(what + "-page").textContent = `page ${page} of ${pages} (${total})`;
+    $(what + "-newer").disabled = page <= 1;
+    $(what + "-older").disabled = page >= pages;
   }
 
   async function loadLogs() {
     try {
-      // The newest events: ask from the oldest kept and keep the last page (the history pulls forward).
-      let after = "0", rows = [];
-      for (let i = 0; i < 20; i++) {
-        const r = await api(`/api/v1/events?after=${encodeURIComponent(after)}&limit=500`, { token: app.token });
-        rows = rows.concat(r.events).slice(-100);
-        if (!r.more || !r.last_id) break;
-        after = r.last_id;
-      }
+      const r = await api(`/api/v1/logs/events?page=${app.logPage}&per_page=${PER_PAGE}`, { token: app.token });
       $("logs").replaceChildren();
-      for (const ev of rows.reverse()) addLog(ev, false);
+      for (const ev of r.events) addLog(ev, false);
+      pager("logs", r.page, r.total);
     } catch (err) {
       $("logs").replaceChildren(h("tr", {}, h("td", {}, `Events unavailable: ${err.message}`)));
     }
@@ -274,11 +287,17 @@
 
   async function loadAccess() {
     try {
-      const r = await api("/api/v1/logs/access?per_page=20", { token: app.token });
+      const r = await api(`/api/v1/logs/access?page=${app.accessPage}&per_page=${PER_PAGE}`, { token: app.token });
       $("access").replaceChildren(...r.entries.map((e) => h("tr", { "data-access": e.id },
         h("td", {}, when(e.time)), h("td", {}, "relay " + e.relay), h("td", {}, e.cause), h("td", {}, e.actor),
         h("td", { class: "mono" }, e.call_guid ? "call " + e.call_guid : ""))));
+      pager("access", r.page, r.total);
     } catch (err) { /* shown on the next event */ }
+  }
+
+  for (const [what, load, key] of [["logs", loadLogs, "logPage"], ["access", loadAccess, "accessPage"]]) {
+    $(what + "-older").addEventListener("click", () => { app[key] += 1; load(); });
+    $(what + "-newer").addEventListener("click", () => { app[key] = Math.max(1, app[key] - 1); load(); });
   }
 
   // -- firmware update (docs/updates.md): the agent's state, and the same update the backend sends -------

@@ -5,6 +5,7 @@
 (() => {
   const { $, h, show, say, when, api, picture, events, ringer, notify } = Panel;
   const END = new Set(["ended", "declined", "canceled", "missed", "failed"]);
+  const DEVICE_KEY = "panel.resident.device";  // this device's credential from a sign-in link
   const RINGING = new Set(["calling", "ringing"]);
   const app = window.app = {
     state: "signedout", token: null, me: null, call: null, c: null, link: null, stream: null, notified: 0,
@@ -48,7 +49,8 @@
     await hangupLocal();
     stop();
     sessionStorage.removeItem("panel.resident.token");
-    if (token && app.me && app.me.kind === "session") {
+    localStorage.removeItem(DEVICE_KEY);
+    if (token && app.me && (app.me.kind === "session" || app.me.issued_by === "signin-link")) {
       try { await api("/api/v1/auth/logout", { method: "POST", token }); } catch (e) { /* gone already */ }
     }
     setState("signedout");
@@ -350,8 +352,34 @@
     }
   });
 
+  // -- a sign-in link: /resident#signin=<code> ----------------------------------------------------------
+  // The code rides in the fragment, which the browser never sends, and leaves the address bar at once.
+  // It works once: traded for this device's own credential, kept on the device (localStorage) until
+  // the resident signs out or the installer signs the device out.
+  async function signInByLink(code) {
+    history.replaceState(null, "", location.pathname);
+    say("signin-status", "signing in with your link…");
+    try {
+      const r = await api("/api/v1/auth/signin", { method: "POST", body: { code } });
+      localStorage.setItem(DEVICE_KEY, r.token);
+      await start(r.token);
+      say("signin-status", "");
+    } catch (err) {
+      setState("signedout");
+      say("signin-status", `${err.message} (${err.code || "error"})`, "bad");
+    }
+  }
+
   // -- start -----------------------------------------------------------------------------------------
   setState("signedout");
-  const saved = sessionStorage.getItem("panel.resident.token");
-  if (saved) start(saved).catch(() => { sessionStorage.removeItem("panel.resident.token"); setState("signedout"); });
+  const link = /^#signin=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  const saved = sessionStorage.getItem("panel.resident.token") || localStorage.getItem(DEVICE_KEY);
+  if (link) signInByLink(link[1]);
+  else if (saved) {
+    start(saved).catch(() => {
+      sessionStorage.removeItem("panel.resident.token");
+      localStorage.removeItem(DEVICE_KEY);
+      setState("signedout");
+    });
+  }
 })();
