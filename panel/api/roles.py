@@ -57,7 +57,7 @@ _OWN_CALLS = "viewer/resident: only calls of the unit (or the one call) their to
 
 ACCESS: dict[tuple[str, str], Rule] = {
     # -- open to all ---------------------------------------------------------------------------
-    ("GET", "/api/v1/health"): public("liveness and health for monitoring; no personal data"),
+    ("GET", "/api/v1/health"): public("liveness for monitoring: ok or degraded, nothing else"),
     ("GET", "/api/v1/openapi.json"): public("this API's description"),
     ("GET", "/api/v1/docs"): public("Swagger UI for the description (its script comes from a CDN)"),
     ("POST", "/api/v1/auth/login"): public("installer password -> session token; failures slow down per address"),
@@ -73,6 +73,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
                                                         note="backend cannot revoke installer sessions"),
     ("POST", "/api/v1/auth/tokens/revoke"): allow("installer", "backend", note="all credentials of one subject"),
     # -- the panel -----------------------------------------------------------------------------
+    ("GET", "/api/v1/health/details"): allow("installer", "backend", note="what is degraded: it names the webhook "
+                                             "endpoint, backend and broker errors, calls"),
     ("GET", "/api/v1/system"): allow("installer", "backend"),
     ("GET", "/api/v1/state"): allow(*ROLES),
     ("POST", "/api/v1/tamper/clear"): allow("installer"),
