@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .auth import InstallerCredential, Secrets
+from .auth import InstallerCredential, Secrets, refuse_published_secrets
 from .calls import CallLinks, CallManager, CallService, Participants
 from .door import DebouncedInput, Door, Lights, Relay
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
@@ -133,6 +133,8 @@ class Panel:
 
     # -- start ---------------------------------------------------------------------------------------
     async def start(self) -> None:
+        if not self.simulated:
+            refuse_published_secrets(self.secrets)  # before anything: an example secret is a public key to the door
         self.build_core()
         await self.start_services()
 
