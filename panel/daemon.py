@@ -43,6 +43,7 @@ from .platform import (
     keep_history_bounded,
     lock_storage,
     make_pin_factory,
+    redact_values,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Panel:
                  notifier: Notifier | None = None, clock_sync: ClockSync | None = None) -> None:
         self.config = ConfigService(cfg)  # the one config in force; components subscribe to its live keys
         self.secrets = secrets
+        redact_values(v for value in secrets.model_dump().values()  # no log line may hold one, in any form
+                      for v in (value if isinstance(value, list) else [value]))
         self.simulated = simulate
         self.clock: Clock = clock or LoopClock()
         self.notifier = notifier or Notifier()

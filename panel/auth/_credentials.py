@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PanelError
-from ..platform import write_atomic
+from ..platform import private_dir, write_atomic
 
 CRED_NAME = "installer.cred"
 INITIAL_NAME = "installer.initial"
@@ -180,7 +180,7 @@ class InstallerCredential:
                 "salt": base64.b64encode(salt).decode(), "hash": base64.b64encode(
                     _hash(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)).decode(),
                 "generation": generation, "set_at": now}
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         if initial:
             write_private(self.initial_path, password.encode() + b"\n")
         else:

@@ -40,7 +40,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from ..compat import dtls_bytes_received, keyframe_hook, set_keyframe_hook
 from ..errors import CallError
-from ..platform import Background, Clock, IceServerConfig, LoopClock, MediaConfig
+from ..platform import Background, Clock, IceServerConfig, LoopClock, MediaConfig, redact_values
 from .audio import MixerInput
 from .errors import SessionRefused
 from .hub import MediaHub
@@ -95,6 +95,7 @@ def ice_servers_from_config(servers: list[IceServerConfig]) -> list[RTCIceServer
     out = []
     for s in servers:
         credential = os.environ.get(s.credential_env) if s.credential_env else None
+        redact_values([credential])
         out.append(RTCIceServer(urls=list(s.urls), username=s.username, credential=credential))
     return out
 
