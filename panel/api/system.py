@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1", tags=["system"])
 _401 = {"description": "no, unknown, expired or revoked credential"}
 
 
-class HealthStatus(BaseModel):
+class HealthSummary(BaseModel):
     """What anyone on the network may know: whether the panel is well. The detail names endpoints,
     errors and calls, so it needs a credential (GET /api/v1/health/details)."""
 
@@ -102,11 +102,11 @@ class SystemInfo(OkBody):
                                    "result (as GET /api/v1/update)")
 
 
-@router.get("/health", response_model=HealthStatus, summary="Liveness: ok or degraded, nothing more (no credential "
+@router.get("/health", response_model=HealthSummary, summary="Liveness: ok or degraded, nothing more (no credential "
             "needed)")
-async def health(panel: PanelDep) -> HealthStatus:
+async def health(panel: PanelDep) -> HealthSummary:
     h = await panel.health()
-    return HealthStatus(message=f"panel {h['status']}", status=h["status"])
+    return HealthSummary(message=f"panel {h['status']}", status=h["status"])
 
 
 @router.get("/health/details", response_model=Health, summary="Health checks in detail: relays, loop lag, backlog, "
