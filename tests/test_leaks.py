@@ -75,10 +75,18 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 @pytest.fixture
-async def panel(tmp_path: Path, receiver: WebhookReceiver, log_text: io.StringIO, umask_022: None) -> AsyncIterator[Panel]:
-    data = config_dict(media=media_config(snapshots={"at_press": True}),
-                       webhooks={"url": f"{receiver.url}?token={HOOK_QUERY_SECRET}", "timeout_s": 1,
-                                 "max_backoff_s": 1, "heartbeat_s": 3600})
+async def panel(
+    tmp_path: Path, receiver: WebhookReceiver, log_text: io.StringIO, umask_022: None
+) -> AsyncIterator[Panel]:
+    data = config_dict(
+        media=media_config(snapshots={"at_press": True}),
+        webhooks={
+            "url": f"{receiver.url}?token={HOOK_QUERY_SECRET}",
+            "timeout_s": 1,
+            "max_backoff_s": 1,
+            "heartbeat_s": 3600,
+        },
+    )
     data["storage"] = {"dir": str(tmp_path / "state")}
     data["api"] = {"listen": "127.0.0.1:0", "login_backoff_s": 0.05}
     secrets = Secrets(installer_token=INSTALLER_TOKEN, webhook_secrets=[WEBHOOK_SECRET], command_key=COMMAND_KEY)
@@ -95,8 +103,13 @@ def bearer(token: str) -> dict[str, str]:
 async def run_flows(panel: Panel, receiver: WebhookReceiver) -> list[str]:
     """Every secret the flows saw, for the log check."""
     assert panel.api is not None
-    seen: list[str] = [INSTALLER_TOKEN, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), COMMAND_KEY,
-                       HOOK_QUERY_SECRET]
+    seen: list[str] = [
+        INSTALLER_TOKEN,
+        WEBHOOK_SECRET,
+        WEBHOOK_SECRET.removeprefix("whsec_"),
+        COMMAND_KEY,
+        HOOK_QUERY_SECRET,
+    ]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{panel.api.bound_port}", timeout=20) as c:
         password = panel.api_auth.installer.initial_password()  # type: ignore[union-attr]
         assert password is not None
@@ -106,8 +119,11 @@ async def run_flows(panel: Panel, receiver: WebhookReceiver) -> list[str]:
         assert r.status_code == 200, r.text
         session = r.json()["token"]
         seen.append(session)
-        r = await c.post("/api/v1/auth/tokens", headers=bearer(session),
-                         json={"role": "resident", "subject": "alice", "unit_id": "303", "ttl_s": 600})
+        r = await c.post(
+            "/api/v1/auth/tokens",
+            headers=bearer(session),
+            json={"role": "resident", "subject": "alice", "unit_id": "303", "ttl_s": 600},
+        )
         assert r.status_code == 201, r.text
         resident = r.json()["token"]
         seen.append(resident)
@@ -116,8 +132,12 @@ async def run_flows(panel: Panel, receiver: WebhookReceiver) -> list[str]:
         press = panel.calls.press("b303")
         assert press.call is not None
         guid = press.call.guid
-        snap = await eventually(lambda: next((d for d in receiver.unique() if d.type == "call.snapshot"), None), 15,
-                                "call.snapshot delivered")
+        snap = await eventually(
+            lambda: next((d for d in receiver.unique() if d.type == "call.snapshot"), None),
+            15,
+            "call.snapshot delivered",
+        )
+        assert snap is not None
         url = json.loads(snap.body)["data"]["url"]
         sig = parse_qs(urlsplit(url).query)["sig"][0]
         seen.append(sig)
@@ -143,8 +163,9 @@ async def run_flows(panel: Panel, receiver: WebhookReceiver) -> list[str]:
         # the backend's endpoint goes away: delivery is disabled, the panel is degraded
         receiver.set_mode("gone")
         panel.calls.press("b304")
-        await eventually(lambda: panel.outbox is not None and panel.outbox.disabled is not None, 15,
-                         "delivery disabled by 410 Gone")
+        await eventually(
+            lambda: panel.outbox is not None and panel.outbox.disabled is not None, 15, "delivery disabled by 410 Gone"
+        )
         public = (await c.get("/api/v1/health")).json()
         assert public == {"code": "ok", "message": "panel degraded", "status": "degraded"}, public
         r = await c.get("/api/v1/health/details")
@@ -156,18 +177,22 @@ async def run_flows(panel: Panel, receiver: WebhookReceiver) -> list[str]:
     return seen
 
 
-SECRET_SHAPES = [re.compile(p) for p in (
-    r"sig=(?!\[redacted\])",  # a signed URL's signature
-    r"token=(?!\[redacted\])",
-    r"\b(pnl|pmt|cls)_(?!\[redacted\])[A-Za-z0-9_-]{6,}",  # the panel's credentials
-    r"\bcl1\.(?!\[redacted\])[A-Za-z0-9_-]+\.",  # a call link
-    r"\bwhsec_(?!\[redacted\])[A-Za-z0-9+/]{4,}",
-    r"\bBearer (?!\[redacted\])[A-Za-z0-9._~+/=-]{8,}",
-)]
+SECRET_SHAPES = [
+    re.compile(p)
+    for p in (
+        r"sig=(?!\[redacted\])",  # a signed URL's signature
+        r"token=(?!\[redacted\])",
+        r"\b(pnl|pmt|cls)_(?!\[redacted\])[A-Za-z0-9_-]{6,}",  # the panel's credentials
+        r"\bcl1\.(?!\[redacted\])[A-Za-z0-9_-]+\.",  # a call link
+        r"\bwhsec_(?!\[redacted\])[A-Za-z0-9+/]{4,}",
+        r"\bBearer (?!\[redacted\])[A-Za-z0-9._~+/=-]{8,}",
+    )
+]
 
 
 async def test_no_secret_reaches_the_log_and_every_file_is_the_service_users_alone(
-        panel: Panel, receiver: WebhookReceiver, log_text: io.StringIO, tmp_path: Path) -> None:
+    panel: Panel, receiver: WebhookReceiver, log_text: io.StringIO, tmp_path: Path
+) -> None:
     seen = await run_flows(panel, receiver)
     await panel.stop("test over")  # the stop's own lines too
     text = log_text.getvalue()
@@ -182,8 +207,11 @@ async def test_no_secret_reaches_the_log_and_every_file_is_the_service_users_alo
     names = {p.name for p in made}
     assert {"panel.db", "installer.cred", "snapshots"} <= names, names  # the store, a secret, a visitor's photo
     assert any(p.name.endswith(".jpg") for p in made), "no snapshot on disk"
-    loose = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in made
-             if stat.S_IMODE(p.stat().st_mode) & 0o077}
+    loose = {
+        str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in made
+        if stat.S_IMODE(p.stat().st_mode) & 0o077
+    }
     assert not loose, f"readable by others under umask 022: {loose}"
 
 

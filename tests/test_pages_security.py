@@ -94,19 +94,24 @@ async def open_page(browser: Any, url: str) -> tuple[Any, list[str], list[str]]:
 
 
 async def test_the_player_refuses_a_foreign_endpoint_and_sends_the_credential_nowhere_else(
-        browser: Any, base: str, recorder: Recorder) -> None:
+    browser: Any, base: str, recorder: Recorder
+) -> None:
     before = len(recorder.requests)
-    page, requested, _ = await open_page(browser, f"{base}/api/v1/media/player?endpoint={recorder.url}/whep"
-                                                  f"&token={STATIC_TOKEN}")
+    page, requested, _ = await open_page(
+        browser, f"{base}/api/v1/media/player?endpoint={recorder.url}/whep&token={STATIC_TOKEN}"
+    )
     assert await page.input_value("#token") == "", "the page took a credential from its URL"
     await page.fill("#token", STATIC_TOKEN)
     await page.click("#start")
     await eventually(lambda: page.evaluate("() => window.player.error"), 5, "the player's refusal")
     assert "refused: the endpoint is not on this panel" in await page.evaluate("() => window.player.error")
     # Even a script that tried could not reach another origin: the CSP blocks it in the browser.
-    blocked = await page.evaluate("""async (url) => {
+    blocked = await page.evaluate(
+        """async (url) => {
         try { await fetch(url, {method: "POST", headers: {Authorization: "Bearer x-credential"}}); return false; }
-        catch (e) { return true; } }""", f"{recorder.url}/csp")
+        catch (e) { return true; } }""",
+        f"{recorder.url}/csp",
+    )
     assert blocked, "a fetch to another origin was allowed"
     assert recorder.requests[before:] == [], "the foreign server was contacted"
     assert [u for u in requested if not u.startswith(base)] == []  # (a request the CSP blocks is not even made)

@@ -49,9 +49,14 @@ PLACEHOLDER = re.compile(r"^(\$|<|\.\.\.|whsec_\.\.\.)")
 
 def published_examples() -> dict[str, str]:
     """Every secret-looking literal in the docs, config examples, README and scripts -> where it is."""
-    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "config").rglob("*.toml")),
-             *sorted((ROOT / "scripts").iterdir()), *sorted((ROOT / "systemd").iterdir()),
-             *sorted((ROOT / "packaging" / "debian").iterdir())]
+    files = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted((ROOT / "config").rglob("*.toml")),
+        *sorted((ROOT / "scripts").iterdir()),
+        *sorted((ROOT / "systemd").iterdir()),
+        *sorted((ROOT / "packaging" / "debian").iterdir()),
+    ]
     found: dict[str, str] = {}
     for path in files:
         if not path.is_file():
@@ -68,21 +73,26 @@ def published_examples() -> dict[str, str]:
 def test_every_secret_example_in_the_docs_is_on_the_refuse_list() -> None:
     found = published_examples()
     # the scan finds the examples we know are there (it is not silently matching nothing)...
-    assert {"demo-token-0123456789", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "example-command-key-0123456789"} <= set(found), found
+    assert {"demo-token-0123456789", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "example-command-key-0123456789"} <= set(
+        found
+    ), found
     # ...and every one of them is refused
     missing = {value: where for value, where in found.items() if value not in PUBLISHED}
     assert not missing, f"add these published examples to panel/auth/_published.py PUBLISHED: {missing}"
 
 
-@pytest.mark.parametrize("field, value", [
-    ("installer_token", "demo-token-0123456789"),
-    ("webhook_secrets", ["whsec_" + "A" * 32, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
-    ("command_key", "example-command-key-0123456789"),
-    ("osdp_scbk", "303132333435363738393A3B3C3D3E3F"),  # the OSDP default key, whatever its case
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("installer_token", "demo-token-0123456789"),
+        ("webhook_secrets", ["whsec_" + "A" * 32, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
+        ("command_key", "example-command-key-0123456789"),
+        ("osdp_scbk", "303132333435363738393A3B3C3D3E3F"),  # the OSDP default key, whatever its case
+    ],
+)
 async def test_a_real_panel_refuses_to_start_with_a_published_secret_naming_the_key(
-        tmp_path: Path, field: str, value: object) -> None:
+    tmp_path: Path, field: str, value: object
+) -> None:
     secrets = Secrets.model_validate({field: value})
     want = f"{field}[1]" if field == "webhook_secrets" else field
     assert published_secrets(secrets) and published_secrets(secrets)[0].startswith(want + " is the example")
@@ -106,8 +116,14 @@ async def test_simulation_may_use_the_demo_token(tmp_path: Path) -> None:
 
 
 def test_secrets_of_ones_own_pass() -> None:
-    assert published_secrets(Secrets(installer_token="a-token-of-my-own-8d1f2a", command_key="k" * 32,
-                                     webhook_secrets=["whsec_" + "B" * 32])) == []
+    assert (
+        published_secrets(
+            Secrets(
+                installer_token="a-token-of-my-own-8d1f2a", command_key="k" * 32, webhook_secrets=["whsec_" + "B" * 32]
+            )
+        )
+        == []
+    )
 
 
 # -- installer passwords ------------------------------------------------------------------------------
@@ -115,15 +131,19 @@ def test_secrets_of_ones_own_pass() -> None:
 
 @pytest.mark.parametrize("password", ["password1234", "P@ssw0rd2024"])
 async def test_a_common_installer_password_is_refused_with_its_own_code_and_changes_nothing(
-        tmp_path: Path, password: str) -> None:
+    tmp_path: Path, password: str
+) -> None:
     rig = api_rig(tmp_path)
     try:
         old = initial_password(rig)
         app = create_app(rig.panel, simulated=True)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://panel") as c:
             session = (await c.post("/api/v1/auth/login", json={"password": old})).json()["token"]
-            r = await c.post("/api/v1/auth/password", headers=bearer(session),
-                             json={"current_password": old, "new_password": password})
+            r = await c.post(
+                "/api/v1/auth/password",
+                headers=bearer(session),
+                json={"current_password": old, "new_password": password},
+            )
             assert r.status_code == 422 and r.json()["code"] == "common_password", r.text
             assert password not in r.text
             assert (await c.get("/api/v1/auth/me", headers=bearer(session))).status_code == 200, "session ended"
@@ -144,4 +164,3 @@ def test_the_credential_file_refuses_common_passwords_too(tmp_path: Path) -> Non
         assert exc.value.code == "common_password", password
     assert cred.info().generation == 1  # type: ignore[union-attr]
     assert cred.set("correct horse battery staple").generation == 2  # a passphrase of unrelated words is fine
-

@@ -50,6 +50,8 @@ def refuse_published_secrets(secrets: Secrets) -> None:
     """Raise ``SecretsError`` naming every key whose secret is published (the panel then does not start)."""
     found = published_secrets(secrets)
     if found:
-        raise SecretsError("; ".join(found) + ": anyone can read it, so a panel outside simulation refuses it. "
-                           "Make a secret of your own (docs/configuration.md, Secrets file), e.g. with: "
-                           "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        raise SecretsError(
+            "; ".join(found) + ": anyone can read it, so a panel outside simulation refuses it. "
+            "Make a secret of your own (docs/configuration.md, Secrets file), e.g. with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
