@@ -19,16 +19,6 @@
     return url.origin === location.origin ? url : null;
   }
 
-  async function gathered(pc, limitMs) {
-    if (pc.iceGatheringState === "complete") return;
-    await new Promise((resolve) => {
-      const timer = setTimeout(resolve, limitMs);
-      pc.addEventListener("icegatheringstatechange", () => {
-        if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
-      });
-    });
-  }
-
   function headers(extra) {
     const out = { ...extra };
     if ($("token").value) out["Authorization"] = "Bearer " + $("token").value;
@@ -59,7 +49,7 @@
       pc.ontrack = (e) => { stream.addTrack(e.track); $("video").srcObject = stream; };
       pc.onconnectionstatechange = () => show("connection " + pc.connectionState);
       await pc.setLocalDescription(await pc.createOffer());
-      await gathered(pc, 2000);
+      await Panel.gathered(pc, 2000);  // common.js
       const res = await fetch(endpoint.href, { method: "POST", headers: headers({ "Content-Type": "application/sdp" }),
                                                body: pc.localDescription.sdp, credentials: "omit",
                                                referrerPolicy: "no-referrer" });
