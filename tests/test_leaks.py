@@ -13,6 +13,7 @@ The player page and the API docs page are tests/test_pages_security.py (Chromium
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -29,8 +30,8 @@ import httpx
 import pytest
 
 from panel.auth import Secrets
-from panel.daemon import Panel
-from panel.platform import parse_config, redact, setup_logging
+from panel.daemon import Panel, api_certificate
+from panel.platform import lock_storage, parse_config, redact, setup_logging
 
 from .eventually import eventually
 from .media_rig import media_config, media_of
@@ -194,6 +195,11 @@ async def test_no_secret_reaches_the_log_and_every_file_is_the_service_users_alo
     panel: Panel, receiver: WebhookReceiver, log_text: io.StringIO, tmp_path: Path
 ) -> None:
     seen = await run_flows(panel, receiver)
+    # What the daemon makes besides: its HTTPS key and certificate, the storage lock (as `panel run` does)
+    cert = await asyncio.to_thread(api_certificate, panel.cfg)
+    lock = await asyncio.to_thread(lock_storage, panel.cfg.storage.dir)
+    lock.close()
+    running = modes(tmp_path)  # while the database is open: with its -wal and -shm
     await panel.stop("test over")  # the stop's own lines too
     text = log_text.getvalue()
     assert '"msg": "call.' in text or "event call." in text, "the flows were not logged at all"
@@ -202,17 +208,18 @@ async def test_no_secret_reaches_the_log_and_every_file_is_the_service_users_alo
     shapes = [m.group(0) for p in SECRET_SHAPES for m in p.finditer(text)]
     assert not shapes, f"secret-looking text in the log: {shapes[:5]}"
 
+    names = {Path(p).name for p in running}
+    # the store and its WAL, a secret, a key, a visitor's photo
+    assert {"panel.db", "panel.db-wal", "panel.db-shm", "installer.cred", "snapshots", cert.key_file.name} <= names
+    assert any(name.endswith(".jpg") for name in names), "no snapshot on disk"
+    for when, seen_modes in (("running", running), ("stopped", modes(tmp_path))):
+        loose = {path: oct(mode) for path, mode in seen_modes.items() if mode & 0o077}
+        assert not loose, f"readable by others under umask 022 ({when}): {loose}"
+
+
+def modes(tmp_path: Path) -> dict[str, int]:
     state = tmp_path / "state"
-    made = [state, *state.rglob("*")]
-    names = {p.name for p in made}
-    assert {"panel.db", "installer.cred", "snapshots"} <= names, names  # the store, a secret, a visitor's photo
-    assert any(p.name.endswith(".jpg") for p in made), "no snapshot on disk"
-    loose = {
-        str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
-        for p in made
-        if stat.S_IMODE(p.stat().st_mode) & 0o077
-    }
-    assert not loose, f"readable by others under umask 022: {loose}"
+    return {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in [state, *state.rglob("*")]}
 
 
 def test_the_redaction_covers_every_secret_form() -> None:
