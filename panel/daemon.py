@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .auth import InstallerCredential, Secrets
+from .auth import InstallerCredential, Secrets, refuse_published_secrets
 from .calls import CallLinks, CallManager, CallService, Participants
 from .directory import Directory
 from .door import DebouncedInput, Door, Lights, Relay
@@ -44,6 +44,7 @@ from .platform import (
     keep_history_bounded,
     lock_storage,
     make_pin_factory,
+    redact_values,
 )
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Panel:
                  notifier: Notifier | None = None, clock_sync: ClockSync | None = None) -> None:
         self.config = ConfigService(cfg)  # the one config in force; components subscribe to its live keys
         self.secrets = secrets
+        redact_values(v for value in secrets.model_dump().values()  # no log line may hold one, in any form
+                      for v in (value if isinstance(value, list) else [value]))
         self.simulated = simulate
         self.clock: Clock = clock or LoopClock()
         self.notifier = notifier or Notifier()
@@ -137,6 +140,8 @@ class Panel:
 
     # -- start ---------------------------------------------------------------------------------------
     async def start(self) -> None:
+        if not self.simulated:
+            refuse_published_secrets(self.secrets)  # before anything: an example secret is a public key to the door
         self.build_core()
         await self.start_services()
 

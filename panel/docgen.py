@@ -335,7 +335,10 @@ def _secrets_section() -> list[str]:
         "",
         "Secrets never go in the main config. They live in the TOML file named by `secrets.file` (mode 0600, "
         "owned by the service user; the panel refuses to start otherwise) or in environment variables, "
-        "which win over the file. A secret that is not set leaves its feature off; there are no defaults.",
+        "which win over the file. A secret that is not set leaves its feature off; there are no defaults. "
+        "A panel outside simulation refuses to start with a secret that is published (the examples in this "
+        "project's README, docs and config files, and the OSDP default key: `panel/auth/_published.py`), "
+        "naming the key: make every secret of your own.",
         "",
         "| key | environment variable | type | allowed | description |",
         "|---|---|---|---|---|",

@@ -15,7 +15,7 @@ PanelError
 ├── StoreError         store_error
 ├── UnlockRefused      a release refused: tamper_blocked, unknown_relay, bad_duration, not_your_call, ...
 ├── CallError          a call command refused: no_call, already_answered, call_over, unknown_call, ...
-├── CredentialError    weak_password, credential_unreadable
+├── CredentialError    weak_password, common_password, credential_unreadable
 ├── CommandRefused     an MQTT command refused before it reached a service: malformed, replayed, ...
 ├── DirectoryError     a resident or sign-in refused: unknown_unit, unknown_resident, signin_code_used, ...
 ├── LinkRefused        a call-link request refused: invalid_link, link_expired, too_many_links, ...
@@ -152,7 +152,8 @@ CODES: dict[str, Code] = {
     "unknown_door": _c(422, "a code names a relay the panel does not have"),
     "code_too_short": _c(422, "the code is shorter than access.min_code_length"),
     "owner_required": _c(422, "the credential needs an owner"),
-    "weak_password": _c(422, "the password is too short, too common or too repetitive"),
+    "weak_password": _c(422, "the password is too short or too repetitive"),
+    "common_password": _c(422, "the password is a common one, or is made from one (zxcvbn's lists and patterns)"),
     # 429: too much
     "login_in_progress": _c(429, "a login from this address is being checked; wait for it"),
     "login_locked": _c(429, "too many failed logins from this address; wait Retry-After seconds"),
@@ -302,7 +303,7 @@ class ConfigError(PanelError):
 
 
 class SecretsError(PanelError):
-    """The secrets file is missing, unreadable, or readable by others."""
+    """The secrets file is missing, unreadable, or readable by others, or holds a published example."""
 
     code = "secrets_invalid"
 

@@ -260,8 +260,10 @@ class Broker:
 
     def mqtt_config(self, panel_id: str, *, cert: bool = False, **extra: object) -> dict[str, object]:
         """The panel's ``[mqtt]`` config section for this broker."""
+        # Signed commands are the default; most tests here speak unsigned commands, so they say so, and the
+        # tests of signing pass require_signed_commands=True (tests/test_mqtt.py covers the default itself).
         cfg: dict[str, object] = {"host": "127.0.0.1", "tls": True, "ca_file": str(self.ca.path),
-                                  "topic_prefix": TOPIC_PREFIX, "reconnect_max_s": 2}
+                                  "topic_prefix": TOPIC_PREFIX, "reconnect_max_s": 2, "require_signed_commands": False}
         if cert:
             pair = self.client_certs[panel_id]
             cfg.update(port=self.cert_port, cert_file=str(pair.cert), key_file=str(pair.key))

@@ -105,6 +105,15 @@ class PanelProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def health_details(self) -> dict[str, Any]:
+        """``GET /api/v1/health/details`` with the installer token this panel was started with (the public
+        ``/api/v1/health`` says ok or degraded only)."""
+        token = self.env.get("PANEL_SECRET_INSTALLER_TOKEN")
+        assert token, "start this panel with PANEL_SECRET_INSTALLER_TOKEN to read its health details"
+        r = self.api("GET", "/api/v1/health/details", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
         return httpx.request(method, self.url + path, timeout=30, **kw)
 

@@ -30,7 +30,8 @@ def client(rig: Rig, simulated: bool = True) -> httpx.AsyncClient:
 
 async def test_health_and_state(rig: Rig) -> None:
     async with client(rig) as c:
-        h = (await c.get("/api/v1/health")).json()
+        assert set((await c.get("/api/v1/health")).json()) == {"code", "message", "status"}
+        h = (await c.get("/api/v1/health/details", headers={"Authorization": f"Bearer {TOKEN}"})).json()
         assert h["status"] in ("ok", "degraded") and h["checks"]["relays"] is True and h["simulated"] is True
         await rig.door.unlock(cause="remote", actor="backend", method="api")
         assert (await c.get("/api/v1/state")).status_code == 401  # state names residents: credential needed

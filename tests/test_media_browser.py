@@ -61,7 +61,9 @@ async def test_chromium_whep_player_renders_and_its_microphone_reaches_the_speak
     sink = speaker(panel)
     page = await browser.new_page()
     port = panel.api.bound_port  # type: ignore[union-attr]
-    await page.goto(f"http://127.0.0.1:{port}/api/v1/media/player?token={token}&talk=1&auto=1")
+    await page.goto(f"http://127.0.0.1:{port}/api/v1/media/player?talk=1")
+    await page.fill("#token", token)  # typed into its form: the page takes no credential from its URL
+    await page.click("#start")
     rendered = await wait_rendered(page, frames=10)
     assert (rendered["width"], rendered["height"]) == (320, 240)
     await eventually(lambda: panel.calls.current.state == "connected", what="call connected by the browser's audio")

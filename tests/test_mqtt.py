@@ -237,6 +237,22 @@ async def test_open_reply_reports_the_duration_the_relay_was_granted(broker: Bro
         await panel.stop("test over")
 
 
+async def test_commands_must_be_signed_unless_the_config_says_otherwise(broker: Broker, backend: Client,
+                                                                        tmp_path: Path) -> None:
+    data = panel_config(broker, tmp_path / "state")
+    del data["mqtt"]["require_signed_commands"]  # the default, as a config that does not mention it gets
+    panel = await start(data, broker)
+    try:
+        pin = relay_pin(panel)
+        pin.clear_states()
+        reply = await backend.request(A, cmd(key=None))
+        assert reply["code"] == "unsigned", reply
+        assert [s.state for s in pin.states] == [False] and access_log(panel) == [], "an unsigned open moved the relay"
+        assert (await backend.request(A, cmd()))["code"] == "ok"  # the same command, signed
+    finally:
+        await panel.stop("test over")
+
+
 async def test_replayed_ids_are_remembered_across_a_restart(broker: Broker, backend: Client, tmp_path: Path) -> None:
     data = panel_config(broker, tmp_path / "state")
     command = cmd(exp_in=30)
@@ -514,6 +530,9 @@ async def test_home_assistant_discovery_and_lock(broker: Broker, backend: Client
     ({"host": "broker.example", "username": "p", "homeassistant_discovery": True, "homeassistant_allow_open": True,
       "require_signed_commands": True}, "mqtt.homeassistant_allow_open"),
     ({"host": "broker.example", "username": "p", "homeassistant_allow_open": True}, "mqtt.homeassistant_allow_open"),
+    # signed commands are the default, and Home Assistant cannot sign
+    ({"host": "broker.example", "username": "p", "homeassistant_discovery": True, "homeassistant_allow_open": True},
+     "mqtt.homeassistant_allow_open"),
     ({"host": "broker.example", "username": "p", "topic_prefix": "panels/#"}, "mqtt.topic_prefix"),
 ])
 def test_unsafe_mqtt_settings_are_refused_by_the_config_check(mqtt: dict[str, Any], where: str) -> None:

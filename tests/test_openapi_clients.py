@@ -198,6 +198,7 @@ async def _every_route(gen: ModuleType, call: Calls, spec: dict[str, Any], panel
 
     # -- system and the installer's session
     await call("system_health", 200, client=anon)
+    await call("system_health_details", 200, client=inst)
     await call("system_state", 200, client=inst)
     await call("system_info", 200, client=inst)
     password = ApiAuth.for_panel(panel).installer.initial_password()

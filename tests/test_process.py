@@ -51,7 +51,7 @@ def read_events(db: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def idle_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelProcess]:
     """One panel shared by the tests whose requests must change nothing (so they cannot disturb each other)."""
-    p = start_panel(tmp_path_factory.mktemp("idle"))
+    p = start_panel(tmp_path_factory.mktemp("idle"), env={"PANEL_SECRET_INSTALLER_TOKEN": "installer-token-0123456789"})
     yield p
     p.stop()
 
@@ -165,12 +165,12 @@ def test_a_fatal_component_failure_exits_non_zero_with_the_relay_off(tmp_path: P
 
 def test_fault_route_rejects_bad_bodies_and_starts_nothing(idle_panel: PanelProcess) -> None:
     panel_proc = idle_panel
-    before = panel_proc.api("GET", "/api/v1/health").json()["components"]
+    before = panel_proc.health_details()["components"]
     for body in ({"component": "api"}, {"component": "sim-x", "max_restarts": -1},
                  {"component": "sim-x", "max_restarts": "2"}, {"bogus": 1}):
         r = panel_proc.api("POST", "/api/v1/sim/fault", json=body)
         assert r.status_code == 422 and r.json()["code"] == "invalid_request", (body, r.text)
-    health = panel_proc.api("GET", "/api/v1/health").json()
+    health = panel_proc.health_details()
     assert health["status"] == "ok" and health["components"] == before
 
 

@@ -172,7 +172,7 @@ def test_an_update_commits_and_the_new_release_serves_the_door(service: Service,
     assert after["running"]["slot"] == "a" and after["active_slot"] == "a"
     assert after["last"]["result"] == "committed"
     assert (service.root / "current").resolve() == (service.root / "slots" / "a").resolve()
-    health = service.get("/api/v1/health").json()
+    health = service.get("/api/v1/health/details").json()
     assert health["version"] == "2.0.0"
     assert service.post("/api/v1/sim/exit").status_code == 200 and service.relay_energised()
     updates = [(e["type"], e.get("version")) for e in service.events() if e["type"].startswith("update.")]

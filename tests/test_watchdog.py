@@ -232,13 +232,14 @@ async def test_a_dead_guard_thread_stops_the_pings(systemd: FakeSystemd) -> None
 # -- the daemon as systemd runs it -------------------------------------------------------------------
 
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
+TOKEN = "installer-token-0123456789"  # reads /api/v1/health/details
 INTERVAL_S = WATCHDOG_USEC / 2e6
 
 
 @pytest.mark.slow
 def test_daemon_notifies_ready_pings_stops_pinging_while_blocked_and_says_stopping(
         tmp_path: Path, systemd: FakeSystemd) -> None:
-    panel = start_panel(tmp_path, env=systemd.env(WATCHDOG_USEC))
+    panel = start_panel(tmp_path, env={**systemd.env(WATCHDOG_USEC), "PANEL_SECRET_INSTALLER_TOKEN": TOKEN})
     try:
         ready = systemd.wait_for(lambda t: "READY=1" in t.split("\n"), timeout=10)
         assert f"MAINPID={panel.proc.pid}" in ready.text.split("\n")
@@ -263,7 +264,7 @@ def test_daemon_notifies_ready_pings_stops_pinging_while_blocked_and_says_stoppi
         eventually_sync(lambda: len(systemd.pings(since=t_done)) >= 2, 5, "pings resuming after the loop unblocked")
         longest = max(_gaps(systemd.pings(since=ready.at)))
         assert longest >= 1.3, f"the longest gap between pings was only {longest:.2f} s"
-        assert panel.api("GET", "/api/v1/health").json()["checks"]["relays"] is True
+        assert panel.health_details()["checks"]["relays"] is True
 
         assert "STOPPING=1" not in systemd.texts()
         assert panel.stop(signal.SIGTERM) == 0
@@ -290,7 +291,7 @@ def test_guard_thread_cuts_the_relay_while_the_event_loop_is_blocked(tmp_path: P
     cfg = config_dict()
     # The guard cuts 1.5 + 0.25 s after the release; the 2.5 s stall starts well before that.
     cfg["door"]["relays"] = [{"id": "main", "pin": 26, "hold_s": 1.5, "max_on_s": 1.5}]
-    panel = start_panel(tmp_path, cfg)
+    panel = start_panel(tmp_path, cfg, env={"PANEL_SECRET_INSTALLER_TOKEN": TOKEN})
     try:
         r = panel.api("POST", "/api/v1/sim/exit")
         assert r.status_code == 200, r.text
@@ -318,6 +319,6 @@ def test_guard_thread_cuts_the_relay_while_the_event_loop_is_blocked(tmp_path: P
         locked = eventually_sync(lambda: [rec for rec in _log_records(panel) if rec.get("event") == "door.locked"], 5,
                                  "door.locked in the log", interval=0.05)
         assert locked[0]["data"]["relay"] == "main"  # type: ignore[index]
-        assert panel.api("GET", "/api/v1/health").json()["checks"]["relays"] is True
+        assert panel.health_details()["checks"]["relays"] is True
     finally:
         assert panel.stop() == 0

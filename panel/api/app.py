@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse
 
@@ -133,10 +131,6 @@ def create_app(panel: Panel | None, *, simulated: bool, server_cert: Any = None)
 
     app.add_api_route("/api/v1/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
 
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title=f"{app.title} (Swagger UI)")
-
-    app.add_api_route("/api/v1/docs", docs, methods=["GET"], include_in_schema=False)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(UniqueKeys)  # inside BodyLimit: it reads only what the limit let through
     app.add_middleware(BodyLimit, max_bytes=panel.cfg.api.max_body_bytes if panel is not None else DEFAULT_MAX_BODY)

@@ -3,7 +3,9 @@
 - ``/resident``: take calls in a browser (ring, answer, talk, see, open, hang up, history);
 - ``/installer``: check and set up the panel (inputs, relays, camera, sound, config, logs);
 - ``/link``: a call link's preview and join page (the link rides after ``#``);
-- ``/web/<file>``: their scripts and style sheet.
+- ``/api/v1/docs``: Swagger UI, from the panel's own copy (``panel/web/vendor/swagger-ui``, no CDN);
+- ``/api/v1/media/player`` (served by ``whep.py``): the WHEP live-view player;
+- ``/web/<file>``: their scripts and style sheets; ``/web/vendor/swagger-ui/<file>``: Swagger UI's.
 
 The pages hold no secret: they ask for a credential and keep it in the tab's sessionStorage, and
 send it as ``Authorization: Bearer``. A strict Content-Security-Policy allows only the panel's own
@@ -26,7 +28,10 @@ from .errors import ApiError
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 WEB = Path(__file__).resolve().parent.parent / "web"
-PAGES = {"/": "index.html", "/resident": "resident.html", "/installer": "installer.html", "/link": "link.html"}
+PAGES = {"/": "index.html", "/resident": "resident.html", "/installer": "installer.html", "/link": "link.html",
+         "/api/v1/docs": "api-docs.html"}
+# Swagger UI's files as npm's swagger-ui-dist ships them (README.md there: version, licence, update)
+VENDORED = {"swagger-ui-bundle.js", "swagger-ui.css"}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 ASSET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}\.(js|css|svg)$")
@@ -44,7 +49,8 @@ HEADERS = {
 _cache: dict[str, bytes] = {}  # the files ship with the firmware and do not change while it runs
 
 
-async def _file(name: str) -> Response:
+async def page_file(name: str) -> Response:
+    """A file under panel/web, with the pages' headers (CSP and the rest)."""
     data = _cache.get(name)
     if data is None:
         path = WEB / name
@@ -58,7 +64,7 @@ async def _file(name: str) -> Response:
 
 def _page(name: str) -> Callable[[], Awaitable[Response]]:
     async def page() -> Response:
-        return await _file(name)
+        return await page_file(name)
     page.__name__ = f"page_{name.split('.')[0]}"
     return page
 
@@ -71,4 +77,11 @@ for _path, _name in PAGES.items():
 async def asset(name: str) -> Response:
     if not ASSET_RE.match(name):
         raise ApiError("not_found", f"there is no page file {name!r} on this panel")
-    return await _file(name)
+    return await page_file(name)
+
+
+@router.get("/web/vendor/swagger-ui/{name}", response_class=Response)
+async def swagger_ui(name: str) -> Response:
+    if name not in VENDORED:
+        raise ApiError("not_found", f"there is no Swagger UI file {name!r} on this panel")
+    return await page_file(f"vendor/swagger-ui/{name}")

@@ -57,9 +57,10 @@ _OWN_CALLS = "viewer/resident: only calls of the unit (or the one call) their to
 
 ACCESS: dict[tuple[str, str], Rule] = {
     # -- open to all ---------------------------------------------------------------------------
-    ("GET", "/api/v1/health"): public("liveness and health for monitoring; no personal data"),
+    ("GET", "/api/v1/health"): public("liveness for monitoring: ok or degraded, nothing else"),
     ("GET", "/api/v1/openapi.json"): public("this API's description"),
-    ("GET", "/api/v1/docs"): public("Swagger UI for the description (its script comes from a CDN)"),
+    ("GET", "/api/v1/docs"): public("Swagger UI for the description, from the panel's own copy (no CDN), under the "
+                                    "pages' CSP"),
     ("POST", "/api/v1/auth/login"): public("installer password -> session token; failures slow down per address"),
     # -- credentials ---------------------------------------------------------------------------
     ("POST", "/api/v1/auth/logout"): allow(*ROLES, note="revokes the credential it is called with"),
@@ -82,6 +83,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
                                                                     note="ends every session of the resident"),
     ("DELETE", "/api/v1/directory/residents/{resident_id}/sessions/{token_id}"): allow("installer", "backend"),
     # -- the panel -----------------------------------------------------------------------------
+    ("GET", "/api/v1/health/details"): allow("installer", "backend", note="what is degraded: it names the webhook "
+                                             "endpoint, backend and broker errors, calls"),
     ("GET", "/api/v1/system"): allow("installer", "backend"),
     ("GET", "/api/v1/state"): allow("installer", "backend", scoped=("viewer", "resident", "guest"),
                                     note="viewer/resident/guest: only the call (and door grant) of their unit or "
@@ -140,7 +143,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("OPTIONS", "/api/v1/media/whep"): public("CORS preflight", rate_limited=False),
     ("OPTIONS", "/api/v1/media/whep/{session_id}"): public("CORS preflight", rate_limited=False),
     ("GET", "/api/v1/media/sessions"): allow("installer"),
-    ("GET", "/api/v1/media/player"): public("a static WHEP player page; it asks for a credential"),
+    ("GET", "/api/v1/media/player"): public("a static WHEP player page: it talks to its own origin only, with a "
+                                            "credential typed into its form, under the pages' CSP"),
     # Pictures: the handler checks an API credential (installer, backend; viewer/resident for their
     # call or unit) or a media credential (Bearer, or the Basic password for web views).
     ("GET", "/api/v1/snapshot.jpg"): own_auth(_MEDIA),
@@ -173,6 +177,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/installer"): public("the installer page"),
     ("GET", "/link"): public("the call-link page (the link rides after #, never sent to the server)"),
     ("GET", "/web/{name}"): public("the pages' scripts and style sheet"),
+    ("GET", "/web/vendor/swagger-ui/{name}"): public("Swagger UI's script and style sheet (vendored)"),
     # -- simulation ----------------------------------------------------------------------------
     ("POST", "/api/v1/sim/buttons/{button_id}/press"): public(_SIM, simulation_only=True),
     ("POST", "/api/v1/sim/buttons/{button_id}/release"): public(_SIM, simulation_only=True),

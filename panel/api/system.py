@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -21,10 +21,19 @@ router = APIRouter(prefix="/api/v1", tags=["system"])
 _401 = {"description": "no, unknown, expired or revoked credential"}
 
 
+class HealthSummary(BaseModel):
+    """What anyone on the network may know: whether the panel is well. The detail names endpoints,
+    errors and calls, so it needs a credential (GET /api/v1/health/details)."""
+
+    code: str = "ok"
+    message: str = "health"
+    status: Literal["ok", "degraded"]
+
+
 class Health(BaseModel):
     code: str = "ok"
     message: str = "health"
-    status: str
+    status: Literal["ok", "degraded"]
     version: str
     uptime_s: float
     simulated: bool
@@ -96,8 +105,16 @@ class SystemInfo(OkBody):
                                    "result (as GET /api/v1/update)")
 
 
-@router.get("/health", response_model=Health, summary="Liveness and health checks (no credential needed)")
-async def health(panel: PanelDep) -> Health:
+@router.get("/health", response_model=HealthSummary, summary="Liveness: ok or degraded, nothing more (no credential "
+            "needed)")
+async def health(panel: PanelDep) -> HealthSummary:
+    h = await panel.health()
+    return HealthSummary(message=f"panel {h['status']}", status=h["status"])
+
+
+@router.get("/health/details", response_model=Health, summary="Health checks in detail: relays, loop lag, backlog, "
+            "webhooks, MQTT, media, components (installer, backend)", responses={401: _401})
+async def health_details(panel: PanelDep, who: Caller) -> Health:
     h = await panel.health()
     return Health(message=f"panel {h['status']}", **h)
 

@@ -122,7 +122,7 @@ def generate(cert_path: Path, key_path: Path, panel_id: str, hostname: str | Non
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     write_atomic(key_path, key_pem, 0o600)
-    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
     return cert
 
 

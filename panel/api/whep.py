@@ -17,7 +17,6 @@ installer token, which grants live view only.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -25,6 +24,7 @@ from fastapi.responses import HTMLResponse
 
 from ..media.errors import SessionRefused, TokenRefused
 from .errors import ApiError, ErrorBody
+from .pages import page_file
 from .roles import client_address
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ CORS = {
     "Access-Control-Allow-Origin": "*",  # bearer tokens, no cookies: any origin may use its own token
     "Access-Control-Expose-Headers": "Location, Link, ETag, Retry-After",
 }
-PLAYER = Path(__file__).parent.parent / "web" / "player.html"
 
 _errors: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed SDP, or no codec in common"},
@@ -227,6 +226,7 @@ async def media_status(request: Request) -> dict[str, Any]:
     return media.status()
 
 
-@router.get("/player", summary="A WHEP player page for live view", response_class=HTMLResponse)
-async def player() -> HTMLResponse:
-    return HTMLResponse(PLAYER.read_text(encoding="utf-8"))
+@router.get("/player", summary="A WHEP player page for live view: this panel only, the credential typed into its form",
+            response_class=HTMLResponse)
+async def player() -> Response:
+    return await page_file("player.html")  # with the pages' CSP: it can connect to this origin only

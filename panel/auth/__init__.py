@@ -12,6 +12,7 @@ from ._credentials import (
     CredentialInfo,
     InstallerCredential,
 )
+from ._published import PUBLISHED, published_secrets, refuse_published_secrets
 from ._secrets import ENV_PREFIX, Secrets, load_secrets
 from ._whsec import SECRET_PREFIX, WebhookSecretError, decode_secret
 
@@ -22,6 +23,7 @@ __all__ = [
     "InstallerCredential",
     "MAX_LEN",
     "MIN_LEN",
+    "PUBLISHED",
     "SECRET_PREFIX",
     "Secrets",
     "WebhookSecretError",
@@ -30,4 +32,6 @@ __all__ = [
     "decode_secret",
     "factory_reset_command",
     "load_secrets",
+    "published_secrets",
+    "refuse_published_secrets",
 ]

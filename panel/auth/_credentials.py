@@ -23,13 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PanelError
-from ..platform import write_atomic
+from ..platform import private_dir, write_atomic
 
 CRED_NAME = "installer.cred"
 INITIAL_NAME = "installer.initial"
 # scrypt cost: 16 MiB and ~50 ms per check on a Pi 4; raised here, old hashes keep their own cost.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MIN_LEN, MAX_LEN = 12, 256
+# zxcvbn's score: 3 is "safely unguessable" (about 10^8 guesses and more). Below that the password is, or is
+# made from, an entry of its lists (30,000 common passwords, common words and names) with the patterns
+# people use (l33t, capitals, years, keyboard walks, repeats), like "password1234" or "P@ssw0rd2024".
+MIN_SCORE = 3
 # No look-alikes (0/O, 1/l/I): the password is read off a screen and typed.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
@@ -64,6 +68,21 @@ def check_strength(password: str) -> None:
     if len(set(password)) < 6:
         raise CredentialError("weak_password", "the password repeats too few different characters; use a "
                               "passphrase of several words or let the panel generate one (panel credentials reset)")
+    why = _common(password)
+    if why is not None:
+        raise CredentialError("common_password", f"the password is too easy to guess: {why}; use a passphrase of "
+                              "several unrelated words or let the panel generate one (panel credentials reset)")
+
+
+def _common(password: str) -> str | None:
+    """Why zxcvbn finds the password guessable, or None. Never echoes the password."""
+    from zxcvbn import zxcvbn  # lazily: its lists cost ~40 ms and some MB, needed only to set a password
+
+    result = zxcvbn(password, max_length=MAX_LEN)
+    if int(result["score"]) >= MIN_SCORE:
+        return None
+    warning = str(result["feedback"].get("warning") or "").rstrip(".")
+    return warning[:1].lower() + warning[1:] if warning else "it is built from common words or patterns"
 
 
 def _hash(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -161,7 +180,7 @@ class InstallerCredential:
                 "salt": base64.b64encode(salt).decode(), "hash": base64.b64encode(
                     _hash(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)).decode(),
                 "generation": generation, "set_at": now}
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         if initial:
             write_private(self.initial_path, password.encode() + b"\n")
         else:

@@ -190,7 +190,8 @@ class Outbox:
             self.disabled = info
             log.critical("webhook delivery is disabled: %s answered 410 Gone at %s; %d events wait in the outbox. "
                          "Set webhooks.url to the backend's current endpoint and restart the panel",
-                         endpoint_label(self.url), info.get("at"), count, extra={"webhooks": info})
+                         endpoint_label(self.url), info.get("at"), count,
+                         extra={"webhooks": {**info, "url": endpoint_label(self.url)}})  # its path may hold a token
         elif info is not None:
             await self.store.write(lambda tx: tx.execute("DELETE FROM kv WHERE key=?", (DISABLED_KEY,)))
             log.warning("webhooks.url changed since the old endpoint answered 410 Gone; delivering again",
@@ -411,7 +412,8 @@ class Outbox:
         await self.store.write(lambda tx: tx.set_kv(DISABLED_KEY, info))
         log.critical("webhook endpoint %s answered 410 Gone: delivery is DISABLED. Events are kept (%d waiting); "
                      "set webhooks.url to the backend's current endpoint and restart the panel to deliver them",
-                     endpoint_label(self.url), self.backlog, extra={"webhooks": info})
+                     endpoint_label(self.url), self.backlog,
+                     extra={"webhooks": {**info, "url": endpoint_label(self.url)}})  # its path may hold a token
 
     # -- the bound --------------------------------------------------------------------------------------
     def accepting(self, event_type: str) -> bool:

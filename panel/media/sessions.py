@@ -52,6 +52,7 @@ from ..platform import (
     Slots,
     SlotTier,
     TimerHandle,
+    redact_values,
 )
 from ..sdp import SdpRefused, offer_lines
 from ..wire import loads_unique
@@ -115,6 +116,7 @@ def ice_servers_from_config(servers: list[IceServerConfig]) -> list[RTCIceServer
     out = []
     for s in servers:
         credential = os.environ.get(s.credential_env) if s.credential_env else None
+        redact_values([credential])
         out.append(RTCIceServer(urls=list(s.urls), username=s.username, credential=credential))
     return out
 

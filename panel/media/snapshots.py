@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..events import CallSnapshot
-from ..platform import EventRow, SnapshotsConfig, Store, Tx, fsync_dir
+from ..platform import EventRow, SnapshotsConfig, Store, Tx, fsync_dir, private_dir
 from ..platform import iso8601 as iso
 from .capture import Subscription, SubscriptionClosed
 from .errors import MediaError
@@ -92,7 +92,7 @@ class SnapshotFiles:
 
     def scan(self) -> None:
         """Read what is on disk (at start); leftovers of an interrupted write are removed."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         found = []
         for d in self.root.iterdir():
             if d.name.startswith(".tmp-"):
@@ -142,10 +142,10 @@ class SnapshotFiles:
         deleted = self.make_room(need)
         tmp = self.root / f".tmp-{guid}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        private_dir(tmp)  # a visitor's face: owner only, whatever the umask
         try:
             for name, data in [*files.items(), (META, meta_bytes)]:
-                fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+                fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
                     os.write(fd, data)
                     os.fsync(fd)

@@ -42,10 +42,10 @@ from ._config import (
     resolve_paths,
 )
 from ._config_service import ConfigChange, ConfigService, Reconfigure
-from ._files import fsync_dir, write_atomic
+from ._files import fsync_dir, private_dir, private_file, write_atomic
 from ._gpio import Hardware, make_pin_factory
 from ._journal import Extra, Journal
-from ._logs import setup_logging
+from ._logs import redact, redact_values, setup_logging
 from ._reset import factory_reset, lock_storage, undelivered
 from ._retention import keep_history_bounded, prune
 from ._sdnotify import Notifier, feed_watchdog
@@ -119,6 +119,8 @@ __all__ = [
     "run_selftest",
     "SecretsConfig",
     "SelftestRow",
+    "redact",
+    "redact_values",
     "setup_logging",
     "Slot",
     "SlotLimits",
@@ -139,5 +141,7 @@ __all__ = [
     "undelivered",
     "UpdateConfig",
     "VideoConfig",
+    "private_dir",
+    "private_file",
     "write_atomic",
 ]

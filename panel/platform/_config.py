@@ -446,7 +446,9 @@ class MqttConfig(Model):
     topic_prefix: str = Field("panels", description="topics are <topic_prefix>/<panel.id>/...")
     keepalive_s: int = Field(30, ge=5, le=3600, json_schema_extra={"unit": "seconds"})
     reconnect_max_s: float = _seconds(1, 600, 60.0, "reconnect backoff cap")
-    require_signed_commands: bool = Field(False, description="refuse commands without a valid signature (command_key)")
+    # On unless the config says otherwise (issue 9): a broker credential alone must not open the door.
+    require_signed_commands: bool = Field(True, description="refuse commands without a valid signature (command_key); "
+                                          "turn off only where the broker's ACL is the whole protection you want")
     command_max_age_s: float = _seconds(1, 3600, 30.0, "a command older than this is refused as expired")
     homeassistant_discovery: bool = Field(False, description="publish Home Assistant MQTT discovery")
     discovery_prefix: str = Field("homeassistant")

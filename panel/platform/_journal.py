@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..events import EVENT_TYPES, EventData
 from ._clock import Clock
@@ -31,6 +32,13 @@ def read_boot_id() -> str:
     except OSError:
         return uuid.uuid4().hex
 
+
+
+def _loggable(data: dict[str, Any]) -> dict[str, Any]:
+    """The event's data for the log line, without the query of any URL in it: a call.snapshot's URL is
+    signed (``?exp=&sig=``) and opens a visitor's picture for days; the event itself still carries it."""
+    return {k: v.partition("?")[0] + "?..." if isinstance(v, str) and "?" in v and v.startswith(("/", "http"))
+            else v for k, v in data.items()}
 
 class Journal:
     def __init__(self, store: Store, clock: Clock, panel: PanelInfo, boot_id: str | None = None) -> None:
@@ -79,7 +87,7 @@ class Journal:
             log.critical("event not recorded: %s", exc, extra={"error": repr(exc)})
             return
         row = fut.result()
-        log.info("event %s", row.type, extra={"event": row.type, "event_id": row.id, "data": row.data})
+        log.info("event %s", row.type, extra={"event": row.type, "event_id": row.id, "data": _loggable(row.data)})
         for fn in list(self._subscribers):
             try:
                 fn(row)

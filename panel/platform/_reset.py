@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from ._files import fsync_dir
+from ._files import fsync_dir, private_dir
 
 LOCK_NAME = "panel.lock"
 # Everything under storage.dir the panel makes; a reset removes exactly these.
@@ -27,8 +27,8 @@ ERASED_DIRS = ("snapshots", "tls", "enrolment")
 
 def lock_storage(storage_dir: Path) -> IO[bytes]:
     """Hold ``<storage.dir>/panel.lock`` for the life of the process; OSError if another holds it."""
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    f = open(storage_dir / LOCK_NAME, "ab")
+    private_dir(storage_dir)
+    f = os.fdopen(os.open(storage_dir / LOCK_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
     os.fchmod(f.fileno(), 0o600)
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -17,6 +17,7 @@ from gpiozero import DigitalInputDevice
 
 from ..errors import HardwareError
 from ._config import Config, InputConfig
+from ._files import private_dir
 from ._gpio import Hardware, make_pin_factory
 
 Result = Literal["PASS", "WARN", "FAIL", "SKIP"]
@@ -112,7 +113,7 @@ def run_selftest(cfg: Config, *, simulate: bool, confirm: Callable[[str], bool])
 def check_storage(cfg: Config) -> Row:
     d = cfg.storage.dir
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)
         with tempfile.NamedTemporaryFile(dir=d, prefix=".selftest-") as f:
             f.write(b"x")
             f.flush()

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreError
+from ._files import private_dir, private_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -253,7 +255,11 @@ class Store:
     def _open(self) -> None:
         self._thread = threading.current_thread()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # Owner-only whatever the umask: SQLite gives the -wal and -shm files the database's own mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            for part in ("", "-wal", "-shm", "-journal"):
+                private_file(Path(f"{self.path}{part}"))
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the database {self.path}: {e}; check that storage.dir exists "

@@ -29,7 +29,7 @@ from ..events import (
     UpdateStarted,
     UpdateVerified,
 )
-from ..platform import BaseComponent, Clock, Journal, StopReason, UpdateConfig
+from ..platform import BaseComponent, Clock, Journal, StopReason, UpdateConfig, write_atomic
 from . import _boot
 from ._download import download
 from ._release import Keyring, UpdateError, sha256_file, unpack, version_key
@@ -225,8 +225,7 @@ class UpdateAgent(BaseComponent):
                               f"({self.cfg.max_size_mb:g} MiB)")
         if req.rotation_key is not None:
             kid = self.keyring.accept_rotation(req.rotation_key, req.rotation_signature or "")
-            self.rotated_dir.mkdir(parents=True, exist_ok=True)
-            (self.rotated_dir / f"{kid}.pub").write_text(req.rotation_key.strip() + "\n")
+            write_atomic(self.rotated_dir / f"{kid}.pub", (req.rotation_key.strip() + "\n").encode())
             log.info("vendor key rotated", extra={"key_id": kid})
         self.key_id = self.keyring.verify(req.signature, req.version, req.url, req.size, req.sha256, req.key_id)
         if not req.force and version_key(req.version) <= version_key(self.running_version):

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..platform import private_dir
 from ._release import UpdateError
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _size_of(path: Path) -> int:
 
 
 def _open_at(path: Path, offset: int) -> BinaryIO:
-    f = open(path, "r+b" if offset else "wb")
+    f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
     f.seek(offset)
     f.truncate()
     return f
@@ -56,7 +57,7 @@ async def download(url: str, dest: Path, size: int, *, verify: ssl.SSLContext | 
     """Fetch ``url`` into ``dest`` until it holds exactly ``size`` bytes; never writes more than ``size``."""
     check_url(url)
     # Every file operation runs in a worker thread: a slow SD card must not stall the door's event loop.
-    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(private_dir, dest.parent)
     last = "no attempt"
     async with httpx.AsyncClient(verify=verify, timeout=timeout_s, follow_redirects=False) as client:
         for attempt in range(1, attempts + 1):

@@ -68,7 +68,7 @@
   async function simpad() {
     let on = false;
     try {
-      const health = await api("/api/v1/health", { token: token() });
+      const health = await api("/api/v1/health/details", { token: token() });
       const state = await api("/api/v1/state", { token: token() });
       on = !!(health.simulated && state.access && state.access.keypad);
     } catch (err) { /* not simulated, or not running yet */ }

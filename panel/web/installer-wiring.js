@@ -55,7 +55,7 @@
       wiring.header = Object.fromEntries(Object.entries(r.header).map(([pos, bcm]) => [Number(pos), bcm]));
       draw();
       if (window.app && window.app.lastState) update(window.app.lastState);
-      const health = await api("/api/v1/health");
+      const health = await api("/api/v1/health/details", { token });
       simButtons(health.simulated, r.pins);
     } catch (err) {
       say("wiring-status", `Wiring unavailable: ${err.message} (${err.code || "error"})`, "bad");

@@ -124,7 +124,8 @@
   async function refreshHealth() {
     if (!app.token) return;
     try {
-      const [hl, sys] = await Promise.all([api("/api/v1/health"), api("/api/v1/system", { token: app.token })]);
+      const [hl, sys] = await Promise.all([api("/api/v1/health/details", { token: app.token }),
+                                          api("/api/v1/system", { token: app.token })]);
       const rows = [
         ["status", hl.status], ["firmware", hl.version], ["uptime", Math.round(hl.uptime_s) + " s"],
         ["backlog (events not yet delivered)", hl.checks.backlog], ["relays", hl.checks.relays ? "ok" : "FAULT"],
