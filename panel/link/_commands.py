@@ -93,6 +93,8 @@ REFUSALS: dict[str, str] = {
     "bad_card": "the card number is not 4 to 64 hex digits",
     "card_enrolled": "the card is enrolled already (to this owner or another)",
     "unknown_credential": "there is no live credential with that id",
+    "publish_unavailable": "this panel publishes to no SFU (media.publish.targets is empty, or media is not running)",
+    "unknown_publish_target": "there is no publish target with that id (media.publish.targets[].id)",
     # update (panel/update, docs/updates.md): refused before anything is downloaded
     **UPDATE_ERRORS,
 }
@@ -207,6 +209,16 @@ class HangupCommand(Envelope):
     session: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="the session id from the offer's reply")
 
 
+class PublishCommand(Envelope):
+    """Start or stop publishing the entrance to SFUs over WHIP (media.publish, docs/media.md). Works whatever
+    media.publish.when says; a start also retries at once a target that was refused its token."""
+
+    cmd: Literal["publish"]
+    action: Literal["start", "stop"]
+    target: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="one target's id; "
+                               "default: every target")
+
+
 Digits = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")]
 CredentialKind = Literal["pin", "duress", "code", "card"]
 RelayIds = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)]
@@ -284,7 +296,7 @@ AccessCommand = AccessCodeCommand | AccessPinCommand | AccessCardCommand | Acces
 Command = Annotated[
     OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
     | AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand
-    | UpdateCommand,
+    | UpdateCommand | PublishCommand,
     Field(discriminator="cmd"),
 ]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
@@ -292,6 +304,7 @@ COMMAND_MODELS: dict[str, type[Envelope]] = {
     "status": StatusCommand, "offer": OfferCommand, "hangup": HangupCommand,
     "access_code": AccessCodeCommand, "access_pin": AccessPinCommand, "access_card": AccessCardCommand,
     "access_revoke": AccessRevokeCommand, "access_list": AccessListCommand, "update": UpdateCommand,
+    "publish": PublishCommand,
 }
 _COMMAND = TypeAdapter(Command)
 
@@ -316,7 +329,7 @@ class SensorbergCommand(Envelope):
 
 
 AnyCommand = (OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
-              | AccessCommand | UpdateCommand)
+              | AccessCommand | UpdateCommand | PublishCommand)
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -369,6 +382,11 @@ class AccessReply(Reply):
     qr_payload: str | None = Field(None, description="access_code: what its QR code carries")
 
 
+class PublishReply(Reply):
+    publishing: dict[str, Any] = Field(description="when, and each target's state after the command (state, "
+                                       "wanted, attempts, reason, error, published_s, retry_in_s)")
+
+
 class UpdateReply(Reply):
     update: dict[str, Any] = Field(description="the update agent's state (as GET /api/v1/update)")
 
@@ -378,7 +396,7 @@ REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, 
                                         "hangup": HangupReply, "access_code": AccessReply,
                                         "access_pin": AccessReply, "access_card": AccessReply,
                                         "access_revoke": AccessReply, "access_list": AccessReply,
-                                        "update": UpdateReply}
+                                        "update": UpdateReply, "publish": PublishReply}
 
 
 # -- parsing ---------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from ._commands import (
     OfferReply,
     OpenCommand,
     OpenReply,
+    PublishCommand,
+    PublishReply,
     Reply,
     StatusReply,
     UpdateCommand,
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from ..calls import CallManager
     from ..door import Door
     from ..media.service import MediaService
+    from ..media.whip import Publishing
     from ..platform import Clock, Journal
     from ..update import UpdateAgent
     from ._replay import SeenCommands
@@ -96,7 +99,8 @@ class Control:
                  media: Callable[[], MediaService | None] | None = None,
                  call_service: CallService | None = None,
                  access: Callable[[], AccessService | None] | None = None,
-                 updates: Callable[[], UpdateAgent | None] | None = None) -> None:
+                 updates: Callable[[], UpdateAgent | None] | None = None,
+                 publishing: Callable[[], Publishing | None] | None = None) -> None:
         self.cfg = cfg
         self.call_service = call_service
         self.mqtt = cfg.mqtt  # no mqtt key is live: identity and signing rules stay as started
@@ -113,6 +117,7 @@ class Control:
         self.media = media or (lambda: None)
         self.access = access or (lambda: None)  # likewise: started after the link is built
         self.updates = updates or (lambda: None)  # likewise: the update agent starts last
+        self.publishing = publishing or (lambda: None)  # likewise: WHIP publishing starts with media
 
     # -- the backend's commands -------------------------------------------------------------------
     def reconfigure(self, cfg: Config) -> None:
@@ -186,6 +191,11 @@ class Control:
                 return self._update(c)
             finally:
                 await self.seen.record(c.id, c.cmd, c.exp)
+        if isinstance(c, PublishCommand):
+            try:
+                return self._publish(c)
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
         if isinstance(c, (OfferCommand, HangupCommand)):
             # The spent id's commit runs beside the session's setup instead of ahead of the reply.
             record = asyncio.ensure_future(self.seen.record(c.id, c.cmd, c.exp))
@@ -250,6 +260,21 @@ class Control:
         creds = svc.creds.live(owner=c.owner, kind=c.kind)
         return AccessReply(code="ok", message=f"{len(creds)} credential(s)", id=c.id, cmd=c.cmd,
                            credentials=[x.public() for x in creds])
+
+    def _publish(self, c: PublishCommand) -> PublishReply:
+        """The publisher decides how (backoff, DELETE on stop); the reply says what each target does now."""
+        publishing = self.publishing()
+        if publishing is None:
+            raise CommandRefused("publish_unavailable", "this panel publishes to no SFU: set media.publish.targets "
+                                 "(docs/media.md, Publishing to an SFU)")
+        try:
+            reached = publishing.set(c.action == "start", c.target)
+        except KeyError:
+            raise CommandRefused("unknown_publish_target", f"there is no publish target {c.target!r}; the panel's "
+                                 f"are {', '.join(publishing.publishers)}") from None
+        verb = "publishing to" if c.action == "start" else "stopped publishing to"
+        return PublishReply(code="ok", message=f"{verb} {', '.join(reached)}", id=c.id, cmd=c.cmd,
+                            publishing=publishing.status())
 
     def _update(self, c: UpdateCommand) -> UpdateReply:
         """The agent decides (signature, version, one at a time); the download runs on after the reply."""
