@@ -142,7 +142,7 @@ class Sfu:
         whip_log = open(self.workdir / f"whip-{self.starts}.log", "wb")
         self._logs += [janus_log, whip_log]
         self.janus = self.pair.servers.popen(["janus", "-C", str(config), "-F", str(config.parent), "-o", "-d", "4"],
-                                             log=janus_log)
+                                             log=janus_log, cwd=self.workdir)
         eventually_sync(lambda: self._listening(JANUS_WS_PORT, self.janus, "janus"), 15, "Janus listening",
                         interval=0.05)
         self.whip = self.pair.servers.popen(
@@ -188,6 +188,7 @@ class Subscriber:
     frames: list[Any] = field(default_factory=list)
     audio_frames: int = 0
     first_frame_mono: float | None = None
+    offer_sdp: str = ""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -200,9 +201,7 @@ class Subscriber:
             url = f"{sfu.janus_url}/{session}/{handle}"
 
             async def publisher() -> int | None:
-                listed = await _janus(http, url, {"janus": "message",
-                                                  "body": {"request": "listparticipants", "room": ROOM}})
-                found = [p["id"] for p in listed["plugindata"]["data"]["participants"] if p.get("publisher")]
+                found = await _publishers(http, url)
                 return found[0] if found else None
 
             feed = await eventually(publisher, timeout, "a publisher in the room", interval=0.1)
@@ -213,13 +212,17 @@ class Subscriber:
             await http.aclose()
             raise
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        sub = cls(sfu, pc, http, session, handle)
+        sub = cls(sfu, pc, http, session, handle, offer_sdp=offer["jsep"]["sdp"])
         pc.on("track", sub._on_track)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["jsep"]["sdp"], type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         await _janus(http, url, {"janus": "message", "body": {"request": "start", "room": ROOM},
                                  "jsep": {"type": "answer", "sdp": pc.localDescription.sdp}})
         return sub
+
+    def remote_addresses(self) -> set[str]:
+        """Every address the viewer was offered to connect to."""
+        return {line.split()[4] for line in self.offer_sdp.splitlines() if line.startswith("a=candidate:")}
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self._tasks.append(asyncio.create_task(self._read(track)))
@@ -247,6 +250,23 @@ class Subscriber:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.http.aclose()
+
+
+async def _publishers(http: httpx.AsyncClient, handle_url: str) -> list[int]:
+    listed = await _janus(http, handle_url, {"janus": "message", "body": {"request": "listparticipants", "room": ROOM}})
+    return [p["id"] for p in listed["plugindata"]["data"]["participants"] if p.get("publisher")]
+
+
+async def publishers(sfu: Sfu) -> list[int]:
+    """The feeds publishing in the room now, asked through a session of its own."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        session = (await _janus(http, sfu.janus_url, {"janus": "create"}))["data"]["id"]
+        try:
+            handle = (await _janus(http, f"{sfu.janus_url}/{session}",
+                                   {"janus": "attach", "plugin": "janus.plugin.videoroom"}))["data"]["id"]
+            return await _publishers(http, f"{sfu.janus_url}/{session}/{handle}")
+        finally:
+            await _janus(http, f"{sfu.janus_url}/{session}", {"janus": "destroy"})
 
 
 async def _janus(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:

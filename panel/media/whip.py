@@ -157,6 +157,7 @@ class WhipPublisher:
                 await self._end(http, "shutdown")
 
     async def _publish_and_hold(self, http: httpx.AsyncClient) -> None:
+        self._changed.clear()  # this attempt answers every start asked for so far
         self.state = "connecting"
         self.attempts += 1
         started = self.clock.monotonic()

@@ -11,7 +11,7 @@ const server = new JanusWhipServer({
 	janus: { address: janus },
 	rest: { app: app, basePath: '/whip' },
 	iceServers: ice.map(uri => ({ uri })),
-	debug: 'info'
+	debug: 'verb'  // a line per request: the tests count the POSTs
 });
 await server.start();
 server.createEndpoint({ id: id, room: parseInt(room, 10), token: token, label: 'panel' });
