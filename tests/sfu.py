@@ -53,7 +53,7 @@ def missing() -> str | None:
     return None
 
 
-def _janus_config(directory: Path, host: str) -> Path:
+def _janus_config(directory: Path, host: str, events_url: str | None) -> Path:
     """Janus listens on every address of its namespace: the test's own, so that is only the veth's and
     loopback (binding its HTTP server to the veth address alone failed now and then, and Janus then
     crashed)."""
@@ -74,7 +74,7 @@ general: {{
 }}
 plugins: {{ disable = "{off}" }}
 transports: {{ disable = "{transports_off}" }}
-events: {{ broadcast = false }}
+events: {{ broadcast = {"true" if events_url else "false"} }}
 loggers: {{ disable = "libjanus_jsonlog.so" }}
 nat: {{
     # No mDNS and no STUN: nothing is looked up, nothing leaves the namespace.
@@ -88,6 +88,11 @@ admin: {{ admin_ws = false, admin_wss = false }}
     (directory / "janus.transport.http.jcfg").write_text(f"""
 general: {{ json = "indented", base_path = "/janus", http = true, port = {JANUS_HTTP_PORT}, https = false }}
 admin: {{ admin_http = false, admin_https = false }}
+""")
+    # Media events (a stream started or stopped receiving) to an HTTP receiver: the first packet's time.
+    (directory / "janus.eventhandler.sampleevh.jcfg").write_text(f"""
+general: {{ enabled = {"true" if events_url else "false"}, events = "media", grouping = false, json = "plain",
+            backend = "{events_url or 'http://127.0.0.1:9/'}" }}
 """)
     # One room for the panel: H.264 first (a camera's own stream passes through), VP8 for the encoded one.
     (directory / "janus.plugin.videoroom.jcfg").write_text(f"""
@@ -111,6 +116,7 @@ class Sfu:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     endpoint_id: str = "entrance"
     ice_servers: list[str] = field(default_factory=list)
+    events_url: str | None = None  # Janus's media events are POSTed here (bench/bench_sfu.py)
     janus: subprocess.Popen[bytes] | None = None
     whip: subprocess.Popen[bytes] | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -137,7 +143,7 @@ class Sfu:
         if why is not None:
             pytest.skip(why)
         self.starts += 1
-        config = _janus_config(self.workdir / "janus", self.host)
+        config = _janus_config(self.workdir / "janus", self.host, self.events_url)
         janus_log = open(self.workdir / f"janus-{self.starts}.log", "wb")
         whip_log = open(self.workdir / f"whip-{self.starts}.log", "wb")
         self._logs += [janus_log, whip_log]
@@ -200,11 +206,11 @@ class Subscriber:
                                    {"janus": "attach", "plugin": "janus.plugin.videoroom"}))["data"]["id"]
             url = f"{sfu.janus_url}/{session}/{handle}"
 
-            async def publisher() -> int | None:
+            async def publisher() -> int:
                 found = await _publishers(http, url)
-                return found[0] if found else None
+                return found[0] if found else 0  # Janus's feed ids are never 0
 
-            feed = await eventually(publisher, timeout, "a publisher in the room", interval=0.1)
+            feed: int = await eventually(publisher, timeout, "a publisher in the room", interval=0.1)
             await _janus(http, url, {"janus": "message", "body": {"request": "join", "ptype": "subscriber",
                                                                   "room": ROOM, "streams": [{"feed": feed}]}})
             offer = await _next_event(http, f"{sfu.janus_url}/{session}", lambda e: "jsep" in e, timeout)

@@ -43,7 +43,8 @@ class Secrets(BaseModel):
     command_key: str | None = Field(None, min_length=16, description="key that signs backend commands")
     whip_tokens: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")],
                       Annotated[str, Field(min_length=8, max_length=4096)]] = Field(
-        {}, description="Bearer tokens for WHIP publishing: target id (media.publish.targets[].id) -> token")
+        {}, description="Bearer tokens for WHIP publishing, a table: target id (media.publish.targets[].id) = token; "
+        "in the environment: id=token,id=token")
     osdp_scbk: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$", description="the OSDP secure channel base "
                                   "key shared with the card reader (32 hex digits); required with "
                                   "access.osdp.secure_channel")

@@ -634,7 +634,11 @@ class PublishConfig(Model):
     """Publishing the entrance once to media servers that fan it out to many viewers (docs/media.md,
     Publishing to an SFU)."""
 
-    APPLY: ClassVar[dict[str, Apply]] = {"targets": "local-only", "when": "local-only"}
+    # Where the entrance goes and when: only in the file on the panel. The timings are read at the start.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "targets": "local-only", "when": "local-only", "retry_min_s": "restart", "retry_max_s": "restart",
+        "unauthorized_retry_s": "restart", "dead_after_s": "restart", "connect_timeout_s": "restart",
+    }
 
     targets: list[WhipTargetConfig] = Field([], max_length=4, description="where to publish; empty: nowhere")
     when: Literal["always", "call", "command"] = Field(
