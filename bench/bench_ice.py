@@ -91,7 +91,7 @@ def start_coturn(servers: Namespace, workdir: Path) -> tuple[subprocess.Popen[by
     proc = servers.popen(
         [binary, "-n", f"--listening-ip={host}", f"--listening-port={port}", f"--relay-ip={host}", "--lt-cred-mech",
          f"--user=panel:{password}", "--realm=bench", "--no-tls", "--no-dtls", "--no-cli", "--no-rfc5780",
-         f"--pidfile={workdir / 'turn.pid'}", "--log-file=stdout"], log=None)
+         f"--pidfile={workdir / 'turn.pid'}", "--log-file=stdout"], log=subprocess.DEVNULL)
     for _ in range(200):
         try:
             socket.create_connection((host, port), timeout=0.2).close()

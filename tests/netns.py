@@ -72,9 +72,10 @@ class Namespace:
     def command(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
 
-    def popen(self, argv: Sequence[str], log: IO[bytes] | None = None, **kw: Any) -> subprocess.Popen[bytes]:
-        """A server process inside the namespace, stopped when the namespace goes."""
-        proc = subprocess.Popen(self.command(argv), stdout=log, stderr=subprocess.STDOUT if log else None,
+    def popen(self, argv: Sequence[str], log: IO[bytes] | int | None = None, **kw: Any) -> subprocess.Popen[bytes]:
+        """A server process inside the namespace, stopped when the namespace goes; its output to ``log``
+        (a file, or ``subprocess.DEVNULL``)."""
+        proc = subprocess.Popen(self.command(argv), stdout=log, stderr=None if log is None else subprocess.STDOUT,
                                 start_new_session=True, **kw)
         self.processes.append(proc)
         return proc

@@ -10,6 +10,7 @@ the session, as the RFC says.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -28,7 +29,7 @@ from panel.media.whip import Publishing, ice_servers_from_links
 from panel.platform import parse_config
 
 from .eventually import eventually
-from .media_rig import INSTALLER, media_config
+from .media_rig import INSTALLER, media_config, ring
 from .mosquitto import Broker, Client
 from .netns import Pair, veth_pair
 from .sfu import Sfu, Subscriber, publishers
@@ -74,8 +75,9 @@ async def backend(broker: Broker) -> AsyncIterator[Client]:
         yield c
 
 
-async def start_panel(tmp_path: Path, broker: Broker, sfu: Sfu, token: str | None, **publish: Any) -> Panel:
-    target = {"id": "janus", "url": sfu.endpoint_url}
+async def start_panel(tmp_path: Path, broker: Broker, sfu: Sfu, token: str | None, url: str | None = None,
+                      **publish: Any) -> Panel:
+    target = {"id": "janus", "url": url or sfu.endpoint_url}
     data = config_dict(media=media_config(publish={"targets": [target], "retry_min_s": 0.2, "retry_max_s": 1,
                                                    **publish}),
                        mqtt=broker.mqtt_config(A, require_signed_commands=True))
@@ -230,3 +232,45 @@ async def test_a_server_that_goes_away_and_returns_gets_a_new_session_after_back
         await panel.stop("test over")
     # Stopping the panel DELETEs its session too.
     await eventually(lambda: "Terminating WHIP session" in sfu.log("whip"), 5, "the DELETE at shutdown")
+
+
+async def test_when_call_publishes_from_the_press_until_the_call_ends(tmp_path: Path, broker: Broker, sfu: Sfu) -> None:
+    panel = await start_panel(tmp_path, broker, sfu, sfu.token, when="call")
+    try:
+        assert publishing(panel).publishers["janus"].state == "idle"
+        guid = await ring(panel)
+        started = await eventually(lambda: events(panel, "media.publish_started"), 15, "publishing at the press")
+        assert started[0]["target"] == "janus"
+        await panel.calls.end(guid, "alice")
+        stopped = await eventually(lambda: events(panel, "media.publish_stopped"), 5, "the stop at the call's end")
+        assert stopped[0]["reason"] == "call_ended"
+        await eventually(lambda: publishing(panel).publishers["janus"].state == "idle", 5, "idle again")
+        assert await publishers(sfu) == []
+    finally:
+        await panel.stop("test over")
+
+
+async def test_a_redirect_is_followed_but_the_token_stays_with_the_configured_origin(
+        tmp_path: Path, broker: Broker, sfu: Sfu) -> None:
+    """A load balancer's 307 to another origin: the POST follows it (the body again), without the token."""
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {sfu.endpoint_url}\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    before = posts(sfu)
+    panel = await start_panel(tmp_path, broker, sfu, sfu.token, when="always", unauthorized_retry_s=60,
+                              url=f"http://127.0.0.1:{port}/whip/entrance")
+    try:
+        failed = await eventually(lambda: events(panel, "media.publish_failed"), 10, "media.publish_failed")
+        assert failed[0]["reason"] == "unauthorized" and failed[0]["status"] == 401
+        assert sfu.host in failed[0]["error"]  # it was the redirect's target that refused it
+        assert posts(sfu) - before == 1
+    finally:
+        await panel.stop("test over")
+        server.close()
+        await server.wait_closed()
