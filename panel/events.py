@@ -383,8 +383,9 @@ class MediaPublishFailed(EventData):
 
     target: str
     reason: Literal["unauthorized", "refused", "unreachable", "server_error", "ice_failed", "server_gone",
-                    "bad_answer"] = Field(description="unauthorized: 401/403, the token is wrong (retried only "
-                                          "after media.publish.unauthorized_retry_s or a publish command)")
+                    "bad_answer", "panel_error"] = Field(
+        description="unauthorized: 401/403, the token is wrong (retried only after media.publish.unauthorized_retry_s "
+        "or a publish command); panel_error: the panel failed to make the offer (its log has the details)")
     status: int | None = Field(None, description="the HTTP status, if the server answered")
     error: str = Field(description="what failed, for the installer (never the token)")
     retry_s: float = Field(description="seconds until the next attempt")

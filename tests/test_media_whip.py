@@ -26,7 +26,7 @@ from panel.errors import ConfigError
 from panel.link import CommandRefused, PublishCommand, parse, signed
 from panel.media.pattern import read_frame_stamp
 from panel.media.whip import Publishing, ice_servers_from_links
-from panel.platform import parse_config
+from panel.platform import FakeClock, parse_config
 
 from .eventually import eventually
 from .media_rig import INSTALLER, media_config, ring
@@ -38,6 +38,7 @@ from .support import config_dict
 pytestmark = pytest.mark.slow
 
 A = "panel-a"
+CLOSED_PORT = 3479  # nothing listens on it in the servers' namespace
 KEY = "w" * 24 + "-command-key"
 
 
@@ -149,6 +150,44 @@ def test_link_headers_give_ice_servers_and_the_config_and_command_are_strict() -
     assert refused.value.code == "malformed"
 
 
+async def test_failures_back_off_doubling_to_the_ceiling_on_the_panels_clock(pair: Pair) -> None:
+    """Nothing listens at the target (connection refused at once): each attempt waits twice the one before,
+    up to retry_max_s, timed by the panel's clock (a fake one here); a stop ends the wait."""
+    from panel.media.hub import MediaHub
+
+    media = parse_config(config_dict(media=media_config(publish={
+        "targets": [{"id": "gone", "url": f"http://{pair.servers.address}:{CLOSED_PORT}/whip"}],
+        "retry_min_s": 0.2, "retry_max_s": 1}))).media
+    assert media is not None
+    clock = FakeClock()
+    reported: list[Any] = []
+    hub = MediaHub(media, lambda e: None)
+    publishing = Publishing(media.publish, hub, {}, reported.append, clock)
+    publisher = publishing.publishers["gone"]
+    task = asyncio.create_task(publisher.run())
+    try:
+        publishing.set(True)
+        waits = []
+        for attempt in range(1, 6):
+            await eventually(lambda attempt=attempt: publisher.attempts == attempt and publisher.retry_at is not None,
+                             5, f"attempt {attempt} failed", detail=publisher.status)
+            assert publisher.state == "retrying" and publisher.last_reason == "unreachable"
+            wait = round(publisher.retry_at - clock.monotonic(), 3)  # type: ignore[operator]
+            waits.append(wait)
+            clock.advance(wait)
+        assert waits == [0.2, 0.4, 0.8, 1.0, 1.0]
+        # One event for the run of failures, with what it was and when the next try comes.
+        assert [(e.reason, e.retry_s) for e in reported] == [("unreachable", 0.2)]
+        await eventually(lambda: publisher.attempts == 6 and publisher.retry_at is not None, 5, "the sixth failure")
+        publishing.set(False)
+        await eventually(lambda: publisher.state == "idle", 5, "idle after a stop during the wait")
+        assert publisher.attempts == 6
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await hub.close()
+
+
 # -- against Janus ---------------------------------------------------------------------------------------------
 
 async def test_published_once_a_viewer_gets_the_panels_pictures_and_sound_from_janus_and_stop_deletes(
@@ -214,14 +253,14 @@ async def test_a_server_that_goes_away_and_returns_gets_a_new_session_after_back
     panel = await start_panel(tmp_path, broker, sfu, sfu.token, when="always", dead_after_s=2)
     try:
         await eventually(lambda: events(panel, "media.publish_started"), 15, "the first session")
-        sfu.stop()  # Janus and the WHIP server die without a word to the panel
+        await asyncio.to_thread(sfu.stop)  # Janus and the WHIP server die without a word to the panel
         failed = await eventually(lambda: events(panel, "media.publish_failed"), 10, "the panel noticing")
         assert failed[0]["reason"] in ("server_gone", "ice_failed"), failed
         # Meanwhile each new POST fails (connection refused) with a growing wait, not a busy loop.
         await eventually(lambda: publishing(panel).publishers["janus"].last_reason == "unreachable", 5,
                          "a POST to the server that is gone")
         attempts = publishing(panel).publishers["janus"].attempts
-        sfu.start()
+        await asyncio.to_thread(sfu.start)
         again = await eventually(lambda: events(panel, "media.publish_started")[1:], 20, "a new session",
                                  detail=lambda: publishing(panel).status())
         assert again[0]["target"] == "janus"

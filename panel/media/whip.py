@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 State = Literal["idle", "connecting", "publishing", "retrying", "unauthorized"]
 FailReason = Literal["unauthorized", "refused", "unreachable", "server_error", "ice_failed", "server_gone",
-                     "bad_answer"]
+                     "bad_answer", "panel_error"]
 StopReason = Literal["command", "call_ended", "shutdown"]
 MAX_REDIRECTS = 5
 HTTP_TIMEOUT_S = 10.0
@@ -166,6 +166,12 @@ class WhipPublisher:
             connected = await self._connected(self.cfg.connect_timeout_s)
         except PublishFailure as failure:
             await self._failed(http, failure)
+            return
+        except Exception as e:
+            # Whatever an SFU answers, it must not crash this task in a loop: the supervisor would stop
+            # the whole panel, door included, after five crashes.
+            log.exception("publishing to %s failed", self.target.id)
+            await self._failed(http, PublishFailure("panel_error", f"{type(e).__name__}: {e}"))
             return
         if not connected:  # stopped while connecting
             await self._end(http, self._stop_reason)
