@@ -169,8 +169,10 @@ async def test_failures_back_off_doubling_to_the_ceiling_on_the_panels_clock(pai
         publishing.set(True)
         waits = []
         for attempt in range(1, 6):
-            await eventually(lambda attempt=attempt: publisher.attempts == attempt and publisher.retry_at is not None,
-                             5, f"attempt {attempt} failed", detail=publisher.status)
+            def failed(attempt: int = attempt) -> bool:
+                return publisher.attempts == attempt and publisher.retry_at is not None
+
+            await eventually(failed, 5, f"attempt {attempt} failed", detail=publisher.status)
             assert publisher.state == "retrying" and publisher.last_reason == "unreachable"
             wait = round(publisher.retry_at - clock.monotonic(), 3)  # type: ignore[operator]
             waits.append(wait)
