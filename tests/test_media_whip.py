@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from panel.auth import Secrets
+from panel.auth import Secrets, load_secrets
 from panel.daemon import Panel
-from panel.errors import ConfigError
+from panel.errors import ConfigError, SecretsError
 from panel.link import CommandRefused, PublishCommand, parse, signed
 from panel.media.pattern import read_frame_stamp
 from panel.media.whip import Publishing, ice_servers_from_links
-from panel.platform import FakeClock, parse_config
+from panel.platform import FakeClock, SecretsConfig, parse_config
 
 from .eventually import eventually
 from .media_rig import INSTALLER, media_config, ring
@@ -130,6 +130,18 @@ async def watch(sfu: Sfu, pictures: int = 5) -> Subscriber:
 
 
 # -- the protocol pieces on their own ------------------------------------------------------------------------
+
+def test_tokens_come_from_the_secrets_file_or_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.toml"
+    path.write_text('[whip_tokens]\njanus = "file-token-0123"\n')
+    path.chmod(0o600)
+    assert load_secrets(SecretsConfig(file=path), env={}).whip_tokens == {"janus": "file-token-0123"}
+    env = {"PANEL_SECRET_WHIP_TOKENS": "janus=env-token-0123,mtx=other-token-45"}
+    assert load_secrets(SecretsConfig(), env=env).whip_tokens == {"janus": "env-token-0123", "mtx": "other-token-45"}
+    with pytest.raises(SecretsError, match="whip_tokens") as refused:
+        load_secrets(SecretsConfig(), env={"PANEL_SECRET_WHIP_TOKENS": "janus=short"})
+    assert "short" not in str(refused.value)  # a secret is never echoed back
+
 
 def test_link_headers_give_ice_servers_and_the_config_and_command_are_strict() -> None:
     servers = ice_servers_from_links([

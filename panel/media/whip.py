@@ -102,15 +102,13 @@ class WhipPublisher:
     """Publishes to one target while ``want`` says so; ``run`` is its supervised task."""
 
     def __init__(self, target: WhipTargetConfig, token: str | None, cfg: PublishConfig, hub: MediaHub,
-                 report: Callable[[EventData], Any], clock: Clock,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 report: Callable[[EventData], Any], clock: Clock) -> None:
         self.target = target
         self.cfg = cfg
         self.hub = hub
         self._token = token
         self._report = report
         self.clock = clock
-        self._transport = transport
         self.url = httpx.URL(target.url)
         self.state: State = "idle"
         self.wanted = False
@@ -144,8 +142,8 @@ class WhipPublisher:
 
     # -- the task ---------------------------------------------------------------------------------------
     async def run(self) -> None:
-        async with httpx.AsyncClient(transport=self._transport, timeout=HTTP_TIMEOUT_S,
-                                     follow_redirects=False) as http:
+        # Redirects are followed by hand (_post): the token must not follow one to another origin.
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=False) as http:
             try:
                 while True:
                     if not self.wanted:
@@ -190,6 +188,10 @@ class WhipPublisher:
             await self._hold()
         except PublishFailure as failure:
             await self._failed(http, failure)
+            return
+        except Exception as e:
+            log.exception("publishing to %s failed", self.target.id)
+            await self._failed(http, PublishFailure("panel_error", f"{type(e).__name__}: {e}"))
             return
         await self._end(http, self._stop_reason)
 
@@ -372,10 +374,9 @@ class Publishing:
     """Every WHIP target, and when to publish (media.publish.when): the daemon's ``publishing`` component."""
 
     def __init__(self, cfg: PublishConfig, hub: MediaHub, tokens: Mapping[str, str],
-                 report: Callable[[EventData], Any], clock: Clock,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 report: Callable[[EventData], Any], clock: Clock) -> None:
         self.cfg = cfg
-        self.publishers = {t.id: WhipPublisher(t, tokens.get(t.id), cfg, hub, report, clock, transport)
+        self.publishers = {t.id: WhipPublisher(t, tokens.get(t.id), cfg, hub, report, clock)
                            for t in cfg.targets}
 
     def runners(self) -> dict[str, Callable[[], Any]]:
