@@ -34,6 +34,7 @@ from .mosquitto import Broker, Client
 from .netns import Pair, veth_pair
 from .sfu import Sfu, Subscriber, publishers
 from .support import config_dict
+from .test_media_sources import pattern_h264
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +78,10 @@ async def backend(broker: Broker) -> AsyncIterator[Client]:
 
 
 async def start_panel(tmp_path: Path, broker: Broker, sfu: Sfu, token: str | None, url: str | None = None,
-                      **publish: Any) -> Panel:
+                      media: dict[str, Any] | None = None, **publish: Any) -> Panel:
     target = {"id": "janus", "url": url or sfu.endpoint_url}
     data = config_dict(media=media_config(publish={"targets": [target], "retry_min_s": 0.2, "retry_max_s": 1,
-                                                   **publish}),
+                                                   **publish}, **(media or {})),
                        mqtt=broker.mqtt_config(A, require_signed_commands=True))
     data["panel"] = {"id": A, "name": "Entrance A"}
     data["storage"] = {"dir": str(tmp_path / "state")}
@@ -287,13 +288,26 @@ async def test_a_server_that_goes_away_and_returns_gets_a_new_session_after_back
     await eventually(lambda: "Terminating WHIP session" in sfu.log("whip"), 5, "the DELETE at shutdown")
 
 
-async def test_when_call_publishes_from_the_press_until_the_call_ends(tmp_path: Path, broker: Broker, sfu: Sfu) -> None:
-    panel = await start_panel(tmp_path, broker, sfu, sfu.token, when="call")
+async def test_when_call_publishes_the_cameras_own_h264_from_the_press_until_the_call_ends(
+        tmp_path: Path, broker: Broker, sfu: Sfu) -> None:
+    """A camera that encodes H.264 itself (here a file of the stamped pattern) is passed through to the SFU
+    without a decode or an encode, during the call only."""
+    file = tmp_path / "camera.h264"
+    pattern_h264(file)
+    panel = await start_panel(tmp_path, broker, sfu, sfu.token, when="call",
+                              media={"video": {"source": "h264_file", "file": str(file)}})
     try:
         assert publishing(panel).publishers["janus"].state == "idle"
         guid = await ring(panel)
         started = await eventually(lambda: events(panel, "media.publish_started"), 15, "publishing at the press")
-        assert started[0]["target"] == "janus"
+        assert started[0]["target"] == "janus" and started[0]["video"] == "h264"
+        viewer = await watch(sfu, pictures=3)
+        try:
+            assert any(read_frame_stamp(f) is not None for f in viewer.frames)  # the file's own pictures
+        finally:
+            await viewer.close()
+        assert panel.media is not None and panel.media.hub.video is not None
+        assert panel.media.hub.video.passthrough and panel.media.hub.video.encoded == 0
         await panel.calls.end(guid, "alice")
         stopped = await eventually(lambda: events(panel, "media.publish_stopped"), 5, "the stop at the call's end")
         assert stopped[0]["reason"] == "call_ended"

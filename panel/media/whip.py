@@ -122,6 +122,7 @@ class WhipPublisher:
         self.last_reason: FailReason | None = None
         self.published_mono: float | None = None
         self.retry_at: float | None = None
+        self.posted_wall: float | None = None  # when the last offer was POSTed (wall clock: compared with an SFU's logs)
 
     # -- what the owner says ----------------------------------------------------------------------------
     def want(self, wanted: bool, reason: StopReason = "command") -> None:
@@ -200,6 +201,7 @@ class WhipPublisher:
         pc = session.pc
         bound_gathering(pc, ICE_GATHER_BUDGET_S)  # a dead STUN server from a Link header costs at most this
         await pc.setLocalDescription(await pc.createOffer())
+        self.posted_wall = self.clock.wall()
         response, url = await self._post(http, pc.localDescription.sdp)
         status = response.status_code
         if status in (401, 403):
