@@ -6,7 +6,23 @@ from pathlib import Path
 
 import pytest
 
+from .netns import available, isolated
 from .support import PanelProcess, start_panel
+
+# The whole session (each pytest-xdist worker) runs in a network namespace of its own: loopback and one
+# private address (tests/netns.py). Brokers, receivers, panels, browsers and WebRTC peers all start in it,
+# so no test binds to or sends to the machine's LAN address and nothing leaves the machine (issue 9,
+# item 7). PANEL_TEST_HOST_NETWORK=1 runs on the host's network instead (to compare, or without root).
+HOST_NETWORK = os.environ.get("PANEL_TEST_HOST_NETWORK") == "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_network() -> Iterator[None]:
+    if HOST_NETWORK or available() is not None:
+        yield
+        return
+    with isolated("suite") as ns, ns.entered():
+        yield
 
 
 @pytest.fixture

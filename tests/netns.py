@@ -127,6 +127,34 @@ def available() -> str | None:
     return None
 
 
+SUITE_SUBNET = ipaddress.ip_network("10.201.0.0/24")
+
+
+@contextlib.contextmanager
+def isolated(prefix: str = "suite") -> Iterator[Namespace]:
+    """One namespace with loopback and one address of its own (``10.201.0.1/24``, on a veth pair whose both
+    ends stay inside): where a whole test session runs (tests/conftest.py), so WebRTC peers on this
+    machine gather and connect over that address instead of the machine's LAN address."""
+    why = available()
+    if why is not None:
+        pytest.skip(why)
+    ns = Namespace(f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}", str(next(SUITE_SUBNET.hosts())))
+    _ip("netns", "add", ns.name)
+    try:
+        _ip("-n", ns.name, "link", "set", "lo", "up")
+        _ip("-n", ns.name, "link", "add", "veth-suite", "type", "veth", "peer", "name", "veth-peer")
+        _ip("-n", ns.name, "addr", "add", f"{ns.address}/{SUITE_SUBNET.prefixlen}", "dev", "veth-suite")
+        for dev in ("veth-suite", "veth-peer"):
+            _ip("-n", ns.name, "link", "set", dev, "up")
+        yield ns
+    finally:
+        for proc in ns.processes:
+            with contextlib.suppress(ProcessLookupError):
+                ns.stop(proc)
+        with contextlib.suppress(RuntimeError):
+            _ip("netns", "del", ns.name)
+
+
 @contextlib.contextmanager
 def veth_pair(prefix: str = "pnl") -> Iterator[Pair]:
     """Two namespaces joined by a veth pair; skips the test where namespaces cannot be made."""

@@ -4,11 +4,13 @@ tests and benchmarks using them."""
 from __future__ import annotations
 
 import ast
+import ipaddress
 import subprocess
 
 import pytest
 
-from .netns import SUBNET, available, ipv4_addresses, veth_pair
+from .conftest import HOST_NETWORK
+from .netns import SUBNET, SUITE_SUBNET, available, ipv4_addresses, veth_pair
 from .support import ROOT
 
 # What only makes sense inside a namespace of the test's own: the addresses aioice would gather.
@@ -18,6 +20,16 @@ REACHING_OUT = {"get_host_addresses", "get_adapters"}
 def namespaces() -> set[str]:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     return {line.split()[0] for line in listed.splitlines() if line.strip()}
+
+
+def test_the_suite_runs_where_the_lan_is_out_of_reach() -> None:
+    """The session fixture (tests/conftest.py) put this worker in a namespace of its own: the only
+    addresses are loopback and the suite's private one, so no test can use the machine's LAN address."""
+    if HOST_NETWORK or available() is not None:
+        pytest.skip("running on the host's network (PANEL_TEST_HOST_NETWORK=1, or no root)")
+    addresses = ipv4_addresses()
+    assert addresses - {"127.0.0.1"} and all(
+        a == "127.0.0.1" or ipaddress.ip_address(a) in SUITE_SUBNET for a in addresses), addresses
 
 
 def test_a_pair_has_its_own_addresses_and_leaves_nothing_behind() -> None:
