@@ -6,22 +6,34 @@ from pathlib import Path
 
 import pytest
 
-from .netns import available, isolated
+from .netns import available, isolated, moved_to
 from .support import PanelProcess, start_panel
 
 # The whole session (each pytest-xdist worker) runs in a network namespace of its own: loopback and one
 # private address (tests/netns.py). Brokers, receivers, panels, browsers and WebRTC peers all start in it,
 # so no test binds to or sends to the machine's LAN address and nothing leaves the machine (issue 9,
-# item 7). PANEL_TEST_HOST_NETWORK=1 runs on the host's network instead (to compare, or without root).
+# item 7). A module marked ``host_network`` (the Debian package's, which downloads) runs on the machine's
+# own network; PANEL_TEST_HOST_NETWORK=1 runs everything there (to compare, or without root).
 HOST_NETWORK = os.environ.get("PANEL_TEST_HOST_NETWORK") == "1"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_network() -> Iterator[None]:
+def private_network() -> Iterator[int | None]:
+    """The machine's own namespace (an open descriptor) while the session runs in its private one."""
     if HOST_NETWORK or available() is not None:
+        yield None
+        return
+    with open("/proc/thread-self/ns/net", "rb") as home, isolated("suite") as ns, ns.entered():
+        yield home.fileno()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_network(request: pytest.FixtureRequest, private_network: int | None) -> Iterator[None]:
+    # Module scope: the module's own module-scoped fixtures (a debootstrap root) need it too.
+    if private_network is None or request.node.get_closest_marker("host_network") is None:
         yield
         return
-    with isolated("suite") as ns, ns.entered():
+    with moved_to(private_network):
         yield
 
 

@@ -42,6 +42,17 @@ def _setns(fd: int) -> None:
         raise OSError(errno, f"setns: {os.strerror(errno)}")
 
 
+@contextlib.contextmanager
+def moved_to(fd: int) -> Iterator[None]:
+    """This thread in the network namespace ``fd`` refers to until the block ends, then back."""
+    with open("/proc/thread-self/ns/net", "rb") as home:
+        _setns(fd)
+        try:
+            yield
+        finally:
+            _setns(home.fileno())
+
+
 def _ip(*args: str) -> None:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
     if done.returncode != 0:
@@ -62,12 +73,8 @@ class Namespace:
     def entered(self) -> Iterator[None]:
         """This thread in the namespace until the block ends: sockets made meanwhile stay in it, and
         threads and processes started meanwhile start in it."""
-        with open("/proc/thread-self/ns/net", "rb") as home, open(self.path, "rb") as there:
-            _setns(there.fileno())
-            try:
-                yield
-            finally:
-                _setns(home.fileno())
+        with open(self.path, "rb") as there, moved_to(there.fileno()):
+            yield
 
     def command(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
