@@ -8,6 +8,9 @@ through ``ip netns exec``) or in-process servers open their sockets. Neither sid
 no test can bind to or send to the machine's LAN address, and the panel's ICE gathering (aioice lists
 the interfaces of the thread's namespace) offers only the pair's address.
 
+``isolated()`` is one namespace with loopback and an address of its own (``10.201.0.1``): where each
+pytest process runs the whole session (tests/conftest.py).
+
 Everything is removed on exit, processes started here first: a namespace with a process still in it
 would outlive ``ip netns del``.
 """
@@ -137,47 +140,53 @@ def available() -> str | None:
 SUITE_SUBNET = ipaddress.ip_network("10.201.0.0/24")
 
 
-@contextlib.contextmanager
-def isolated(prefix: str = "suite") -> Iterator[Namespace]:
-    """One namespace with loopback and one address of its own (``10.201.0.1/24``, on a veth pair whose both
-    ends stay inside): where a whole test session runs (tests/conftest.py), so WebRTC peers on this
-    machine gather and connect over that address instead of the machine's LAN address."""
-    why = available()
-    if why is not None:
-        pytest.skip(why)
-    ns = Namespace(f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}", str(next(SUITE_SUBNET.hosts())))
+def _namespace(stack: contextlib.ExitStack, name: str, address: str) -> Namespace:
+    """A namespace with loopback up, deleted (its processes stopped first) when ``stack`` closes."""
+    ns = Namespace(name, address)
     _ip("netns", "add", ns.name)
-    try:
-        _ip("-n", ns.name, "link", "set", "lo", "up")
-        _ip("-n", ns.name, "link", "add", "veth-suite", "type", "veth", "peer", "name", "veth-peer")
-        _ip("-n", ns.name, "addr", "add", f"{ns.address}/{SUITE_SUBNET.prefixlen}", "dev", "veth-suite")
-        for dev in ("veth-suite", "veth-peer"):
-            _ip("-n", ns.name, "link", "set", dev, "up")
-        yield ns
-    finally:
+
+    def remove() -> None:
         for proc in ns.processes:
             with contextlib.suppress(ProcessLookupError):
                 ns.stop(proc)
         with contextlib.suppress(RuntimeError):
             _ip("netns", "del", ns.name)
 
+    stack.callback(remove)
+    _ip("-n", ns.name, "link", "set", "lo", "up")
+    return ns
+
+
+def _tag(prefix: str) -> str:
+    why = available()
+    if why is not None:
+        pytest.skip(why)
+    return f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def isolated(prefix: str = "suite") -> Iterator[Namespace]:
+    """One namespace with loopback and one address of its own (``10.201.0.1/24``, on a veth pair whose both
+    ends stay inside): where a whole test session runs (tests/conftest.py), so WebRTC peers on this
+    machine gather and connect over that address instead of the machine's LAN address."""
+    tag = _tag(prefix)
+    with contextlib.ExitStack() as stack:
+        ns = _namespace(stack, tag, str(next(SUITE_SUBNET.hosts())))
+        _ip("-n", ns.name, "link", "add", "veth-suite", "type", "veth", "peer", "name", "veth-peer")
+        _ip("-n", ns.name, "addr", "add", f"{ns.address}/{SUITE_SUBNET.prefixlen}", "dev", "veth-suite")
+        for dev in ("veth-suite", "veth-peer"):
+            _ip("-n", ns.name, "link", "set", dev, "up")
+        yield ns
+
 
 @contextlib.contextmanager
 def veth_pair(prefix: str = "pnl") -> Iterator[Pair]:
     """Two namespaces joined by a veth pair; skips the test where namespaces cannot be made."""
-    why = available()
-    if why is not None:
-        pytest.skip(why)
-    tag = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
+    tag = _tag(prefix)
     hosts = list(SUBNET.hosts())
     home = ipv4_addresses()
-    pair = Pair(Namespace(f"{tag}-p", str(hosts[0])), Namespace(f"{tag}-s", str(hosts[1])), home)
-    made: list[Namespace] = []
-    try:
-        for ns in (pair.panel, pair.servers):
-            _ip("netns", "add", ns.name)
-            made.append(ns)
-            _ip("-n", ns.name, "link", "set", "lo", "up")
+    with contextlib.ExitStack() as stack:
+        pair = Pair(_namespace(stack, f"{tag}-p", str(hosts[0])), _namespace(stack, f"{tag}-s", str(hosts[1])), home)
         # Both ends are created inside the namespaces: the host never sees an interface appear, so
         # nothing running outside (other tests' ICE gathering) gathers these addresses.
         _ip("-n", pair.panel.name, "link", "add", "veth-panel", "type", "veth", "peer", "name", "veth-servers",
@@ -186,10 +195,3 @@ def veth_pair(prefix: str = "pnl") -> Iterator[Pair]:
             _ip("-n", ns.name, "addr", "add", f"{ns.address}/{SUBNET.prefixlen}", "dev", dev)
             _ip("-n", ns.name, "link", "set", dev, "up")
         yield pair
-    finally:
-        for ns in made:
-            for proc in ns.processes:
-                with contextlib.suppress(ProcessLookupError):
-                    ns.stop(proc)
-            with contextlib.suppress(RuntimeError):
-                _ip("netns", "del", ns.name)
