@@ -50,6 +50,7 @@ from panel.media.encoder import EncoderSettings, VideoEncoder  # noqa: E402
 from panel.media.pattern import PatternPainter  # noqa: E402
 from panel.media.sources import TIME_BASE  # noqa: E402
 from tests.media_resident import Resident  # noqa: E402
+from tests.netns import contained  # noqa: E402
 from tests.support import config_dict, free_port, write_config  # noqa: E402
 
 TOKEN = "bench-installer-token-0123456789"
@@ -390,4 +391,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # In a network namespace of its own (tests/netns.py): the WebRTC peers gather 10.201.0.1, not the LAN address.
+    with contained("bench-media"):
+        asyncio.run(main())

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,3 +196,16 @@ def veth_pair(prefix: str = "pnl") -> Iterator[Pair]:
             _ip("-n", ns.name, "addr", "add", f"{ns.address}/{SUBNET.prefixlen}", "dev", dev)
             _ip("-n", ns.name, "link", "set", dev, "up")
         yield pair
+
+
+@contextlib.contextmanager
+def contained(prefix: str) -> Iterator[None]:
+    """For a benchmark's whole run: this thread (and what it starts) in ``isolated()``, or, where namespaces
+    cannot be made, on the host's network with a warning."""
+    why = available()
+    if why is not None:
+        print(f"warning: running on the host's network ({why})", file=sys.stderr)
+        yield
+        return
+    with isolated(prefix) as ns, ns.entered():
+        yield
