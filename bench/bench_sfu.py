@@ -43,14 +43,13 @@ import httpx  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack  # noqa: E402
 
-from bench.bench_media import cpu_s, pct, rss_mb  # noqa: E402
 from panel.auth import Secrets  # noqa: E402
 from panel.daemon import Panel  # noqa: E402
 from panel.platform import parse_config  # noqa: E402
 from tests.media_resident import Resident  # noqa: E402
 from tests.netns import Pair, available, veth_pair  # noqa: E402
 from tests.sfu import Sfu, Subscriber, missing  # noqa: E402
-from tests.support import config_dict, free_port, write_config  # noqa: E402
+from tests.support import config_dict, cpu_s, free_port, pct, rss_mb, write_config  # noqa: E402
 
 TOKEN = "bench-installer-token-0123456789"
 
