@@ -4,7 +4,9 @@ Setup time = ``MediaService.answer_offer`` (the MQTT-signalled path: offer in, a
 candidates out), next to a bare aiortc answerer given the same servers in the same run (aiortc alone:
 setRemoteDescription + createAnswer + setLocalDescription, where aioice waits up to 5 s for a server).
 
-Servers, all on this machine's LAN address (aioice gathers from non-loopback addresses):
+The bench runs in the panel side of a veth pair of its own (tests/netns.py, needs root and iproute2)
+and its servers on the other side, so it never binds to or sends to this machine's LAN address (aioice
+gathers from the non-loopback addresses of its namespace: the pair's). Servers:
 - a STUN responder built with aioice's message code (a real Binding success);
 - the same responder answering 1.2 s late ("slow");
 - a blackhole: a UDP socket that receives and never answers;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -39,13 +42,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aioice import stun  # noqa: E402
-from aioice.ice import get_host_addresses  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
 from panel.media.service import MediaService  # noqa: E402
 from panel.media.sessions import ice_servers_from_message  # noqa: E402
 from panel.platform import parse_config  # noqa: E402
 from tests.media_resident import Resident  # noqa: E402
+from tests.netns import Namespace, Pair, available, veth_pair  # noqa: E402
 from tests.support import config_dict  # noqa: E402
 
 
@@ -71,23 +74,24 @@ class Stun(asyncio.DatagramProtocol):
         asyncio.get_running_loop().call_later(self.delay_s, self.transport.sendto, bytes(response), addr)
 
 
-async def stun_server(host: str, delay_s: float | None) -> str:
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: Stun(delay_s), local_addr=(host, 0))
+async def stun_server(pair: Pair, delay_s: float | None) -> str:
+    host = pair.check(pair.servers.address)
+    with pair.servers.entered():  # the socket lives on the servers' side, polled from here
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: Stun(delay_s),
+                                                                                 local_addr=(host, 0))
     return f"stun:{host}:{transport.get_extra_info('sockname')[1]}"
 
 
-def start_coturn(host: str, workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]] | None:
+def start_coturn(servers: Namespace, workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]] | None:
     binary = shutil.which("turnserver")
     if binary is None:
         return None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.bind((host, 0))
-        port = u.getsockname()[1]
+    host, port = servers.address, 3478  # the namespace is the bench's own: the standard port is free
     password = secrets.token_urlsafe(12)
-    proc = subprocess.Popen(
+    proc = servers.popen(
         [binary, "-n", f"--listening-ip={host}", f"--listening-port={port}", f"--relay-ip={host}", "--lt-cred-mech",
          f"--user=panel:{password}", "--realm=bench", "--no-tls", "--no-dtls", "--no-cli", "--no-rfc5780",
-         f"--pidfile={workdir / 'turn.pid'}", "--log-file=stdout"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         f"--pidfile={workdir / 'turn.pid'}", "--log-file=stdout"], log=subprocess.DEVNULL)
     for _ in range(200):
         try:
             socket.create_connection((host, port), timeout=0.2).close()
@@ -140,18 +144,13 @@ async def measure(fn: Callable[[], Awaitable[tuple[float, str]]], trials: int) -
     return times, kinds(last)
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=15)
-    ap.add_argument("--budget", type=float, default=0.5, help="media.ice_gather_budget_s")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    host = get_host_addresses(use_ipv4=True, use_ipv6=False)[0]
+async def main(args: argparse.Namespace, pair: Pair) -> None:
+    host = pair.servers.address
     workdir = Path(tempfile.mkdtemp(prefix="bench-ice-"))
-    reachable = await stun_server(host, 0.0)
-    slow = await stun_server(host, 1.2)
-    blackhole = await stun_server(host, None)
-    coturn = start_coturn(host, workdir)
+    reachable = await stun_server(pair, 0.0)
+    slow = await stun_server(pair, 1.2)
+    blackhole = await stun_server(pair, None)
+    coturn = start_coturn(pair.servers, workdir)
     turn = coturn[1] if coturn else None
 
     def config_for(servers: list[dict[str, Any]]) -> MediaService:
@@ -191,15 +190,16 @@ async def main() -> None:
         ("STUN unreachable, known", [{"urls": [blackhole]}], 1),
         ("STUN unreachable + STUN reachable, known", [{"urls": [blackhole]}, {"urls": [reachable]}], 1),
     ]
-    print(f"ICE setup benchmark: gathering budget {args.budget} s, {args.trials} trials, servers on {host}", flush=True)
+    print(f"ICE setup benchmark: gathering budget {args.budget} s, {args.trials} trials, servers on {host} "
+          f"(a veth pair of the bench's own)", flush=True)
     for case, servers, bare_trials in cases:
         media = config_for(servers)
         media.start()
         await media.sessions.ice.probe_now()
         states = ", ".join(s["state"] for s in media.status()["ice"]["servers"]) or "-"
-        panel = await measure(lambda media=media: panel_answer(media, None), args.trials)
+        panel = await measure(functools.partial(panel_answer, media, None), args.trials)
         await media.stop()
-        bare = await measure(lambda servers=servers: bare_answer(servers), bare_trials)
+        bare = await measure(functools.partial(bare_answer, servers), bare_trials)
         row(f"{case} [{states}]", panel, bare)
         print(f"  {case}: done", flush=True)
 
@@ -208,7 +208,7 @@ async def main() -> None:
     media.start()
 
     async def first_sight() -> tuple[float, str]:
-        return await panel_answer(media, [{"urls": [await stun_server(host, None)]}])
+        return await panel_answer(media, [{"urls": [await stun_server(pair, None)]}])
 
     row("STUN unreachable, first sight (in the offer)", await measure(first_sight, args.trials), None)
     await media.stop()
@@ -225,5 +225,19 @@ async def main() -> None:
         print("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |")
 
 
+def run() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=15)
+    ap.add_argument("--budget", type=float, default=0.5, help="media.ice_gather_budget_s")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    why = available()
+    if why is not None:
+        sys.exit(f"bench_ice needs network namespaces: {why}")
+    # The whole loop runs in the panel's namespace: its worker threads start there too.
+    with veth_pair("bench-ice") as pair, pair.panel.entered():
+        asyncio.run(main(args, pair))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    run()

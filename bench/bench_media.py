@@ -50,27 +50,10 @@ from panel.media.encoder import EncoderSettings, VideoEncoder  # noqa: E402
 from panel.media.pattern import PatternPainter  # noqa: E402
 from panel.media.sources import TIME_BASE  # noqa: E402
 from tests.media_resident import Resident  # noqa: E402
-from tests.support import config_dict, free_port, write_config  # noqa: E402
+from tests.netns import contained  # noqa: E402
+from tests.support import config_dict, cpu_s, free_port, pct, rss_mb, write_config  # noqa: E402
 
 TOKEN = "bench-installer-token-0123456789"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class PanelProcess:
@@ -390,4 +373,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # In a network namespace of its own (tests/netns.py): the WebRTC peers gather 10.201.0.1, not the LAN address.
+    with contained("bench-media"):
+        asyncio.run(main())

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .link import ClockSync, MqttLink, Outbox, Sender
     from .media.service import MediaService
     from .media.visitor import VisitorMedia
+    from .media.whip import Publishing
     from .update import UpdateAgent
 
 IMPORTED_AT = time.monotonic()  # bench/bench_start.py measures from the process's spawn instead
@@ -111,6 +112,7 @@ class Panel:
         self.mqtt: MqttLink | None = None
         self.media: MediaService | None = None
         self.visitor: VisitorMedia | None = None
+        self.publishing: Publishing | None = None  # WHIP to SFUs (media.publish.targets)
         self.access: AccessService | None = None  # doors without a call (panel/access)
         self.keypad: MatrixKeypad | None = None
         self.key_entry: KeyEntry | None = None
@@ -245,6 +247,8 @@ class Panel:
                                  on_health=lambda: {"ok": True, "state": enrol.state}, stop_cap_s=0.3))
         await lc.start(self.access_component())
         await lc.start(Hooks("media", on_start=self._start_media, on_stop=self._stop_media, stop_cap_s=1.0))
+        if self.media is not None and self.media.cfg.publish.targets:
+            await lc.start(self._publishing_component(self.media))
         await lc.start(Hooks("api", on_start=self._start_api, on_stop=self._stop_api, stop_cap_s=0.8))
         if self.cfg.update.root is not None:
             # Last of the services: a release on trial is judged on everything above running.
@@ -386,6 +390,27 @@ class Panel:
         if self.media is not None:
             self.visitor = await start_visitor_media(self)
 
+    def _publishing_component(self, media: MediaService) -> Hooks:
+        """Publishing to SFUs over WHIP: a supervised task per target, told when by config, calls and MQTT."""
+        from .media.whip import Publishing
+
+        publishing = self.publishing = Publishing(media.cfg.publish, media.hub, self.secrets.whip_tokens,
+                                                  self.journal.record, self.clock)
+        runners = publishing.runners()
+
+        async def start() -> None:
+            for name, run in runners.items():
+                self.supervisor.start(name, run)
+            self.journal.subscribe(publishing.on_event)
+            publishing.start()
+
+        async def stop() -> None:
+            # Each task DELETEs its session on the way out (RFC 9725: the server ends it at once).
+            await self.supervisor.cancel(*runners, timeout_s=0.9)
+
+        return Hooks("publishing", on_start=start, on_stopping=lambda _r: publishing.stopping(), on_stop=stop,
+                     on_health=publishing.health, stop_cap_s=1.0)
+
     def _media_stopping(self) -> None:
         if self.visitor is not None:
             self.visitor.end_streams()  # MJPEG responses never finish on their own; the API waits for them
@@ -463,6 +488,7 @@ class Panel:
         control = Control(cfg=cfg, secrets=secrets, door=self.door, calls=self.calls, journal=self.journal,
                           clock=self.clock, clock_sync=self.clock_sync, seen=seen, nonces=nonces,
                           media=lambda: self.media, call_service=self.call_service,
+                          publishing=lambda: self.publishing,
                           access=lambda: self.access, updates=lambda: self.updates, directory=self.directory)
         link = MqttLink(cfg, secrets, control, self.journal, seen, self.clock_sync, clock=self.clock)
         await link.prepare()
@@ -621,7 +647,9 @@ class Panel:
             "checks": {"relays": relays_ok, "loop_lag_ms": round(lag_ms, 3), "backlog": await self.backlog(),
                        "tamper_blocked": self.door.tamper_blocked, "webhooks": webhooks,
                        "mqtt": self.mqtt.status() if self.mqtt is not None else {"configured": False},
-                       "media": self.media.health() if self.media is not None else {"configured": False}},
+                       "media": self.media.health() if self.media is not None else {"configured": False},
+                       "publishing": self.publishing.health() if self.publishing is not None
+                       else {"configured": False}},
             "components": components,
             "lifecycle": self.lifecycle.names(),
         }

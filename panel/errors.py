@@ -96,6 +96,8 @@ CODES: dict[str, Code] = {
     "unknown_call": _c(404, "there is no call with that guid", mqtt=True),
     "unknown_event": _c(404, "there is no event with that id"),
     "unknown_link": _c(404, "there is no call link with that id"),
+    "unknown_publish_target": _c(404, "there is no publish target with that id (media.publish.targets[].id)",
+                                 mqtt=True),
     "unknown_relay": _c(404, "there is no relay with that id", mqtt=True),
     "unknown_session": _c(404, "there is no media session with that id (it ended already, or never existed)",
                           mqtt=True),
@@ -195,6 +197,8 @@ CODES: dict[str, Code] = {
     "mjpeg_disabled": _c(503, "MJPEG is off on this panel"),
     "no_camera": _c(503, "this panel has no camera"),
     "no_microphone": _c(503, "this panel has no microphone"),
+    "publish_unavailable": _c(503, "this panel publishes to no SFU (media.publish.targets is empty, or media is "
+                                   "not running)", mqtt=True),
     "no_sound": _c(503, "no sound was measured"),
     "no_picture": _c(503, "the camera gave no picture in time"),
     "access_unavailable": _c(503, "this panel runs without door codes and cards (no [access] section)"),

@@ -367,6 +367,38 @@ class MediaDeviceRecovered(EventData):
     down_s: float = Field(description="how long it was unavailable")
 
 
+class MediaPublishStarted(EventData):
+    """The entrance is being published to an SFU over WHIP (media.publish): the server answered the offer
+    (201) and media flows. After a failure, this is the recovery."""
+
+    target: str = Field(description="the target's id (media.publish.targets[].id)")
+    setup_ms: float = Field(description="from the POST to the connected session")
+    video: str | None = Field(description="the video codec sent (h264, vp8), or null")
+    audio: str | None = Field(description="the audio codec sent (opus), or null")
+
+
+class MediaPublishFailed(EventData):
+    """Publishing to a target failed, or its server went away; the panel deletes the session and publishes
+    anew after ``retry_s``. Reported once per run of failures (not at every attempt)."""
+
+    target: str
+    reason: Literal["unauthorized", "refused", "unreachable", "server_error", "ice_failed", "server_gone",
+                    "bad_answer", "panel_error"] = Field(
+        description="unauthorized: 401/403, the token is wrong (retried only after media.publish.unauthorized_retry_s "
+        "or a publish command); panel_error: the panel failed to make the offer (its log has the details)")
+    status: int | None = Field(None, description="the HTTP status, if the server answered")
+    error: str = Field(description="what failed, for the installer (never the token)")
+    retry_s: float = Field(description="seconds until the next attempt")
+
+
+class MediaPublishStopped(EventData):
+    """Publishing to a target stopped on purpose (the session was deleted on the server, RFC 9725 DELETE)."""
+
+    target: str
+    reason: Literal["command", "call_ended", "shutdown"]
+    published_s: float | None = Field(description="how long it was published, if it was")
+
+
 class AccessGranted(EventData):
     """A credential presented at the door (keypad, QR at the camera, card reader) released it.
 
@@ -548,6 +580,9 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "call.muted": CallMuted,
     "media.device_lost": MediaDeviceLost,
     "media.device_recovered": MediaDeviceRecovered,
+    "media.publish_started": MediaPublishStarted,
+    "media.publish_failed": MediaPublishFailed,
+    "media.publish_stopped": MediaPublishStopped,
     "access.granted": AccessGranted,
     "access.denied": AccessDenied,
     "access.blocked": AccessBlocked,

@@ -140,3 +140,28 @@ def start_panel(tmp_path: Path, cfg: dict[str, Any] | None = None, env: dict[str
     cfg.setdefault("api", {})["listen"] = f"127.0.0.1:{port}"
     path = write_config(tmp_path, cfg)
     return PanelProcess(path, port, env or {}).start(wait=wait)
+
+
+# -- process figures for the benchmarks (bench/) -----------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``values``."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0

@@ -30,8 +30,9 @@ async def test_components_start_in_the_documented_order_and_stop_relays_first(tm
     panel = await start_panel_inprocess(tmp_path)
     try:
         names = panel.lifecycle.names()
-        # webhooks, mqtt and update are not configured here: every other documented component runs, in order
-        assert names == [n for n in documented_order() if n not in ("webhooks", "mqtt", "update")]
+        # webhooks, mqtt, publishing and update are not configured here: every other documented component runs,
+        # in order
+        assert names == [n for n in documented_order() if n not in ("webhooks", "mqtt", "publishing", "update")]
         async with api(panel) as client:
             r = await client.post("/api/v1/door/open", json={}, headers={"Authorization": f"Bearer {INSTALLER}"})
             assert r.status_code == 200, r.text

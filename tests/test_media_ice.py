@@ -1,11 +1,13 @@
-"""STUN/TURN never makes a session wait (panel/media/ice.py): real servers on the LAN address.
+"""STUN/TURN never makes a session wait (panel/media/ice.py): real servers, in namespaces of the test's own.
 
 - a STUN responder built from aioice's own message code (a real Binding success with the
   XOR-MAPPED-ADDRESS of the sender), which aioice's gathering turns into a srflx candidate;
 - a blackhole: the same UDP socket, receiving and counting, never answering;
 - a real TURN server (Debian's coturn, long-term credentials), which gives a relay candidate.
 
-aioice gathers from the machine's non-loopback addresses, so the servers listen there too.
+aioice gathers from the non-loopback addresses of the namespace it runs in, so each test runs the panel
+inside the panel side of a veth pair (tests/netns.py) and its servers on the other side: nothing binds
+to or sends to the machine's LAN address, and no name is looked up through the system resolver.
 """
 
 from __future__ import annotations
@@ -41,16 +43,22 @@ from panel.media.service import MediaService
 from .eventually import eventually, eventually_sync
 from .media_resident import Resident
 from .media_rig import media_config, media_of, start_panel_inprocess
+from .netns import Pair, veth_pair
 
 BUDGET_S = 0.4
+# Nothing listens on it in the servers' namespace: a closed port, whatever else runs on the machine.
+CLOSED_PORT = 3479
 PROBE_TIMEOUT_S = 0.4
 
 
-def lan_address() -> str:
-    addresses = get_host_addresses(use_ipv4=True, use_ipv6=False)
-    if not addresses:
-        pytest.skip("this machine has no non-loopback IPv4 address for aioice to gather from")
-    return addresses[0]
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """The test runs in the panel side of a fresh veth pair; its servers live on the other side."""
+    with veth_pair("ice") as made, made.panel.entered():
+        # The guard: what the panel (and every peer the test makes) can gather is the pair's address.
+        gathered = get_host_addresses(use_ipv4=True, use_ipv6=False)
+        assert gathered == [made.panel.address], gathered
+        yield made
 
 
 @dataclass
@@ -79,18 +87,24 @@ class StunServer(asyncio.DatagramProtocol):
         return f"stun:{host}:{port}"
 
 
+async def serve_stun(pair: Pair, answering: bool, host: str | None = None) -> tuple[Any, StunServer]:
+    """A STUN server whose socket lives in the servers' namespace (made there, polled from here)."""
+    with pair.servers.entered():
+        transport, server = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: StunServer(answering=answering), local_addr=(pair.check(host or pair.servers.address), 0))
+    return transport, server
+
+
 @pytest.fixture
-async def responder() -> AsyncIterator[StunServer]:
-    transport, server = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: StunServer(answering=True), local_addr=(lan_address(), 0))
+async def responder(pair: Pair) -> AsyncIterator[StunServer]:
+    transport, server = await serve_stun(pair, answering=True)
     yield server
     transport.close()
 
 
 @pytest.fixture
-async def blackhole() -> AsyncIterator[StunServer]:
-    transport, server = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: StunServer(answering=False), local_addr=(lan_address(), 0))
+async def blackhole(pair: Pair) -> AsyncIterator[StunServer]:
+    transport, server = await serve_stun(pair, answering=False)
     yield server
     transport.close()
 
@@ -261,7 +275,7 @@ class Coturn:
 
 
 def self_signed(directory: Path, ip: str) -> tuple[Path, Path]:
-    """A certificate for the LAN address (turns: to an IP is checked against an IP SAN)."""
+    """A certificate for the server's address (turns: to an IP is checked against an IP SAN)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "panel test TURN")])
     now = datetime.datetime.now(datetime.UTC)
@@ -279,25 +293,23 @@ def self_signed(directory: Path, ip: str) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[Coturn]:
+def coturn(tmp_path: Path, pair: Pair) -> Iterator[Coturn]:
     binary = shutil.which("turnserver")
     if binary is None:
         pytest.skip("coturn is not installed (scripts/test installs it: apt-get install coturn)")
-    host = lan_address()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:  # a port free for both UDP and TCP
-        u.bind((host, 0))
-        port = u.getsockname()[1]
-    tls_port = _closed_tcp_port(host)
+    host = pair.check(pair.servers.address)
+    # The namespace is the test's own: the standard ports are free.
+    port, tls_port = 3478, 5349
     cert, key = self_signed(tmp_path, host)
     user, password = "panel", secrets.token_urlsafe(12)
     log = open(tmp_path / "turnserver.log", "wb")
-    proc = subprocess.Popen(
+    proc = pair.servers.popen(
         [binary, "-n", f"--listening-ip={host}", f"--listening-port={port}", f"--tls-listening-port={tls_port}",
          f"--cert={cert}", f"--pkey={key}", f"--relay-ip={host}", "--min-port=49152", "--max-port=65535",
          "--lt-cred-mech", f"--user={user}:{password}", "--realm=panel.test", "--no-dtls", "--no-cli",
          "--no-rfc5780", "--no-software-attribute", "--log-file=stdout", "--simple-log",
-         f"--pidfile={tmp_path / 'turnserver.pid'}"],
-        stdout=log, stderr=subprocess.STDOUT)
+         f"--pidfile={tmp_path / 'turnserver.pid'}"], log=log)
+
     def accepting() -> bool:  # ready when both listeners accept TCP
         if proc.poll() is not None:
             raise AssertionError("turnserver exited")
@@ -311,15 +323,10 @@ def coturn(tmp_path: Path) -> Iterator[Coturn]:
     try:
         eventually_sync(accepting, 10, "turnserver listening", interval=0.05)
     except AssertionError:
-        proc.kill()
+        pair.servers.stop(proc)
         pytest.fail(f"turnserver did not start: {(tmp_path / 'turnserver.log').read_text()[-2000:]}")
     yield Coturn(host, port, user, password, proc, tls_port, cert)
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    pair.servers.stop(proc)
     log.close()
 
 
@@ -328,7 +335,7 @@ async def test_turn_from_config_with_its_password_from_the_environment_gives_a_r
     monkeypatch.setenv("PANEL_TEST_TURN_PASSWORD", coturn.password)
     udp = f"turn:{coturn.host}:{coturn.port}?transport=udp"
     tcp = f"turn:{coturn.host}:{coturn.port}?transport=tcp"
-    closed = f"turn:{coturn.host}:{_closed_tcp_port(coturn.host)}?transport=tcp"
+    closed = f"turn:{coturn.host}:{CLOSED_PORT}?transport=tcp"
     panel = await start(tmp_path, [{"urls": [udp, tcp], "username": coturn.user,
                                     "credential_env": "PANEL_TEST_TURN_PASSWORD"},
                                    {"urls": [closed], "username": "x", "credential_env": "PANEL_TEST_TURN_PASSWORD"}])
@@ -388,12 +395,6 @@ async def test_turns_needs_a_certificate_this_machine_trusts(tmp_path: Path, cot
         await panel.stop("test over")
 
 
-def _closed_tcp_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 # -- the monitor on its own ------------------------------------------------------------------------------------
 
 async def test_a_network_change_makes_the_monitor_probe_at_once(responder: StunServer) -> None:
@@ -441,26 +442,40 @@ async def test_the_monitor_leaves_no_sockets_or_tasks(responder: StunServer, bla
     assert len(os.listdir("/proc/self/fd")) == fds and len(asyncio.all_tasks()) == tasks
 
 
-async def test_probe_names_what_is_wrong(responder: StunServer) -> None:
-    host = lan_address()
-    udp_closed = _closed_udp_port(host)
-    result = await probe(parse_target(f"stun:{host}:{udp_closed}"), 1.0)
+async def test_probe_names_what_is_wrong(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = await probe(parse_target(f"stun:{pair.servers.address}:{CLOSED_PORT}"), 1.0)
     assert result.state == "unreachable" and "ICMP port unreachable" in (result.error or "")
-    result = await probe(parse_target("stun:no-such-host.invalid:3478"), 2.0)
-    assert result.state == "unreachable" and "no-such-host.invalid" in (result.error or "")
-    # A name is probed at its address and handed to sessions as that address (no DNS during setup).
-    transport, local = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: StunServer(answering=True), local_addr=("127.0.0.1", 0))
+    # Names come from a hosts table of the test's own, so no lookup reaches the system resolver: the
+    # probe sees a resolver's real "no such name" error, and a known name's address.
+    transport, local = await serve_stun(pair, answering=True)
     port = transport.get_extra_info("sockname")[1]
-    monitor = IceMonitor([RTCIceServer(urls=f"stun:localhost:{port}")], gather_budget_s=BUDGET_S,
+    hosts = {"stun.panel.test": pair.servers.address}
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: int, **kw: Any) -> list[Any]:
+        if host not in hosts:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return await asyncio.to_thread(socket.getaddrinfo, hosts[host], port, **kw)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    result = await probe(parse_target("stun:no-such-host.invalid:3478"), 2.0)
+    assert result.state == "unreachable" and "no-such-host.invalid" in (result.error or ""), result
+    # A name is probed at its address and handed to sessions as that address (no DNS during setup).
+    monitor = IceMonitor([RTCIceServer(urls=f"stun:stun.panel.test:{port}")], gather_budget_s=BUDGET_S,
                          probe_interval_s=3600, probe_timeout_s=PROBE_TIMEOUT_S, watch_network=False)
     await monitor.probe_now()
     transport.close()
-    assert monitor.status()["servers"][0]["address"] == "127.0.0.1" and local.requests
-    assert monitor.choose().servers[0].urls == [f"stun:127.0.0.1:{port}"]
+    assert monitor.status()["servers"][0]["address"] == pair.servers.address and local.requests
+    assert monitor.choose().servers[0].urls == [f"stun:{pair.servers.address}:{port}"]
 
 
-def _closed_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+async def test_the_namespaces_keep_the_lan_out_of_reach(pair: Pair, responder: StunServer) -> None:
+    """The guard for every test here: from the panel's side only the pair's subnet is routable, and the
+    servers bound inside it; the machine's own addresses are not even there."""
+    assert pair.contained(responder.transport.get_extra_info("sockname")[0])
+    assert pair.panel.addresses() == {"127.0.0.1", pair.panel.address}
+    outside = [a for a in pair.home_addresses if not ipaddress.ip_address(a).is_loopback]
+    for address in outside:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_socket:
+            with pytest.raises(OSError):  # ENETUNREACH: no route to anything outside the pair
+                probe_socket.sendto(b"x", (address, 9))

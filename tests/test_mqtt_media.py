@@ -4,7 +4,10 @@ panel's answer out in its reply, the session ended with ``hangup``.
 Everything is real: Mosquitto (TLS, ACL) from tests/mosquitto.py with the backend as an MQTT 5 client,
 the whole simulated panel in-process (synthetic camera with a frame counter, 440 Hz microphone,
 recording speaker, the real call logic), an aiortc peer as the resident (tests/media_resident.py),
-STUN responders on the LAN address, and headless Chromium for the browser test.
+STUN responders, and headless Chromium for the browser test. The module runs in the panel side of a veth
+pair of its own (tests/netns.py), broker included, and the STUN responders on the other side: aioice
+gathers the pair's address, and nothing reaches the machine's LAN address (nor the srflx addresses the
+responders make up, which have no route there).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Any
 import numpy as np
 import pytest
 from aioice import stun
-from aioice.ice import get_host_addresses
 
 from panel.auth import Secrets
 from panel.daemon import Panel
@@ -53,6 +55,7 @@ from .media_rig import (
     speaker,
 )
 from .mosquitto import Broker, Client
+from .netns import Pair, veth_pair
 from .support import config_dict
 
 A = "panel-a"
@@ -101,17 +104,11 @@ class StunResponder(asyncio.DatagramProtocol):
         return f"stun:{host}:{port}"
 
 
-def lan_address() -> str:
-    # aioice gathers from non-loopback addresses only, so a STUN server it can reach listens there.
-    addresses = get_host_addresses(use_ipv4=True, use_ipv6=False)
-    if not addresses:
-        pytest.skip("this machine has no non-loopback IPv4 address for aioice to gather from")
-    return addresses[0]
-
-
-async def stun_responder(mapped: str) -> StunResponder:
+async def stun_responder(mapped: str, pair: Pair) -> StunResponder:
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_datagram_endpoint(lambda: StunResponder(mapped), local_addr=(lan_address(), 0))
+    with pair.servers.entered():  # its socket lives on the servers' side
+        _, protocol = await loop.create_datagram_endpoint(lambda: StunResponder(mapped),
+                                                          local_addr=(pair.check(pair.servers.address), 0))
     return protocol
 
 
@@ -123,21 +120,28 @@ def srflx(sdp: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+def pair() -> Iterator[Pair]:
+    with veth_pair("mqttm") as made, made.panel.entered():
+        yield made
+
+
+@pytest.fixture(scope="module")
+def broker(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    # Started in the panel's namespace: its loopback, where the panel and the backend connect.
     with Broker(tmp_path_factory.mktemp("broker"), panels=[A]) as b:
         yield b
 
 
 @pytest.fixture
-async def configured_stun() -> AsyncIterator[StunResponder]:
-    server = await stun_responder(CONFIGURED_MAPPED)
+async def configured_stun(pair: Pair) -> AsyncIterator[StunResponder]:
+    server = await stun_responder(CONFIGURED_MAPPED, pair)
     yield server
     server.transport.close()
 
 
 @pytest.fixture
-async def offered_stun() -> AsyncIterator[StunResponder]:
-    server = await stun_responder(OFFERED_MAPPED)
+async def offered_stun(pair: Pair) -> AsyncIterator[StunResponder]:
+    server = await stun_responder(OFFERED_MAPPED, pair)
     yield server
     server.transport.close()
 

@@ -29,7 +29,8 @@ import pytest
 from .support import ROOT, free_port
 from .update_support import Vendor, make_release, release_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# host_network: debootstrap and pip download reach Debian's mirror and PyPI (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.host_network]
 
 CACHE = Path(os.environ.get("PANEL_TEST_CACHE", "/var/cache/panel-test"))
 PYTHON = os.environ.get("PANEL_BUILD_PYTHON", sys.executable)

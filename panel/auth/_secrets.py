@@ -41,6 +41,10 @@ class Secrets(BaseModel):
         "the backend can rotate: add the new secret, switch the backend, then remove the old one")
     mqtt_password: str | None = None
     command_key: str | None = Field(None, min_length=16, description="key that signs backend commands")
+    whip_tokens: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")],
+                      Annotated[str, Field(min_length=8, max_length=4096)]] = Field(
+        {}, description="Bearer tokens for WHIP publishing, a table: target id (media.publish.targets[].id) = token; "
+        "in the environment: id=token,id=token")
     osdp_scbk: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$", description="the OSDP secure channel base "
                                   "key shared with the card reader (32 hex digits); required with "
                                   "access.osdp.secure_channel")
@@ -60,6 +64,14 @@ def check_file_private(path: Path) -> None:
                            f"(uid {os.geteuid()}); run: chown $(id -un) {path}")
 
 
+def _from_env(name: str, value: str) -> object:
+    if name == "webhook_secrets":
+        return value.split(",")
+    if name == "whip_tokens":  # target=token,target=token
+        return dict(item.partition("=")[::2] for item in value.split(",") if item)
+    return value
+
+
 def load_secrets(cfg: SecretsConfig, env: Mapping[str, str] = os.environ) -> Secrets:
     data: dict[str, object] = {}
     if cfg.file is not None:
@@ -71,7 +83,7 @@ def load_secrets(cfg: SecretsConfig, env: Mapping[str, str] = os.environ) -> Sec
     for name in Secrets.model_fields:
         value = env.get(ENV_PREFIX + name.upper())
         if value:
-            data[name] = value.split(",") if name == "webhook_secrets" else value
+            data[name] = _from_env(name, value)
     try:
         return Secrets.model_validate(data)
     except ValidationError as e:

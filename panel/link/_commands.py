@@ -107,6 +107,8 @@ REFUSALS: dict[str, str] = {
     "unknown_resident": "there is no resident with that id in the panel's directory (removed, or never added)",
     "directory_unavailable": "the panel's credentials are starting (sign-in links need them); retry shortly",
     "too_many_residents": "the panel's directory holds 5000 residents; remove some first",
+    "publish_unavailable": "this panel publishes to no SFU (media.publish.targets is empty, or media is not running)",
+    "unknown_publish_target": "there is no publish target with that id (media.publish.targets[].id)",
     # update (panel/update, docs/updates.md): refused before anything is downloaded
     **UPDATE_ERRORS,
 }
@@ -222,6 +224,16 @@ class HangupCommand(Envelope):
     session: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="the session id from the offer's reply")
 
 
+class PublishCommand(Envelope):
+    """Start or stop publishing the entrance to SFUs over WHIP (media.publish, docs/media.md). Works whatever
+    media.publish.when says; a start also retries at once a target that was refused its token."""
+
+    cmd: Literal["publish"]
+    action: Literal["start", "stop"]
+    target: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="one target's id; "
+                               "default: every target")
+
+
 Digits = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")]
 CredentialKind = Literal["pin", "duress", "code", "card"]
 RelayIds = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)]
@@ -335,7 +347,7 @@ Command = Annotated[
     OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
     | AccessCodeCommand | AccessPinCommand | AccessCardCommand | AccessRevokeCommand | AccessListCommand
     | UpdateCommand | ResidentAddCommand | ResidentRenameCommand | ResidentRemoveCommand | ResidentLinkCommand
-    | DirectoryListCommand,
+    | DirectoryListCommand | PublishCommand,
     Field(discriminator="cmd"),
 ]
 COMMAND_MODELS: dict[str, type[Envelope]] = {
@@ -346,6 +358,7 @@ COMMAND_MODELS: dict[str, type[Envelope]] = {
     "resident_add": ResidentAddCommand, "resident_rename": ResidentRenameCommand,
     "resident_remove": ResidentRemoveCommand, "resident_link": ResidentLinkCommand,
     "directory_list": DirectoryListCommand,
+    "publish": PublishCommand,
 }
 _COMMAND = TypeAdapter(Command)
 
@@ -370,7 +383,8 @@ class SensorbergCommand(Envelope):
 
 
 AnyCommand = (OpenCommand | AnswerCommand | DeclineCommand | EndCommand | StatusCommand | OfferCommand | HangupCommand
-              | AccessCommand | UpdateCommand | DirectoryCommand)
+              | AccessCommand | UpdateCommand | DirectoryCommand
+              | PublishCommand)
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -430,6 +444,11 @@ class DirectoryReply(Reply):
                                     "panel's address (/resident#signin=<code>); works once, for 15 minutes")
 
 
+class PublishReply(Reply):
+    publishing: dict[str, Any] = Field(description="when, and each target's state after the command (state, "
+                                       "wanted, attempts, reason, error, published_s, retry_in_s)")
+
+
 class UpdateReply(Reply):
     update: dict[str, Any] = Field(description="the update agent's state (as GET /api/v1/update)")
 
@@ -441,7 +460,8 @@ REPLY_MODELS: dict[str, type[Reply]] = {"open": OpenReply, "answer": CallReply, 
                                         "access_revoke": AccessReply, "access_list": AccessReply,
                                         "update": UpdateReply, "resident_add": DirectoryReply,
                                         "resident_rename": DirectoryReply, "resident_remove": DirectoryReply,
-                                        "resident_link": DirectoryReply, "directory_list": DirectoryReply}
+                                        "resident_link": DirectoryReply, "directory_list": DirectoryReply,
+                                        "publish": PublishReply}
 
 
 def reply_bytes(reply: Reply) -> bytes:

@@ -43,6 +43,8 @@ from ._commands import (
     OfferReply,
     OpenCommand,
     OpenReply,
+    PublishCommand,
+    PublishReply,
     Reply,
     ResidentAddCommand,
     ResidentLinkCommand,
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from ..directory import Directory, Resident
     from ..door import Door
     from ..media.service import MediaService
+    from ..media.whip import Publishing
     from ..platform import Clock, Journal
     from ..update import UpdateAgent
     from ._replay import SeenCommands
@@ -105,7 +108,8 @@ class Control:
                  call_service: CallService | None = None,
                  access: Callable[[], AccessService | None] | None = None,
                  updates: Callable[[], UpdateAgent | None] | None = None,
-                 directory: Directory | None = None) -> None:
+                 directory: Directory | None = None,
+                 publishing: Callable[[], Publishing | None] | None = None) -> None:
         self.cfg = cfg
         self.call_service = call_service
         self.mqtt = cfg.mqtt  # no mqtt key is live: identity and signing rules stay as started
@@ -123,6 +127,7 @@ class Control:
         self.access = access or (lambda: None)  # likewise: started after the link is built
         self.updates = updates or (lambda: None)  # likewise: the update agent starts last
         self.directory = directory
+        self.publishing = publishing or (lambda: None)  # likewise: WHIP publishing starts with media
 
     # -- the backend's commands -------------------------------------------------------------------
     def reconfigure(self, cfg: Config) -> None:
@@ -198,6 +203,11 @@ class Control:
         if isinstance(c, UpdateCommand):
             try:
                 return self._update(c)
+            finally:
+                await self.seen.record(c.id, c.cmd, c.exp)
+        if isinstance(c, PublishCommand):
+            try:
+                return self._publish(c)
             finally:
                 await self.seen.record(c.id, c.cmd, c.exp)
         if isinstance(c, (OfferCommand, HangupCommand)):
@@ -297,6 +307,21 @@ class Control:
             d.unit(c.unit_id)
         found = await d.residents(c.unit_id)
         return reply(f"{len(found)} resident(s)", found)
+
+    def _publish(self, c: PublishCommand) -> PublishReply:
+        """The publisher decides how (backoff, DELETE on stop); the reply says what each target does now."""
+        publishing = self.publishing()
+        if publishing is None:
+            raise CommandRefused("publish_unavailable", "this panel publishes to no SFU: set media.publish.targets "
+                                 "(docs/media.md, Publishing to an SFU)")
+        try:
+            reached = publishing.set(c.action == "start", c.target)
+        except KeyError:
+            raise CommandRefused("unknown_publish_target", f"there is no publish target {c.target!r}; the panel's "
+                                 f"are {', '.join(publishing.publishers)}") from None
+        verb = "publishing to" if c.action == "start" else "stopped publishing to"
+        return PublishReply(code="ok", message=f"{verb} {', '.join(reached)}", id=c.id, cmd=c.cmd,
+                            publishing=publishing.status())
 
     def _update(self, c: UpdateCommand) -> UpdateReply:
         """The agent decides (signature, version, one at a time); the download runs on after the reply."""

@@ -13,6 +13,7 @@ Layout, one job per module:
 - ``tokens``: call-scoped, expiring, revocable session credentials;
 - ``sessions``: WebRTC sessions (create/answer, limits, data channel, mute, video switch, cleanup);
 - ``ice``: which STUN/TURN servers a new session gets (background probes) and a bound on gathering;
+- ``whip``: publishing the entrance once to SFUs over WHIP (RFC 9725), with recovery and backoff;
 - ``service``: wiring for the daemon; ``whep``: the WHEP routes.
 
 The heavy dependencies (aiortc, av, numpy, sounddevice) are the ``media`` extra: nothing outside this

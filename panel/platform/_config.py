@@ -697,6 +697,53 @@ class LiveViewConfig(Model):
         "progress (they would see that unit's visitor)")
 
 
+class WhipTargetConfig(Model):
+    """One SFU the panel publishes the entrance to over WHIP (RFC 9725): camera and microphone, once."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {"id": "local-only", "url": "local-only", "audio": "local-only",
+                                         "video": "local-only"}
+
+    id: str = Field(pattern=_SLUG, description="a short name for the target, e.g. \"janus\"; its Bearer token is "
+                    "whip_tokens.<id> in the secrets file (none: the POST carries no Authorization)")
+    url: str = Field(max_length=2048, description="the WHIP endpoint, e.g. "
+                     "\"https://sfu.example.net/whip/endpoint/entrance\" (a redirect is followed; the token goes "
+                     "only to this URL's origin)")
+    video: bool = Field(True, description="publish the camera (H.264 passed through, or the one shared encode)")
+    audio: bool = Field(True, description="publish the entrance microphone (Opus)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s#]*)?$", v):
+            raise PydanticCustomError("whip_url", "expected an http:// or https:// URL of a WHIP endpoint")
+        return v
+
+
+class PublishConfig(Model):
+    """Publishing the entrance once to media servers that fan it out to many viewers (docs/media.md,
+    Publishing to an SFU)."""
+
+    # Where the entrance goes and when: only in the file on the panel. The timings are read at the start.
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "targets": "local-only", "when": "local-only", "retry_min_s": "restart", "retry_max_s": "restart",
+        "unauthorized_retry_s": "restart", "dead_after_s": "restart", "connect_timeout_s": "restart",
+    }
+
+    targets: list[WhipTargetConfig] = Field([], max_length=4, description="where to publish; empty: nowhere")
+    when: Literal["always", "call", "command"] = Field(
+        "command", description="always: from the start; call: from a press until the call ends; command: when the "
+        "backend sends the MQTT publish command (it starts and stops publishing in every mode)")
+    retry_min_s: float = _seconds(0.2, 60, 1.0, "the first wait before publishing again after a failure; doubled "
+                                  "on each failure in a row up to retry_max_s")
+    retry_max_s: float = _seconds(1, 3600, 30.0, "the longest wait between two attempts")
+    unauthorized_retry_s: float = _seconds(10, 86_400, 600.0, "after a 401/403 (the token is wrong) the next "
+                                           "attempt waits this long, or for the next publish command")
+    dead_after_s: float = _seconds(2, 60, 6.0, "nothing from the server (RTCP, keepalives) for this long counts as "
+                                   "the server gone: the panel deletes the session and publishes anew")
+    connect_timeout_s: float = _seconds(2, 60, 10.0, "a session that is not connected this long after the "
+                                        "server's answer counts as failed")
+
+
 class MediaConfig(Model):
     """Camera, microphone, speaker and WebRTC sessions (WHEP on the local API, offers over MQTT).
 
@@ -751,6 +798,7 @@ class MediaConfig(Model):
     snapshots: SnapshotsConfig = SnapshotsConfig()
     mjpeg: MjpegConfig = MjpegConfig()
     tones: TonesConfig = TonesConfig()
+    publish: PublishConfig = Field(PublishConfig(), description="publish the entrance once to SFUs over WHIP")
 
 
 _LOCAL: Any = {"apply": "local"}
