@@ -21,6 +21,7 @@ from panel.media.audio import ToMono, ToneSource
 from panel.media.capture import DeviceCapture
 from panel.media.pattern import Stamp, read_frame_stamp
 from panel.media.tracks import MicrophoneTrack
+from panel.media.voice import VoiceStream
 
 from .eventually import eventually
 
@@ -47,7 +48,7 @@ class Resident:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic: DeviceCapture[Any] = DeviceCapture("microphone", "resident tone",
                                                      lambda: ToneSource(self.tone_hz, 0.3), lambda e: None)
-        self.mic_track = MicrophoneTrack(self.mic)
+        self.mic_track = MicrophoneTrack(VoiceStream(self.mic, None, 32))
         self.tasks: list[asyncio.Task[Any]] = []
         self.channel = None
         self._message_event = asyncio.Event()

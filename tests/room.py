@@ -1,0 +1,129 @@
+"""A simulated door housing for echo tests and benchmarks: speech made by espeak-ng, and the path from the
+panel's speaker back into its microphone.
+
+The echo path is what a real housing does to the sound, each part on purpose: the loudspeaker's
+nonlinearity (soft clipping, ``tanh``), the delay of the devices' buffers and of the air (30-150 ms),
+a decaying room response (a direct path followed by exponentially decaying reflections, fixed by a seed),
+the speaker's and the microphone's clocks running ``drift_ppm`` apart (the microphone resamples the
+sound at 1 + ppm·10⁻⁶ of the speaker's rate), and noise at the microphone. ``Room`` does the same on a
+stream, block by block, for the end-to-end run where the panel's speaker and microphone are this room.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from panel.media.audio import BLOCK, RATE
+
+
+def speech(text: str, voice: str = "en", words_per_minute: int = 160) -> np.ndarray:
+    """``text`` spoken by espeak-ng, as 48 kHz mono float in [-1, 1] (its own rate is 22.05 kHz)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng; scripts/test installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "speech.wav"
+        subprocess.run([exe, "-v", voice, "-s", str(words_per_minute), "-w", str(path), text], check=True,
+                       capture_output=True)
+        with wave.open(str(path)) as w:
+            rate = w.getframerate()
+            raw = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    frame = av.AudioFrame.from_ndarray(raw.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+    parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    out = np.concatenate(parts).astype(np.float64)
+    return out / max(float(np.max(np.abs(out))), 1e-9)
+
+
+@dataclass(frozen=True)
+class EchoPath:
+    delay_ms: float = 80.0
+    decay_ms: float = 60.0  # reflections fall by 60 dB over 6.9 times this (RT60 ≈ 415 ms at 60)
+    direct_to_reverb_db: float = 10.0  # the speaker sits a few cm from the microphone: the direct path dominates
+    echo_gain: float = 0.5  # direct path's gain: a speaker a few cm from the microphone is loud
+    clip_drive: float = 2.0  # the loudspeaker's soft clipping: tanh(drive·x)/drive
+    drift_ppm: float = 100.0
+    noise_dbfs: float = -60.0
+    seed: int = 7
+
+    def impulse_response(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        delay = int(self.delay_ms * RATE / 1000)
+        tail_len = int(self.decay_ms * 7 * RATE / 1000)
+        t = np.arange(tail_len) / RATE
+        tail = rng.standard_normal(tail_len) * np.exp(-t / (self.decay_ms / 1000))
+        tail *= math.sqrt(10 ** (-self.direct_to_reverb_db / 10) / float(np.sum(np.square(tail))))
+        ir = np.zeros(delay + tail_len)
+        ir[delay] = 1.0
+        ir[delay + int(0.002 * RATE):] += tail[: tail_len - int(0.002 * RATE)]
+        return ir * self.echo_gain
+
+    def loudspeaker(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(self.clip_drive * x) / self.clip_drive
+
+    def drifted(self, x: np.ndarray, n_out: int | None = None) -> np.ndarray:
+        """``x`` (speaker clock) as sampled by the microphone's clock."""
+        n_out = len(x) if n_out is None else n_out
+        pos = np.arange(n_out) * (1 + self.drift_ppm * 1e-6)
+        return np.interp(pos, np.arange(len(x)), x, right=0.0)
+
+    def noise(self, n: int, seed_offset: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(self.seed + 1 + seed_offset)
+        return rng.standard_normal(n) * 10 ** (self.noise_dbfs / 20)
+
+    def echo(self, played: np.ndarray) -> np.ndarray:
+        """What the microphone picks up of ``played`` (the speaker's signal, float, full scale 1)."""
+        wet = np.convolve(self.loudspeaker(played), self.impulse_response())[: len(played)]
+        return self.drifted(wet)
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+class Room:
+    """The echo path on a stream: the panel's speaker sink writes blocks in, its microphone reads blocks
+    out (the echo of what was played, plus ``near`` speech, plus noise), each on its own clock."""
+
+    def __init__(self, path: EchoPath, near: np.ndarray | None = None, near_gain: float = 0.3) -> None:
+        self.path = path
+        self.ir = path.impulse_response()
+        self.wet = np.zeros(0)  # the speaker's sound after loudspeaker and room, on the speaker's clock
+        self._tail = np.zeros(len(self.ir) - 1)
+        self.near = np.zeros(0) if near is None else near * near_gain
+        self.mic_pos = 0
+        self.played: list[np.ndarray] = []
+        self.near_heard: list[np.ndarray] = []
+
+    # the speaker side: a sink for the panel's mixer
+    name = "room"
+
+    def write(self, block: np.ndarray) -> None:
+        x = self.path.loudspeaker(block.astype(np.float64) / 32768)
+        self.played.append(block.copy())
+        y = np.convolve(x, self.ir)
+        y[: len(self._tail)] += self._tail
+        self.wet = np.concatenate([self.wet, y[: len(x)]])
+        self._tail = y[len(x):]
+
+    # the microphone side
+    def read(self, count: int = BLOCK) -> np.ndarray:
+        pos = (np.arange(count) + self.mic_pos) * (1 + self.path.drift_ppm * 1e-6)
+        echo = np.interp(pos, np.arange(len(self.wet)), self.wet, right=0.0) if len(self.wet) else np.zeros(count)
+        near = self.near[self.mic_pos:self.mic_pos + count]
+        near = np.pad(near, (0, count - len(near)))
+        self.near_heard.append(near)
+        noise = self.path.noise(count, self.mic_pos)
+        self.mic_pos += count
+        return to_int16(echo + near + noise)
