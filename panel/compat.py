@@ -11,7 +11,10 @@ when an upgrade removes one, instead of the panel silently losing the feature. E
 - ``RTCIceGatherer._connection`` and ``Connection.get_component_candidates(timeout=)`` (aiortc, aioice):
   bound candidate gathering when a STUN/TURN server stops answering;
 - ``aiomqtt.Client._client`` (paho inside aiomqtt): per-topic callbacks for commands (a queue hop less
-  on the unlock path) and the panel's local address on the broker connection.
+  on the unlock path) and the panel's local address on the broker connection;
+- ``sounddevice._terminate`` / ``_initialize``: PortAudio lists devices once, when it starts; restarting
+  it is the only way to see a sound server or card that appeared later (the audio-device tests start
+  their own PulseAudio; it closes every open stream, so the panel itself never calls it while running).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ INTERNALS: tuple[tuple[str, str, str, bool], ...] = (
     ("aiortc", "RTCDtlsTransport", "_get_stats", False),
     ("aiortc", "RTCIceGatherer", "_connection", True),
     ("aiomqtt", "Client", "_client", True),
+)
+# (module, function): module-level internals
+MODULE_INTERNALS: tuple[tuple[str, str], ...] = (
+    ("sounddevice", "_terminate"),
+    ("sounddevice", "_initialize"),
 )
 
 
@@ -59,3 +67,18 @@ def candidate_gathering(gatherer: Any) -> tuple[Any, Callable[..., Any]] | None:
 def paho_client(client: Any) -> Any | None:
     """The paho client inside an aiomqtt client, or None."""
     return getattr(client, "_client", None)
+
+
+def rescan_sound_devices() -> bool:
+    """Restart PortAudio so it lists the sound devices present now; False if sounddevice cannot."""
+    try:
+        import sounddevice
+    except (ImportError, OSError):
+        return False
+    terminate = getattr(sounddevice, "_terminate", None)
+    initialize = getattr(sounddevice, "_initialize", None)
+    if not callable(terminate) or not callable(initialize):
+        return False
+    terminate()
+    initialize()
+    return True

@@ -255,10 +255,12 @@ class SoundDeviceOutput:
         def callback(outdata: np.ndarray, frames: int, t: Any, status: Any) -> None:
             self._fill(outdata)
 
+        def on_finished() -> None:  # PortAudio's C caller wants None back, not call_soon's handle
+            loop.call_soon_threadsafe(finished.set)
+
         try:
             stream = sd.OutputStream(device=index, samplerate=RATE, channels=1, dtype="int16", blocksize=BLOCK,
-                                     callback=callback,
-                                     finished_callback=lambda: loop.call_soon_threadsafe(finished.set))
+                                     callback=callback, finished_callback=on_finished)
         except Exception as e:
             raise DeviceError(f"cannot open speaker {self.name!r}: {e}") from None
         with stream:
