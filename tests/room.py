@@ -84,8 +84,13 @@ class EchoPath:
 
     def echo(self, played: np.ndarray) -> np.ndarray:
         """What the microphone picks up of ``played`` (the speaker's signal, float, full scale 1)."""
-        wet = np.convolve(self.loudspeaker(played), self.impulse_response())[: len(played)]
-        return self.drifted(wet)
+        return self.drifted(fft_convolve(self.loudspeaker(played), self.impulse_response())[: len(played)])
+
+
+def fft_convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    size = 1 << (len(x) + len(h) - 1).bit_length()
+    out: np.ndarray = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: len(x) + len(h) - 1]
+    return out
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
@@ -112,7 +117,7 @@ class Room:
     def write(self, block: np.ndarray) -> None:
         x = self.path.loudspeaker(block.astype(np.float64) / 32768)
         self.played.append(block.copy())
-        y = np.convolve(x, self.ir)
+        y = fft_convolve(x, self.ir)
         y[: len(self._tail)] += self._tail
         self.wet = np.concatenate([self.wet, y[: len(x)]])
         self._tail = y[len(x):]
@@ -127,3 +132,34 @@ class Room:
         noise = self.path.noise(count, self.mic_pos)
         self.mic_pos += count
         return to_int16(echo + near + noise)
+
+
+def erle_db(mic: np.ndarray, out: np.ndarray, from_s: float = 1.0, active: np.ndarray | None = None) -> float:
+    """Echo return loss enhancement: the microphone's energy over the output's, from ``from_s`` on, on the
+    samples where ``active`` (the far end speaks) if given."""
+    start, n = int(from_s * RATE), min(len(mic), len(out))
+    m, o = mic[start:n].astype(np.float64), out[start:n].astype(np.float64)
+    if active is not None:
+        m, o = m[active[start:n]], o[active[start:n]]
+    return 10 * math.log10(float(np.mean(m**2)) / max(float(np.mean(o**2)), 1e-9))
+
+
+def speaking(x: np.ndarray, threshold_db: float = -40.0, window_s: float = 0.05) -> np.ndarray:
+    """Where ``x`` (float, full scale 1) carries speech: its short-term level within ``threshold_db`` of the peak."""
+    w = int(window_s * RATE)
+    level = np.sqrt(np.convolve(x**2, np.ones(w) / w, mode="same"))
+    return np.asarray(level > float(level.max()) * 10 ** (threshold_db / 20))
+
+
+def correlation(x: np.ndarray, clean: np.ndarray, max_lag_ms: float = 40.0) -> float:
+    """Pearson correlation of ``x`` with ``clean`` at the lag (up to ``max_lag_ms`` either way) where they match
+    best: the processing delays its output by a constant 7-15 ms, which is latency, not damage."""
+    n = min(len(x), len(clean))
+    a, b = x[:n].astype(np.float64), clean[:n].astype(np.float64)
+    size = 1 << (2 * n - 1).bit_length()
+    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    m = int(max_lag_ms * RATE / 1000)
+    lags = np.concatenate([np.arange(0, m + 1), np.arange(-m, 0)])
+    lag = int(lags[int(np.argmax(np.concatenate([xc[: m + 1], xc[-m:]])))])
+    xa, cb = (a[lag:], b[: n - lag]) if lag >= 0 else (a[: n + lag], b[-lag:])
+    return float(np.corrcoef(xa, cb)[0, 1])
