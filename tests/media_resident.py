@@ -40,14 +40,15 @@ class Resident:
     audio: str = "sendrecv"  # the audio section's direction; "" for none
     video: str = "recvonly"  # "" for none, "inactive" for an audio-only start
     datachannel: bool = True
+    source: Any = None  # what the resident says (a capture Source); None: a tone at tone_hz
     pictures: list[Picture] = field(default_factory=list)
     audio_chunks: list[np.ndarray] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.mic: DeviceCapture[Any] = DeviceCapture("microphone", "resident tone",
-                                                     lambda: ToneSource(self.tone_hz, 0.3), lambda e: None)
+        self.mic: DeviceCapture[Any] = DeviceCapture(
+            "microphone", "resident", lambda: self.source or ToneSource(self.tone_hz, 0.3), lambda e: None)
         self.mic_track = MicrophoneTrack(VoiceStream(self.mic, None, 32))
         self.tasks: list[asyncio.Task[Any]] = []
         self.channel = None

@@ -61,7 +61,8 @@ class PulseServer:
             "--log-target=stderr", f"--load=module-native-protocol-unix socket={self.socket} auth-anonymous=1",
             *(f"--load={self._sink_args(name)}" for name in SINKS),
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await eventually(self._answers, 15, "PulseAudio answering on its socket")
+        answered: bool = await eventually(lambda: self._answers(), 15, "PulseAudio answering on its socket")
+        assert answered
 
     @staticmethod
     def _sink_args(name: str) -> str:

@@ -11,18 +11,21 @@ stream, block by block, for the end-to-end run where the panel's speaker and mic
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 import subprocess
 import tempfile
+import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-from panel.media.audio import BLOCK, RATE
+from panel.media.audio import BLOCK, BLOCK_S, RATE, AudioChunk
 
 
 def speech(text: str, voice: str = "en", words_per_minute: int = 160) -> np.ndarray:
@@ -76,7 +79,8 @@ class EchoPath:
         """``x`` (speaker clock) as sampled by the microphone's clock."""
         n_out = len(x) if n_out is None else n_out
         pos = np.arange(n_out) * (1 + self.drift_ppm * 1e-6)
-        return np.interp(pos, np.arange(len(x)), x, right=0.0)
+        out: np.ndarray = np.interp(pos, np.arange(len(x)), x, right=0.0)
+        return out
 
     def noise(self, n: int, seed_offset: int = 0) -> np.ndarray:
         rng = np.random.default_rng(self.seed + 1 + seed_offset)
@@ -94,44 +98,90 @@ def fft_convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+    out: np.ndarray = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+    return out
 
 
 class Room:
-    """The echo path on a stream: the panel's speaker sink writes blocks in, its microphone reads blocks
-    out (the echo of what was played, plus ``near`` speech, plus noise), each on its own clock."""
+    """The echo path on a stream: the panel's speaker sink writes blocks in, its microphone reads blocks out
+    (the echo of what was played, plus ``near`` speech, plus noise). What the speaker played reaches the
+    microphone in order, resampled by the clock drift; a microphone that reads before the speaker wrote
+    hears silence there, as a real one would hear a speaker that had nothing to play."""
 
-    def __init__(self, path: EchoPath, near: np.ndarray | None = None, near_gain: float = 0.3) -> None:
-        self.path = path
-        self.ir = path.impulse_response()
-        self.wet = np.zeros(0)  # the speaker's sound after loudspeaker and room, on the speaker's clock
-        self._tail = np.zeros(len(self.ir) - 1)
-        self.near = np.zeros(0) if near is None else near * near_gain
-        self.mic_pos = 0
-        self.played: list[np.ndarray] = []
-        self.near_heard: list[np.ndarray] = []
-
-    # the speaker side: a sink for the panel's mixer
     name = "room"
 
+    def __init__(self, path: EchoPath, near: np.ndarray | None = None) -> None:
+        self.path = path
+        self.ir = path.impulse_response()
+        self._wet = np.zeros(0)  # the speaker's sound after loudspeaker and room, not yet heard
+        self._tail = np.zeros(len(self.ir) - 1)
+        self._pos = 0.0  # fractional read position in _wet (the microphone's clock)
+        self.near = np.zeros(0) if near is None else near
+        self.mic_pos = 0
+        self.on_played: Callable[[np.ndarray], None] | None = None
+
+    # the speaker side: a sink for the panel's mixer
     def write(self, block: np.ndarray) -> None:
-        x = self.path.loudspeaker(block.astype(np.float64) / 32768)
-        self.played.append(block.copy())
-        y = fft_convolve(x, self.ir)
+        if self.on_played is not None:
+            self.on_played(block)
+        y = fft_convolve(self.path.loudspeaker(block.astype(np.float64) / 32768), self.ir)
         y[: len(self._tail)] += self._tail
-        self.wet = np.concatenate([self.wet, y[: len(x)]])
-        self._tail = y[len(x):]
+        self._wet = np.concatenate([self._wet, y[: len(block)]])
+        self._tail = y[len(block):]
 
     # the microphone side
     def read(self, count: int = BLOCK) -> np.ndarray:
-        pos = (np.arange(count) + self.mic_pos) * (1 + self.path.drift_ppm * 1e-6)
-        echo = np.interp(pos, np.arange(len(self.wet)), self.wet, right=0.0) if len(self.wet) else np.zeros(count)
+        step = 1 + self.path.drift_ppm * 1e-6
+        pos = self._pos + np.arange(count) * step
+        usable = pos < len(self._wet) - 1
+        echo = np.zeros(count)
+        echo[usable] = np.interp(pos[usable], np.arange(len(self._wet)), self._wet) if usable.any() else 0.0
+        self._pos = float(pos[usable][-1] + step) if usable.any() else self._pos
+        drop = int(self._pos) - 1
+        if drop > 0:
+            self._wet, self._pos = self._wet[drop:], self._pos - drop
         near = self.near[self.mic_pos:self.mic_pos + count]
         near = np.pad(near, (0, count - len(near)))
-        self.near_heard.append(near)
         noise = self.path.noise(count, self.mic_pos)
         self.mic_pos += count
         return to_int16(echo + near + noise)
+
+
+class RoomMicrophone:
+    """The panel's microphone in the room: a block every 20 ms on its own clock (a ``Source``)."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.name = "room"
+
+    async def run(self, emit: Callable[[AudioChunk], None]) -> None:
+        start, n = time.monotonic(), 0
+        while True:
+            delay = start + n * BLOCK_S - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            emit(AudioChunk(self.room.read(BLOCK), time.monotonic()))
+            n += 1
+
+
+class ClipSource:
+    """A recording played in real time, then silence: a resident speaking into their phone (a ``Source``)."""
+
+    def __init__(self, clip: np.ndarray, start_s: float = 0.0) -> None:
+        self.clip = np.pad(to_int16(clip), (int(start_s * RATE), 0))
+        self.name = "clip"
+        self.started: float | None = None
+
+    async def run(self, emit: Callable[[AudioChunk], None]) -> None:
+        start, n = time.monotonic(), 0
+        self.started = start
+        while True:
+            delay = start + n * BLOCK_S - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            block = self.clip[n * BLOCK:(n + 1) * BLOCK]
+            emit(AudioChunk(np.pad(block, (0, BLOCK - len(block))), time.monotonic()))
+            n += 1
 
 
 def erle_db(mic: np.ndarray, out: np.ndarray, from_s: float = 1.0, active: np.ndarray | None = None) -> float:

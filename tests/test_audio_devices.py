@@ -77,8 +77,9 @@ async def test_speaker_test_tone_and_microphone_level_through_pulseaudio(panel: 
                 r = await client.get("/api/v1/media/microphone/level", params={"seconds": 0.5}, headers=auth)
                 return r.json() if r.status_code == 200 and r.json()["dominant_hz"] > 0 else None
 
-            measured = await eventually(level, 15, "a level from the microphone")
+            measured: dict[str, float] | None = await eventually(lambda: level(), 15, "a level from the microphone")
         # The visitor's 700 Hz at 0.2 of full scale: -17 dBFS RMS; the panel hears it, not its own speaker.
+        assert measured is not None
         assert measured["dominant_hz"] == pytest.approx(VISITOR_TONE, abs=10)
         assert -20 < measured["rms_dbfs"] < -14
         status = media_of(panel).hub.status()
@@ -113,10 +114,11 @@ async def test_a_speaker_and_microphone_that_vanish_mid_call_are_reported_and_co
         at_speaker.close()
         await pulse.unload_sink("door_speaker")
         await pulse.unload_sink("door_room")
-        lost = await eventually(lambda: {e["device"]: e for e in events(panel, "media.device_lost")}
-                                if len(events(panel, "media.device_lost")) >= 2 else None, 10,
-                                "media.device_lost for the speaker and the microphone")
-        assert set(lost) == {"speaker", "microphone"}
+        lost: dict[object, dict[str, object]] | None = await eventually(
+            lambda: {e["device"]: e for e in events(panel, "media.device_lost")}
+            if len(events(panel, "media.device_lost")) >= 2 else None, 10,
+            "media.device_lost for the speaker and the microphone")
+        assert lost is not None and set(lost) == {"speaker", "microphone"}
         assert lost["speaker"]["name"] == "door_speaker" and lost["microphone"]["name"] == "door_mic"
         assert panel.calls.current is not None and panel.calls.current.guid == guid, "the call goes on"
 

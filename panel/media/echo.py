@@ -22,7 +22,6 @@ import threading
 from typing import Any
 
 import numpy as np
-from pywebrtc_audio import AudioProcessor
 
 from ..platform import EchoConfig
 from .audio import RATE
@@ -158,8 +157,11 @@ class EchoCanceller:
         self.reference = Reference(cfg.max_delay_ms)
         self.delay = DelayEstimator(cfg.max_delay_ms)
         self.ns = cfg.noise_suppression != "off"
-        self._apm: AudioProcessor | None = None
+        self._apm: Any = None
         if cfg.enabled or self.ns or cfg.auto_gain:
+            # Imported here so a panel installed without it still runs (without cancellation; the hub says so).
+            from pywebrtc_audio import AudioProcessor
+
             self._apm = AudioProcessor(
                 sample_rate=RATE, echo_cancellation=cfg.enabled, noise_suppression=self.ns,
                 ns_level=NS_LEVELS.get(cfg.noise_suppression, 1), auto_gain_control=cfg.auto_gain,

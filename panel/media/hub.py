@@ -268,8 +268,13 @@ class MediaHub:
         if self.microphone is not None:
             e = a.echo
             if e.enabled or e.noise_suppression != "off" or e.auto_gain:
-                self.echo = EchoCanceller(e)
-                self.speaker.on_played = self.echo.reference.played
+                try:
+                    self.echo = EchoCanceller(e)
+                except ImportError as err:
+                    log.error("echo cancellation is configured but unavailable (%s): install pywebrtc-audio; "
+                              "the microphone goes out unprocessed", err)
+                else:
+                    self.speaker.on_played = self.echo.reference.played
             self.voice = VoiceStream(self.microphone, self.echo, a.opus_kbps)
 
     def start(self) -> None:
