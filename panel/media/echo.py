@@ -19,12 +19,15 @@ from __future__ import annotations
 import collections
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..platform import EchoConfig
 from .audio import RATE
+
+if TYPE_CHECKING:
+    from pywebrtc_audio import AudioProcessor
 
 NS_LEVELS = {"low": 0, "moderate": 1, "high": 2, "very_high": 3}
 
@@ -157,7 +160,7 @@ class EchoCanceller:
         self.reference = Reference(cfg.max_delay_ms)
         self.delay = DelayEstimator(cfg.max_delay_ms)
         self.ns = cfg.noise_suppression != "off"
-        self._apm: Any = None
+        self._apm: AudioProcessor | None = None
         if cfg.enabled or self.ns or cfg.auto_gain:
             # Imported here so a panel installed without it still runs (without cancellation; the hub says so).
             from pywebrtc_audio import AudioProcessor
