@@ -19,7 +19,7 @@ Then end to end: an in-process panel whose speaker and microphone are the simula
 stream on the same echo path, 80 ms), a resident aiortc peer speaking over WebRTC, and what the resident
 receives back measured, with the panel's echo cancellation on and off.
 
-    .venv/bin/python bench/bench_echo.py [--delays 30,80,150] [--no-e2e]
+    .venv/bin/python bench/bench_echo.py [--delays 30,80,150] [--no-e2e | --e2e-only]
 
 Needs espeak-ng and libspeexdsp1 (Debian).
 """
@@ -248,8 +248,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--delays", default="30,80,150", help="echo delays in ms, comma-separated")
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end WebRTC run")
+    ap.add_argument("--e2e-only", action="store_true", help="only the end-to-end WebRTC run")
     args = ap.parse_args()
-    offline([int(d) for d in args.delays.split(",")])
+    if not args.e2e_only:
+        offline([int(d) for d in args.delays.split(",")])
     if not args.no_e2e:
         asyncio.run(end_to_end())
 

@@ -103,8 +103,14 @@ class VoiceStream:
             if self.echo is not None:
                 # What the speaker played before this microphone run was never heard by it.
                 await loop.run_in_executor(executor, self.echo.reset)
+            dropped = 0
             while True:
                 chunk = await sub.get()
+                if self.echo is not None and sub.dropped > dropped:
+                    # Microphone blocks lost on a busy loop: drop the speaker's samples they would have
+                    # been paired with, or the reference runs ahead of the microphone for good.
+                    self.echo.reference.take((sub.dropped - dropped) * BLOCK)
+                    dropped = sub.dropped
                 processed, packets, cpu = await loop.run_in_executor(executor, self._work, encoder, chunk.samples)
                 self.process_cpu_s += cpu
                 self.blocks += 1
