@@ -80,13 +80,14 @@ class Reference:
                     self._blocks.popleft()
                 else:
                     self._blocks[0] = block[n:]
-        self.starved += count - pos
+            self.starved += count - pos
         return out
 
     def clear(self) -> None:
+        """Forget what was played (and the counts): nobody was listening to pair it with."""
         with self._lock:
             self._blocks.clear()
-            self._buffered = 0
+            self._buffered = self.trimmed = self.starved = 0
 
     @property
     def buffered_ms(self) -> float:
@@ -174,10 +175,6 @@ class EchoCanceller:
         self._mic_energy = 0.0
         self._out_energy = 0.0
 
-    @property
-    def active(self) -> bool:
-        return self._apm is not None
-
     def process(self, near: np.ndarray) -> np.ndarray:
         far = self.reference.take(len(near))
         if self._apm is None:
@@ -201,7 +198,8 @@ class EchoCanceller:
 
     @property
     def erle_db(self) -> float | None:
-        """Echo return loss enhancement while the speaker played (double talk included, so a floor)."""
+        """Echo return loss enhancement while the speaker played: a guide for tuning, not a measurement
+        (double talk lowers it, noise suppression adds the noise it removed)."""
         if self._mic_energy <= 0:
             return None
         return round(10 * math.log10(self._mic_energy / max(self._out_energy, 1e-3)), 1)

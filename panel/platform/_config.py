@@ -514,8 +514,8 @@ class EchoConfig(Model):
                                 "21 dB; off: none")
     delay_ms: int | None = Field(
         None, ge=0, le=500, description="speaker-to-microphone delay (buffers plus sound path) as a starting hint; "
-                                        "absent: estimated from the signals and tracked (the estimate is in "
-                                        "the media health, echo.delay_ms)")
+                                        "absent: estimated from the signals and tracked (the estimate: "
+                                        "devices.voice.echo.delay_ms in the installer's media status)")
     max_delay_ms: int = Field(400, ge=60, le=1000, description="how much of the speaker's signal is kept to match "
                                                                "against the microphone: echoes later than this are "
                                                                "not cancelled")
