@@ -77,7 +77,8 @@ async def test_speaker_test_tone_and_microphone_level_through_pulseaudio(panel: 
                 r = await client.get("/api/v1/media/microphone/level", params={"seconds": 0.5}, headers=auth)
                 return r.json() if r.status_code == 200 and r.json()["dominant_hz"] > 0 else None
 
-            await eventually(lambda: level(), 15, "a level from the microphone")
+            first: dict[str, float] | None = await eventually(lambda: level(), 15, "a level from the microphone")
+            assert first is not None
             measured = await level()  # the microphone is running now: a whole window of sound
         # The visitor's 700 Hz at 0.2 of full scale: -17 dBFS RMS; the panel hears it, not its own speaker.
         assert measured is not None
