@@ -3,16 +3,21 @@ session's track hands out the same packets, each with its own clock, and a muted
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import av
 import numpy as np
 import pytest
 
-from panel.media.audio import RATE, AudioChunk, ToMono, ToneSource, dominant_frequency
+from panel.media.audio import BLOCK, RATE, AudioChunk, ToMono, ToneSource, dominant_frequency
 from panel.media.capture import DeviceCapture
 from panel.media.echo import EchoCanceller
 from panel.media.tracks import MicrophoneTrack
-from panel.media.voice import OPUS_SILENCE, VoiceStream
+from panel.media.voice import FEED_DEPTH, OPUS_SILENCE, VoiceStream
 from panel.platform import EchoConfig
+
+from .eventually import eventually
 
 
 def decode(packets: list[bytes]) -> np.ndarray:
@@ -54,3 +59,32 @@ async def test_three_listeners_share_one_encode_and_mute_alone() -> None:
         await voice.close()
         await mic.close()
     assert voice.listeners == 0 and not mic.running
+
+
+class Burst:
+    """A microphone that delivers 30 blocks at once (a stalled loop catching up), then nothing."""
+
+    name = "burst"
+
+    async def run(self, emit: Callable[[AudioChunk], None]) -> None:
+        for i in range(30):
+            emit(AudioChunk(np.full(BLOCK, i, np.int16), float(i)))
+        await asyncio.Event().wait()
+
+
+async def test_microphone_blocks_lost_on_a_busy_loop_take_their_reference_with_them() -> None:
+    mic: DeviceCapture[AudioChunk] = DeviceCapture("microphone", "burst", Burst, lambda e: None)
+    echo = EchoCanceller(EchoConfig())
+    voice = VoiceStream(mic, echo, 32)
+    track = MicrophoneTrack(voice)
+    try:
+        await track.recv()
+        await eventually(lambda: voice.blocks == FEED_DEPTH, what="the blocks that survived processed")
+        # 20 of the 30 blocks were dropped before processing. Nothing was played, so every block of the
+        # reference the 30 would have used is silence; the 20 dropped ones must take theirs too, or the
+        # reference would from now on run 20 blocks (400 ms) ahead of the microphone.
+        assert echo.reference.starved == 30 * BLOCK
+    finally:
+        track.stop()
+        await voice.close()
+        await mic.close()
