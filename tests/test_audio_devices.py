@@ -9,6 +9,7 @@ is pulled out) and come back, with ``media.device_lost`` and ``media.device_reco
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from .eventually import eventually
 from .media_resident import Resident
 from .media_rig import INSTALLER, api, media_config, media_of, ring, start_panel_inprocess
 from .pulse import Listener, PulseServer, Speaker, use_server
+from .room import ClipSource, speech
 
 RESIDENT_TONE = 1000.0
 VISITOR_TONE = 700.0
+RESIDENT_SPEECH = "Hello, I am coming down. Please wait at the door, I will be there in a minute or two."
 
 
 @pytest.fixture
@@ -139,3 +142,56 @@ async def test_a_speaker_and_microphone_that_vanish_mid_call_are_reported_and_co
         at_speaker.close()
         visitor.close()
         await resident.close()
+
+
+async def test_the_resident_does_not_hear_themselves_back_through_real_devices(
+        panel: Panel, pulse: PulseServer) -> None:
+    """The echo path is PulseAudio's: the speaker's monitor looped back into the room with 60 ms of
+    latency, so the reference comes from the speaker's PortAudio callback and the echo from the
+    microphone's, each on its own device clock. A visitor's steady tone in the room at the same time
+    must still reach the resident while the resident's own voice is taken out."""
+    await pulse.pactl("load-module", "module-loopback", "source=door_speaker.monitor", "sink=door_room",
+                      "latency_msec=60")
+    guid = await ring(panel)
+    media = media_of(panel)
+    voice = speech(RESIDENT_SPEECH, "en") * 0.5
+    clip = ClipSource(voice, start_s=0.3)
+    resident = Resident(video="", source=clip)
+    visitor = Speaker("door_room", VISITOR_TONE, level=0.05)
+    raw = Listener("door_mic")  # what the panel's microphone hears, before any processing
+    try:
+        session = await media.sessions.create(await resident.offer(),
+                                              media.tokens.verify(media.issue_call_token(guid, "alice")))
+        await resident.accept(session.answer_sdp)
+        await eventually(lambda: clip.started is not None, 10, "the resident speaking")
+        assert clip.started is not None
+        end = clip.started + 0.3 + len(voice) / 48_000
+        await eventually(lambda: time.monotonic() > end - 1.5 and len(resident.audio_chunks) > 0, 15,
+                         "the resident's speech nearly over")
+        heard, room = resident.received_audio(1.5), raw.last(1.5)
+        echo = media.hub.voice.status()["echo"] if media.hub.voice is not None else {}
+        # The resident's voice (everything but the visitor's tone) in the room and at the resident.
+        assert level_db(without(room, VISITOR_TONE)) > -45, "the echo did not reach the microphone"
+        removed = level_db(without(room, VISITOR_TONE)) - level_db(without(heard, VISITOR_TONE))
+        assert removed > 20, f"only {removed:.1f} dB of the resident's echo removed; {echo}"
+        assert abs(dominant_frequency(heard) - VISITOR_TONE) < 10 and level_db(heard) > -50, \
+            f"the visitor's tone is lost ({level_db(heard):.1f} dBFS at the resident)"
+        assert echo["delay_ms"] is not None, f"no echo delay estimated: {echo}"
+    finally:
+        raw.close()
+        visitor.close()
+        await resident.close()
+
+
+def level_db(samples: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
+    return 20 * float(np.log10(max(rms, 1e-3) / 32768))
+
+
+def without(samples: np.ndarray, hz: float, width_hz: float = 40.0) -> np.ndarray:
+    """``samples`` with the band around ``hz`` taken out (the visitor's tone), to measure the rest."""
+    spectrum = np.fft.rfft(samples.astype(np.float64))
+    freqs = np.fft.rfftfreq(len(samples), 1 / 48_000)
+    spectrum[np.abs(freqs - hz) < width_hz] = 0
+    out: np.ndarray = np.fft.irfft(spectrum, len(samples))
+    return out
