@@ -14,6 +14,9 @@ when an upgrade removes one, instead of the panel silently losing the feature. E
   on the unlock path) and the panel's local address on the broker connection;
 - ``aiomqtt.Client._connected`` (the CONNACK wait): fail a connect at once when the broker refuses the
   client certificate after a TLS 1.3 handshake (revoked), which aiomqtt would wait out for its whole timeout.
+- ``sounddevice._terminate`` / ``_initialize``: PortAudio lists devices once, when it starts; restarting
+  it is the only way to see a sound server or card that appeared later (the audio-device tests start
+  their own PulseAudio; it closes every open stream, so the panel itself never calls it while running).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ INTERNALS: tuple[tuple[str, str, str, bool], ...] = (
     ("aiortc", "RTCIceGatherer", "_connection", True),
     ("aiomqtt", "Client", "_client", True),
     ("aiomqtt", "Client", "_connected", True),
+)
+# (module, function): module-level internals
+MODULE_INTERNALS: tuple[tuple[str, str], ...] = (
+    ("sounddevice", "_terminate"),
+    ("sounddevice", "_initialize"),
 )
 
 
@@ -72,4 +80,19 @@ def fail_connect(client: Any, error: BaseException) -> bool:
     if not isinstance(pending, asyncio.Future) or pending.done():
         return False
     pending.set_exception(error)
+    return True
+
+
+def rescan_sound_devices() -> bool:
+    """Restart PortAudio so it lists the sound devices present now; False if sounddevice cannot."""
+    try:
+        import sounddevice
+    except (ImportError, OSError):
+        return False
+    terminate = getattr(sounddevice, "_terminate", None)
+    initialize = getattr(sounddevice, "_initialize", None)
+    if not callable(terminate) or not callable(initialize):
+        return False
+    terminate()
+    initialize()
     return True

@@ -21,6 +21,7 @@ from panel.media.audio import ToMono, ToneSource
 from panel.media.capture import DeviceCapture
 from panel.media.pattern import Stamp, read_frame_stamp
 from panel.media.tracks import MicrophoneTrack
+from panel.media.voice import VoiceStream
 
 from .eventually import eventually
 
@@ -39,15 +40,16 @@ class Resident:
     audio: str = "sendrecv"  # the audio section's direction; "" for none
     video: str = "recvonly"  # "" for none, "inactive" for an audio-only start
     datachannel: bool = True
+    source: Any = None  # what the resident says (a capture Source); None: a tone at tone_hz
     pictures: list[Picture] = field(default_factory=list)
     audio_chunks: list[np.ndarray] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.mic: DeviceCapture[Any] = DeviceCapture("microphone", "resident tone",
-                                                     lambda: ToneSource(self.tone_hz, 0.3), lambda e: None)
-        self.mic_track = MicrophoneTrack(self.mic)
+        self.mic: DeviceCapture[Any] = DeviceCapture(
+            "microphone", "resident", lambda: self.source or ToneSource(self.tone_hz, 0.3), lambda e: None)
+        self.mic_track = MicrophoneTrack(VoiceStream(self.mic, None, 32))
         self.tasks: list[asyncio.Task[Any]] = []
         self.channel = None
         self._message_event = asyncio.Event()

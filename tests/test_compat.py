@@ -34,6 +34,12 @@ async def test_every_private_internal_the_panel_uses_still_exists(module: str, c
     assert hasattr(target, attr), f"{module}.{cls}.{attr} is gone: panel/compat.py must be updated"
 
 
+@pytest.mark.parametrize("module, name", compat.MODULE_INTERNALS, ids=[f"{m}.{n}" for m, n in compat.MODULE_INTERNALS])
+def test_every_private_module_function_the_panel_uses_still_exists(module: str, name: str) -> None:
+    assert callable(getattr(importlib.import_module(module), name, None)), \
+        f"{module}.{name} is gone: panel/compat.py must be updated"
+
+
 async def test_bounded_gathering_still_takes_a_timeout() -> None:
     found = compat.candidate_gathering(RTCIceGatherer())
     assert found is not None, "aioice's get_component_candidates lost its timeout: ICE gathering is unbounded"

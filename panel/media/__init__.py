@@ -9,6 +9,8 @@ Layout, one job per module:
 - ``encoder``: the software encoder (libx264/libvpx via PyAV), once per stream;
 - ``hub``: the encoded video stream fanned out to every viewer, and the audio devices;
 - ``audio``: microphone and speaker (sounddevice), synthetic tone, recording sink, output mixer;
+- ``echo``: echo cancellation and noise suppression (WebRTC AEC3/NS), the speaker's output as reference;
+- ``voice``: the microphone processed and Opus-encoded once, shared by every session;
 - ``tracks``: aiortc tracks that hand out shared packets/frames;
 - ``tokens``: call-scoped, expiring, revocable session credentials;
 - ``sessions``: WebRTC sessions (create/answer, limits, data channel, mute, video switch, cleanup);
@@ -16,6 +18,6 @@ Layout, one job per module:
 - ``whip``: publishing the entrance once to SFUs over WHIP (RFC 9725), with recovery and backoff;
 - ``service``: wiring for the daemon; ``whep``: the WHEP routes.
 
-The heavy dependencies (aiortc, av, numpy, sounddevice) are the ``media`` extra: nothing outside this
-package imports it at module level, so the panel runs without them.
+The heavy dependencies (aiortc, av, numpy, sounddevice, pywebrtc-audio) are the ``media`` extra: nothing
+outside this package imports it at module level, so the panel runs without them.
 """

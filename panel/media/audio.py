@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -154,6 +154,19 @@ class SoundDeviceInput:
 # Sinks
 
 
+Played = Callable[[np.ndarray], None]
+
+
+class Sink(Protocol):
+    """Where the mixer's output goes. ``on_played`` (the echo canceller's reference) gets exactly what
+    reaches the loudspeaker: for a sound device, what its callback hands to PortAudio, silence included."""
+
+    name: str
+    on_played: Played | None
+
+    def write(self, block: np.ndarray) -> None: ...
+
+
 class RecordingSink:
     """Keeps the last ``seconds`` of what the speaker would play: the simulated speaker."""
 
@@ -162,10 +175,13 @@ class RecordingSink:
     def __init__(self, seconds: float = 30.0) -> None:
         self._blocks: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, int(seconds / BLOCK_S)))
         self.written = 0
+        self.on_played: Played | None = None
 
     def write(self, block: np.ndarray) -> None:
         self._blocks.append(block)
         self.written += len(block)
+        if self.on_played is not None:
+            self.on_played(block)
 
     def samples(self, last_s: float | None = None) -> np.ndarray:
         blocks = list(self._blocks)
@@ -180,8 +196,11 @@ class RecordingSink:
 class NullSink:
     name = "none"
 
+    def __init__(self) -> None:
+        self.on_played: Played | None = None
+
     def write(self, block: np.ndarray) -> None:
-        pass
+        pass  # nothing is played, so there is nothing to cancel either
 
 
 class SoundDeviceOutput:
@@ -199,6 +218,7 @@ class SoundDeviceOutput:
         self._buf: collections.deque[np.ndarray] = collections.deque()
         self._buffered = 0
         self.open = False
+        self.on_played: Played | None = None
 
     def write(self, block: np.ndarray) -> None:
         if not self.open:
@@ -223,6 +243,8 @@ class SoundDeviceOutput:
                 else:
                     self._buf[0] = block[take:]
         out[pos:, 0] = 0
+        if self.on_played is not None:
+            self.on_played(out[:, 0])
 
     async def run(self, emit: Callable[[bool], None]) -> None:
         sd = _sounddevice()
@@ -233,10 +255,12 @@ class SoundDeviceOutput:
         def callback(outdata: np.ndarray, frames: int, t: Any, status: Any) -> None:
             self._fill(outdata)
 
+        def on_finished() -> None:  # PortAudio's C caller wants None back, not call_soon's handle
+            loop.call_soon_threadsafe(finished.set)
+
         try:
             stream = sd.OutputStream(device=index, samplerate=RATE, channels=1, dtype="int16", blocksize=BLOCK,
-                                     callback=callback,
-                                     finished_callback=lambda: loop.call_soon_threadsafe(finished.set))
+                                     callback=callback, finished_callback=on_finished)
         except Exception as e:
             raise DeviceError(f"cannot open speaker {self.name!r}: {e}") from None
         with stream:
@@ -257,11 +281,16 @@ class SpeakerSink:
         self.output = SoundDeviceOutput(device_name)
         self.capture: DeviceCapture[bool] = DeviceCapture("speaker", device_name, lambda: self.output, report)
 
+    @property
+    def on_played(self) -> Played | None:
+        return self.output.on_played
+
+    @on_played.setter
+    def on_played(self, played: Played | None) -> None:
+        self.output.on_played = played
+
     def write(self, block: np.ndarray) -> None:
         self.output.write(block)
-
-
-Sink = RecordingSink | NullSink | SpeakerSink
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from .audio import (
     ToneSource,
 )
 from .capture import DeviceCapture, HealthReport, Subscription, SubscriptionClosed
+from .echo import EchoCanceller
 from .encoder import Codec, EncoderSettings, VideoEncoder
 from .sources import (
     EncodedFrame,
@@ -46,6 +47,7 @@ from .sources import (
     passes_through,
     source_name,
 )
+from .voice import VoiceStream
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +262,20 @@ class MediaHub:
         else:
             self.speaker = SpeakerSink(a.output, report)
         self.mixer = OutputMixer(self.speaker)
+        # The microphone, echo-cancelled against what the speaker plays and encoded once for every listener.
+        self.echo: EchoCanceller | None = None
+        self.voice: VoiceStream | None = None
+        if self.microphone is not None:
+            e = a.echo
+            if e.enabled or e.noise_suppression != "off" or e.auto_gain:
+                try:
+                    self.echo = EchoCanceller(e)
+                except ImportError as err:
+                    log.error("echo cancellation is configured but unavailable (%s): install pywebrtc-audio; "
+                              "the microphone goes out unprocessed", err)
+                else:
+                    self.speaker.on_played = self.echo.reference.played
+            self.voice = VoiceStream(self.microphone, self.echo, a.opus_kbps)
 
     def start(self) -> None:
         """Open what must stay open: the speaker (so a missing one is reported at boot, not mid-call)."""
@@ -270,6 +286,8 @@ class MediaHub:
         if self.video is not None:
             await self.video.close()
             await self.video.capture.close()
+        if self.voice is not None:
+            await self.voice.close()
         if self.microphone is not None:
             await self.microphone.close()
         await self.mixer.close()
@@ -282,6 +300,8 @@ class MediaHub:
             out["camera"] = {**self.video.capture.status(), "stream": self.video.status()}
         if self.microphone is not None:
             out["microphone"] = self.microphone.status()
+        if self.voice is not None:
+            out["voice"] = self.voice.status()
         out["speaker"] = (self.speaker.capture.status() if isinstance(self.speaker, SpeakerSink)
                           else {"device": "speaker", "name": self.speaker.name, "state": "running"})
         out["mixer_inputs"] = sorted(self.mixer.inputs)

@@ -309,16 +309,19 @@ class Session:
         _forward_keyframe_requests(transceiver.sender, track)
 
     def _add_audio(self, remote_sends: bool) -> None:
-        mic = self.hub.microphone
-        send = mic is not None and self.audio_track is None and (
+        voice = self.hub.voice
+        send = voice is not None and self.audio_track is None and (
             self.role in ("answerer", "participant") or self.manager.cfg.monitor_audio)
         if send:
-            assert mic is not None
-            track = MicrophoneTrack(mic)
+            assert voice is not None
+            track = MicrophoneTrack(voice)
             track.set_muted(self.muted("audio"))  # a session joining a muted call starts muted
             self.audio_track = track
             self.manager.live_tracks.add(track)
-            self.pc.addTransceiver(track, direction="sendrecv")
+            transceiver = self.pc.addTransceiver(track, direction="sendrecv")
+            # The shared packets are Opus: a peer that would pick another codec cannot take them.
+            caps = RTCRtpSender.getCapabilities("audio").codecs
+            transceiver.setCodecPreferences([c for c in caps if c.mimeType == "audio/opus"])
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
 

@@ -1,9 +1,10 @@
 """aiortc tracks that hand out what the hub shares, and consumers for what peers send.
 
 ``PacketVideoTrack.recv`` returns ``av.Packet``s: aiortc's sender then only packetizes them
-(``Encoder.pack``), so N viewers cost one encode. ``MicrophoneTrack`` returns the shared microphone's
-blocks (Opus is encoded per peer by aiortc; it is cheap next to video). Muting keeps the RTP clock
-running: a muted microphone sends silence, a muted camera sends nothing and restarts at a keyframe.
+(``Encoder.pack``), so N viewers cost one encode. ``MicrophoneTrack`` does the same with the voice
+stream's Opus packets (echo-cancelled and encoded once, panel/media/voice.py). Muting keeps the RTP
+clock running: a muted microphone sends Opus silence, a muted camera sends nothing and restarts at a
+keyframe.
 
 Every received track must be read until it ends, or aiortc buffers it without bound:
 ``consume_audio`` feeds the speaker mixer, ``consume_video`` discards (the panel has no screen).
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import av
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .audio import BLOCK, AudioChunk, MixerInput, ToMono, make_frame
-from .capture import DeviceCapture, Subscription, SubscriptionClosed
+from .audio import TIME_BASE, MixerInput, ToMono
+from .capture import Subscription, SubscriptionClosed
 from .hub import VideoStream
 from .sources import EncodedFrame
+from .voice import OPUS_SILENCE, VoicePacket, VoiceStream
 
 log = logging.getLogger(__name__)
 
@@ -94,30 +95,34 @@ class PacketVideoTrack(MediaStreamTrack):
 class MicrophoneTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, microphone: DeviceCapture[AudioChunk]) -> None:
+    def __init__(self, voice: VoiceStream) -> None:
         super().__init__()
-        self.microphone = microphone
-        self._sub: Subscription[AudioChunk] | None = None
+        self.voice = voice
+        self._sub: Subscription[VoicePacket] | None = None
         self.muted = False
         self._pts = 0
-        self._silence = np.zeros(BLOCK, np.int16)
+        self.sent = 0
 
     def set_muted(self, muted: bool) -> None:
         self.muted = muted
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
-            self._sub = self.microphone.subscribe(maxsize=10, overflow="drop_oldest")
+            self._sub = self.voice.subscribe()
         try:
-            chunk = await self._sub.get()
+            item = await self._sub.get()
         except SubscriptionClosed:
             self.stop()
             raise MediaStreamError from None
-        frame = make_frame(self._silence if self.muted else chunk.samples, self._pts)
-        self._pts += BLOCK
-        return frame
+        # Each peer's RTP clock counts from its own start; the shared packet carries no timestamp of its own.
+        packet = av.Packet(OPUS_SILENCE if self.muted else item.data)
+        packet.pts = self._pts
+        packet.time_base = TIME_BASE
+        self._pts += item.samples
+        self.sent += 1
+        return packet
 
     def stop(self) -> None:
         super().stop()

@@ -256,9 +256,12 @@ class WhipPublisher:
             transceiver.setCodecPreferences([c for c in caps if c.mimeType in (mime, "video/rtx")])
             _forward_keyframe_requests(transceiver.sender, video)
             tracks.append(video)
-        if self.target.audio and self.hub.microphone is not None:
-            audio = MicrophoneTrack(self.hub.microphone)
-            pc.addTransceiver(audio, direction="sendonly")
+        if self.target.audio and self.hub.voice is not None:
+            # the one shared encode: the echo-cancelled microphone, Opus once for every listener and target
+            audio = MicrophoneTrack(self.hub.voice)
+            audio_transceiver = pc.addTransceiver(audio, direction="sendonly")
+            caps = RTCRtpSender.getCapabilities("audio").codecs
+            audio_transceiver.setCodecPreferences([c for c in caps if c.mimeType == "audio/opus"])
             tracks.append(audio)
         if not tracks:
             raise PublishFailure("refused", "nothing to publish: no camera or microphone (media.video, media.audio)")

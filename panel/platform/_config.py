@@ -556,11 +556,38 @@ class VideoConfig(Model):
         return v
 
 
+class EchoConfig(Model):
+    """Echo cancellation and noise suppression on the entrance microphone (WebRTC's AEC3 and NS through
+    pywebrtc-audio), with exactly what the speaker plays as the reference. How to tune it for a housing:
+    docs/media.md, Echo cancellation."""
+
+    APPLY: ClassVar[dict[str, Apply]] = {
+        "enabled": "restart", "noise_suppression": "restart", "delay_ms": "restart", "max_delay_ms": "restart",
+        "auto_gain": "restart",
+    }
+
+    enabled: bool = Field(True, description="cancel the speaker's sound in the microphone, so the resident does "
+                                            "not hear themselves back (full duplex); off: the raw microphone")
+    noise_suppression: Literal["off", "low", "moderate", "high", "very_high"] = Field(
+        "moderate", description="steady noise (traffic, fans, rain) taken out of the microphone: about 6, 12, 18 or "
+                                "21 dB; off: none")
+    delay_ms: int | None = Field(
+        None, ge=0, le=500, description="speaker-to-microphone delay (buffers plus sound path) as a starting hint; "
+                                        "absent: estimated from the signals and tracked (the estimate: "
+                                        "devices.voice.echo.delay_ms in the installer's media status)")
+    max_delay_ms: int = Field(400, ge=60, le=1000, description="how much of the speaker's signal is kept to match "
+                                                               "against the microphone: echoes later than this are "
+                                                               "not cancelled")
+    auto_gain: bool = Field(False, description="automatic gain on the microphone (WebRTC AGC2), for a quiet or "
+                                               "distant microphone")
+
+
 class AudioConfig(Model):
     """Microphone and speaker, chosen by device name (``python -m sounddevice`` lists them)."""
 
     APPLY: ClassVar[dict[str, Apply]] = {
         "input": "restart", "output": "restart", "tone_hz": "restart", "tone_level": "restart",
+        "opus_kbps": "restart",
     }
 
     input: str = Field("synthetic", min_length=1,
@@ -571,6 +598,9 @@ class AudioConfig(Model):
                                     "in memory (simulation, tests), or \"none\"")
     tone_hz: float = Field(440.0, ge=50, le=8000, description="frequency of the synthetic microphone's tone")
     tone_level: float = Field(0.3, ge=0, le=1, description="amplitude of the synthetic tone, 1 = full scale")
+    opus_kbps: int = Field(32, ge=8, le=128, description="the microphone's Opus bitrate; it is encoded once for "
+                                                         "every listener")
+    echo: EchoConfig = EchoConfig()
 
 
 class SnapshotsConfig(Model):
