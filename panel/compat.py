@@ -11,7 +11,10 @@ when an upgrade removes one, instead of the panel silently losing the feature. E
 - ``RTCIceGatherer._connection`` and ``Connection.get_component_candidates(timeout=)`` (aiortc, aioice):
   bound candidate gathering when a STUN/TURN server stops answering;
 - ``aiomqtt.Client._client`` (paho inside aiomqtt): per-topic callbacks for commands (a queue hop less
-  on the unlock path) and the panel's local address on the broker connection.
+  on the unlock path) and the panel's local address on the broker connection;
+- ``uvicorn.Server.server_state`` and the HTTP protocol's constructor (``config``, ``server_state``,
+  ``app_state``), called as ``uvicorn.Server.startup`` calls it: the API accepts its own connections
+  (panel/api/connections.py) and hands each to uvicorn's protocol.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ INTERNALS: tuple[tuple[str, str, str, bool], ...] = (
     ("aiortc", "RTCDtlsTransport", "_get_stats", False),
     ("aiortc", "RTCIceGatherer", "_connection", True),
     ("aiomqtt", "Client", "_client", True),
+    ("uvicorn", "Server", "server_state", True),
 )
+UVICORN_PROTOCOL_ARGS = ("config", "server_state", "app_state")
 
 
 def keyframe_hook(sender: Any) -> Callable[[], None] | None:
@@ -59,3 +64,15 @@ def candidate_gathering(gatherer: Any) -> tuple[Any, Callable[..., Any]] | None:
 def paho_client(client: Any) -> Any | None:
     """The paho client inside an aiomqtt client, or None."""
     return getattr(client, "_client", None)
+
+
+def uvicorn_protocol(server: Any) -> Callable[[], Any]:
+    """A factory of uvicorn's HTTP protocol for ``server`` (loaded config, lifespan started), as its own
+    ``startup`` makes them for the connections asyncio accepts."""
+    config = server.config
+
+    def make() -> Any:
+        return config.http_protocol_class(config=config, server_state=server.server_state,
+                                          app_state=server.lifespan.state)
+
+    return make

@@ -12,6 +12,7 @@ from ._config import (
     FIXED_PULLUP_PINS,
     RESERVED_PINS,
     AccessConfig,
+    ApiConfig,
     Apply,
     ButtonConfig,
     Config,
@@ -41,6 +42,7 @@ from ._config import (
     resolve_paths,
 )
 from ._config_service import ConfigChange, ConfigService, Reconfigure
+from ._fds import fd_limit, open_fds, raise_fd_limit
 from ._files import fsync_dir, write_atomic
 from ._gpio import Hardware, make_pin_factory
 from ._journal import Extra, Journal
@@ -59,6 +61,7 @@ from ._tasks import Background
 __all__ = [
     "AccessConfig",
     "AccessRow",
+    "ApiConfig",
     "addresses",
     "Apply",
     "Background",
@@ -77,6 +80,7 @@ __all__ = [
     "Extra",
     "factory_reset",
     "FakeClock",
+    "fd_limit",
     "feed_watchdog",
     "FIXED_PULLUP_PINS",
     "format_table",
@@ -103,11 +107,13 @@ __all__ = [
     "MIGRATIONS",
     "MjpegConfig",
     "Notifier",
+    "open_fds",
     "OsdpConfig",
     "PanelInfo",
     "parse_config",
     "parse_pin",
     "prune",
+    "raise_fd_limit",
     "Reconfigure",
     "RelayConfig",
     "RESERVED_PINS",
