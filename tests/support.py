@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -74,6 +75,11 @@ class PanelProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    nofile: int | None = None  # RLIMIT_NOFILE of the panel (soft and hard): a Pi's 1024, say
+
+    def _limits(self) -> None:
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def url(self) -> str:
@@ -84,7 +90,8 @@ class PanelProcess:
         env = {**os.environ, **self.env}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "panel", "run", "--config", str(self.config_path),
-                                      "--simulate"], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                                      "--simulate"], stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=self._limits if self.nofile is not None else None)
         if wait:
             self.wait_ready()
         return self

@@ -41,6 +41,7 @@ OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 # The client gave up between the kernel's handshake and our accept: nothing to do.
 GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET})
 MAX_BACKOFF_S = 1.0
+ACCEPT_BATCH = 64
 SUMMARY_EVERY_S = 60.0
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a RST, leaving no TIME_WAIT behind
 
@@ -327,28 +328,51 @@ class Listener:
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         backoff = 0.0
+        batch = 0
         while True:
             if not self.guard.room.is_set():
                 await self.guard.room.wait()
             try:
-                client, addr = await loop.sock_accept(sock)
-            except OSError as e:
-                if e.errno in GONE:
+                if batch < ACCEPT_BATCH:
+                    # What is queued is taken at once (a flood queues thousands; a client waits behind them),
+                    # a batch at a time so the loop's other work runs in between.
+                    batch += 1
+                    client, addr = sock.accept()
+                else:
+                    batch = 0
+                    await asyncio.sleep(0)
                     continue
-                if e.errno not in OUT_OF_RESOURCES:
-                    raise
-                backoff = min(MAX_BACKOFF_S, max(0.01, backoff * 2))
-                self.guard.accept_failed.note(error=errno.errorcode.get(e.errno or 0, str(e)), retry_s=backoff)
-                await self.clock.sleep(backoff)
+            except (BlockingIOError, InterruptedError):
+                batch = 0
+                try:
+                    client, addr = await loop.sock_accept(sock)
+                except OSError as e:
+                    backoff = await self._failed(e, backoff)
+                    continue
+            except OSError as e:
+                backoff = await self._failed(e, backoff)
                 continue
             backoff = 0.0
-            peer = (str(addr[0]), int(addr[1]))
-            conn = self.guard.admit(peer)
-            if conn is None:
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-                client.close()
-                continue
-            self._connecting.spawn(self._connect(client, conn), "connection setup")
+            self._take(client, addr)
+
+    async def _failed(self, e: OSError, backoff: float) -> float:
+        if e.errno in GONE:
+            return backoff
+        if e.errno not in OUT_OF_RESOURCES:
+            raise e
+        backoff = min(MAX_BACKOFF_S, max(0.01, backoff * 2))
+        self.guard.accept_failed.note(error=errno.errorcode.get(e.errno or 0, str(e)), retry_s=backoff)
+        await self.clock.sleep(backoff)
+        return backoff
+
+    def _take(self, client: socket.socket, addr: Any) -> None:
+        conn = self.guard.admit((str(addr[0]), int(addr[1])))
+        if conn is None:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            client.close()
+            return
+        client.setblocking(False)
+        self._connecting.spawn(self._connect(client, conn), "connection setup")
 
     async def _connect(self, client: socket.socket, conn: Connection) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,104 @@
+"""A connection flood from one loopback address, as a process of its own (no GIL shared with the test).
+
+Holds ``--connections`` TCP connections to the panel's API from ``--source`` (another 127.x address
+than the test's own clients), every other one having sent half a request line and the rest nothing. A
+connection the panel closes is opened again after ``--reconnect-s``, so the pressure lasts. Prints
+``READY <json>`` once every connection has been tried, and the final counts as one JSON line when its
+stdin closes.
+
+    python -m tests.flood_client --port 8080 [--source 127.0.0.2] [--connections 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import sys
+from dataclasses import asdict, dataclass
+
+HALF_REQUEST = b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+@dataclass
+class Counts:
+    attempts: int = 0
+    connected: int = 0
+    failed: int = 0  # refused, reset before it could be used, or timed out
+    closed_by_panel: int = 0
+    held: int = 0
+    max_held: int = 0
+    first_round: int = 0  # connections tried at least once
+
+
+async def hold(i: int, host: str, port: int, source: str, reconnect_s: float, counts: Counts,
+               tried: asyncio.Event, total: int, stop: asyncio.Event) -> None:
+    first = True
+    while not stop.is_set():
+        counts.attempts += 1
+        writer = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
+        except (OSError, TimeoutError):
+            counts.failed += 1
+        else:
+            counts.connected += 1
+            counts.held += 1
+            counts.max_held = max(counts.max_held, counts.held)
+        if first:
+            first = False
+            counts.first_round += 1
+            if counts.first_round == total:
+                tried.set()
+        if writer is not None:
+            try:
+                if i % 2:
+                    writer.write(HALF_REQUEST)
+                await reader.read()  # until the panel closes it; sends nothing more
+            except OSError:
+                pass
+            finally:
+                counts.held -= 1
+                if not stop.is_set():
+                    counts.closed_by_panel += 1
+                writer.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), reconnect_s)  # the attacker's pace, not a wait for anything
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--source", default="127.0.0.2")
+    p.add_argument("--connections", type=int, default=2000)
+    p.add_argument("--reconnect-s", type=float, default=0.5)
+    args = p.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = args.connections + 256
+    if hard != resource.RLIM_INFINITY and hard < want:
+        sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {want}: cannot hold {args.connections} connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    counts = Counts()
+    tried, stop = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stdin_closed = asyncio.Event()
+    loop.add_reader(sys.stdin.fileno(), lambda: None if sys.stdin.buffer.read1(1 << 16) else stdin_closed.set())
+    tasks = [asyncio.create_task(hold(i, args.host, args.port, args.source, args.reconnect_s, counts, tried,
+                                      args.connections, stop)) for i in range(args.connections)]
+    await tried.wait()
+    print("READY " + json.dumps(asdict(counts)), flush=True)
+    await stdin_closed.wait()
+    stop.set()
+    final = asdict(counts)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    print(json.dumps(final), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
