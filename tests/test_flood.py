@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 FLOOD = 2000
 PRESSES = 20
 PI_NOFILE = 1024  # the default soft limit; the flood alone is twice that
-QUIET_S = 3.0  # seconds of flood with nothing else going on, to measure what it makes the panel log
+QUIET_S = 2.0  # seconds of flood with nothing else going on, to measure what it makes the panel log
 
 
 def p99(values: list[float]) -> float:
