@@ -1,8 +1,8 @@
 """A connection flood from one loopback address, as a process of its own (no GIL shared with the test).
 
 Holds ``--connections`` TCP connections to the panel's API from ``--source`` (another 127.x address
-than the test's own clients), every other one having sent half a request line and the rest nothing. A
-connection the panel closes is opened again after ``--reconnect-s``, so the pressure lasts. Prints
+than the test's own clients): a third send nothing, a third half a request, a third a line that is not
+HTTP at all. A connection the panel closes is opened again after ``--reconnect-s``, so the pressure lasts. Prints
 ``READY <json>`` once every connection has been tried, and the final counts as one JSON line when its
 stdin closes.
 
@@ -20,6 +20,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 HALF_REQUEST = b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+GARBAGE = b"\x16\x03\x01 not http\r\n\r\n"  # answered 400 and closed: one log line each, unless limited
 
 
 @dataclass
@@ -55,8 +56,8 @@ async def hold(i: int, host: str, port: int, source: str, reconnect_s: float, co
                 tried.set()
         if writer is not None:
             try:
-                if i % 2:
-                    writer.write(HALF_REQUEST)
+                if i % 3:
+                    writer.write(HALF_REQUEST if i % 3 == 1 else GARBAGE)
                 await reader.read()  # until the panel closes it; sends nothing more
             except OSError:
                 pass
