@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import sys
 from dataclasses import asdict, dataclass
@@ -87,7 +88,8 @@ async def main() -> None:
     tried, stop = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     stdin_closed = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), lambda: None if sys.stdin.buffer.read1(1 << 16) else stdin_closed.set())
+    stdin = sys.stdin.fileno()
+    loop.add_reader(stdin, lambda: None if os.read(stdin, 1 << 16) else stdin_closed.set())
     tasks = [asyncio.create_task(hold(i, args.host, args.port, args.source, args.reconnect_s, counts, tried,
                                       args.connections, stop)) for i in range(args.connections)]
     await tried.wait()

@@ -94,7 +94,8 @@ async def test_a_flood_of_2000_connections_from_one_address_leaves_the_door_work
         baseline = await presses(pins, receiver, panel.url, auth, [])  # this machine, now, without a flood
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.flood_client", "--port", str(port), "--source", "127.0.0.2",
-            "--connections", str(FLOOD), "--reconnect-s", "1", cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            "--connections", str(FLOOD), "--reconnect-s", "1", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
         assert flood.stdout is not None and flood.stdin is not None
         ready = await asyncio.wait_for(flood.stdout.readline(), 60)
         assert ready.startswith(b"READY"), ready

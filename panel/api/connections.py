@@ -27,7 +27,7 @@ import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -135,20 +135,20 @@ class Tally:
 class Connection:
     """One accepted connection: its slot, and the timer that closes it when it dawdles."""
 
-    __slots__ = ("guard", "key", "peer", "transport", "active", "waiting_head", "timer", "done")
+    __slots__ = ("active", "done", "guard", "key", "peer", "timer", "transport", "waiting_head")
 
     def __init__(self, guard: ConnectionGuard, key: str, peer: Peer) -> None:
         self.guard = guard
         self.key = key
         self.peer = peer
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.active = 0  # requests in progress (pipelined ones may overlap for a moment)
         self.waiting_head = True
         self.timer: TimerHandle | None = None
         self.done = False
 
     def opened(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport: connect_accepted_socket's
         self.guard.by_peer[self.peer] = self
         self._arm(self.guard.limits.header_timeout_s)
 

@@ -19,6 +19,7 @@ import logging
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -117,4 +118,5 @@ def behind_proxies(app: ASGIApp, trusted: list[str]) -> ASGIApp:
     """The app, with forwarded client addresses believed from ``trusted`` proxies only (none: never)."""
     if not trusted:
         return app
-    return ProxyHeadersMiddleware(app, trusted_hosts=trusted)
+    # uvicorn types its middleware with its own ASGI types; the protocol is the same.
+    return cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))

@@ -325,15 +325,15 @@ class ApiConfig(Model):
                                      "closed after this long without a byte")
     fd_reserve: int = Field(256, ge=32, le=16_384, description="file descriptors the API never takes, whatever "
                             "arrives: kept for the store, webhooks, MQTT, snapshots and media")
-    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field([], max_length=32, description="addresses or networks (CIDR) of reverse "
-                                       "proxies in front of the API: only their X-Forwarded-For and "
-                                       "X-Forwarded-Proto are believed (the login throttle and rate limits then "
-                                       "count the forwarded client). Empty: these headers are ignored")
-    allowed_hosts: list[Annotated[str, AfterValidator(_host_name)]] = Field([], max_length=32, description="names clients may reach the API by (the Host "
-                                     "header), besides localhost, this machine's hostname and <hostname>.local, "
-                                     "the names in links.base_url, media.snapshots.base_url and api.cert_file, "
-                                     "and any IP address; any other name is refused (host_not_allowed), which "
-                                     "stops DNS-rebinding pages. \"*\" accepts every name")
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(
+        [], max_length=32, description="addresses or networks (CIDR) of reverse proxies in front of the API: only "
+        "their X-Forwarded-For and X-Forwarded-Proto are believed (the login throttle and rate limits then count "
+        "the forwarded client). Empty: these headers are ignored")
+    allowed_hosts: list[Annotated[str, AfterValidator(_host_name)]] = Field(
+        [], max_length=32, description="names clients may reach the API by (the Host header), besides localhost, "
+        "this machine's hostname and <hostname>.local, the names in links.base_url, media.snapshots.base_url and "
+        "api.cert_file, and any IP address; any other name is refused (host_not_allowed), which stops "
+        "DNS-rebinding pages. \"*\" accepts every name")
 
     @field_validator("listen")
     @classmethod
