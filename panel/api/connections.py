@@ -22,6 +22,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import math
 import socket
 import ssl
 import struct
@@ -135,7 +136,7 @@ class Tally:
 class Connection:
     """One accepted connection: its slot, and the timer that closes it when it dawdles."""
 
-    __slots__ = ("active", "done", "guard", "key", "peer", "timer", "transport", "waiting_head")
+    __slots__ = ("active", "done", "guard", "key", "peer", "pending", "timer", "transport", "waiting_head")
 
     def __init__(self, guard: ConnectionGuard, key: str, peer: Peer) -> None:
         self.guard = guard
@@ -146,6 +147,7 @@ class Connection:
         self.waiting_head = True
         self.timer: TimerHandle | None = None
         self.done = False
+        self.pending = math.inf  # response bytes still buffered when the idle timer last fired
 
     def opened(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream transport: connect_accepted_socket's
@@ -165,6 +167,7 @@ class Connection:
     def request_finished(self) -> None:
         self.active -= 1
         if self.active == 0 and not self.done:
+            self.pending = math.inf
             self._arm(self.guard.limits.idle_timeout_s)
 
     def closed(self) -> None:
@@ -185,9 +188,18 @@ class Connection:
 
     def _expire(self) -> None:
         self.timer = None
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is None:
+            return
+        pending = transport.get_write_buffer_size()
+        if not self.waiting_head and 0 < pending < self.pending:
+            # The last response is still going out to a client that reads it (a picture to a slow phone).
+            self.pending = pending
+            self._arm(self.guard.limits.idle_timeout_s)
+            return
+        if not transport.is_closing():
             self.guard.timed_out.note(client=self.key, waiting="request head" if self.waiting_head else "idle")
-            self.transport.abort()  # no response is owed: a RST frees the descriptor at once
+        transport.abort()  # nothing is owed (or nothing moves): the descriptor is free at once
 
 
 class ConnectionGuard:
