@@ -2,7 +2,8 @@
 
 Holds ``--connections`` TCP connections to the panel's API from ``--source`` (another 127.x address
 than the test's own clients): a third send nothing, a third half a request, a third a line that is not
-HTTP at all. A connection the panel closes is opened again after ``--reconnect-s``, so the pressure lasts. Prints
+HTTP at all. A connection the panel closes is opened again after about ``--reconnect-s``, so the pressure
+lasts. The process runs at nice 10: on the wall the attacker's work is done on its own machine. Prints
 ``READY <json>`` once every connection has been tried, and the final counts as one JSON line when its
 stdin closes.
 
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import resource
 import sys
 from dataclasses import asdict, dataclass
@@ -38,6 +40,7 @@ class Counts:
 async def hold(i: int, host: str, port: int, source: str, reconnect_s: float, counts: Counts,
                tried: asyncio.Event, total: int, stop: asyncio.Event) -> None:
     first = True
+    pace = random.Random(i)  # deterministic: the same flood every run
     while not stop.is_set():
         counts.attempts += 1
         writer = None
@@ -68,7 +71,8 @@ async def hold(i: int, host: str, port: int, source: str, reconnect_s: float, co
                     counts.closed_by_panel += 1
                 writer.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), reconnect_s)  # the attacker's pace, not a wait for anything
+            # The attacker's pace (not a wait for anything), jittered: 2,000 clocks do not tick together.
+            await asyncio.wait_for(stop.wait(), reconnect_s * pace.uniform(0.5, 1.5))
 
 
 async def main() -> None:
@@ -84,6 +88,8 @@ async def main() -> None:
     if hard != resource.RLIM_INFINITY and hard < want:
         sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {want}: cannot hold {args.connections} connections")
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    # On the wall the attacker is another machine: its own work must not take the panel's CPU here.
+    os.nice(10)
     counts = Counts()
     tried, stop = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,11 +18,14 @@ import os
 import secrets
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from panel.platform import ButtonConfig
 
 from .support import ROOT, PanelProcess, config_dict, free_port, write_config
 from .webhook_receiver import ReceiverProcess
@@ -30,8 +33,9 @@ from .webhook_receiver import ReceiverProcess
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 FLOOD = 2000
-PRESSES = 20
+PRESSES = 51  # p99 of 51 is the second slowest: one hiccup of a shared machine does not decide it alone
 PI_NOFILE = 1024  # the default soft limit; the flood alone is twice that
+BASELINE = 10  # presses without the flood, to see what this machine can do right now
 QUIET_S = 2.0  # seconds of flood with nothing else going on, to measure what it makes the panel log
 
 
@@ -48,12 +52,12 @@ def created_after(before: int) -> Any:
     return lambda recs: any(r["type"] == "call.created" for r in recs[before:])
 
 
-async def presses(pins: httpx.AsyncClient, receiver: ReceiverProcess, url: str, auth: dict[str, str],
+async def presses(pins: httpx.AsyncClient, receiver: ReceiverProcess, url: str, auth: dict[str, str], n: int,
                   answered: list[float]) -> list[float]:
-    """Press -> ``call.created`` at the receiver, PRESSES times; each call is ended by an authenticated
+    """Press -> ``call.created`` at the receiver, ``n`` times; each call is ended by an authenticated
     request on a connection of its own (its time goes to ``answered``)."""
     latencies: list[float] = []
-    for _ in range(PRESSES):
+    for _ in range(n):
         before = len(receiver.records)
         t0 = time.monotonic()
         r = await pins.post("/api/v1/sim/buttons/b303/press")
@@ -72,15 +76,34 @@ async def presses(pins: httpx.AsyncClient, receiver: ReceiverProcess, url: str, 
     return latencies
 
 
-async def test_a_flood_of_2000_connections_from_one_address_leaves_the_door_working(tmp_path: Path) -> None:
+@dataclass
+class FloodRun:
+    baseline: list[float]  # press -> call.created without the flood, same panel, same machine, just before
+    latencies: list[float]  # ...and during it
+    answered: list[float]  # authenticated requests on new connections during the flood
+    logged: int  # bytes the panel logged during QUIET_S of flood alone
+    window: float
+    exit_events: list[str]
+    relay_on: bool
+    counts: dict[str, int]  # the flood client's
+    log: str = field(repr=False)
+
+
+async def run_flood(work: Path, connections: int = FLOOD, n: int = PRESSES, quiet_s: float = QUIET_S) -> FloodRun:
+    """A panel with a Pi's descriptors, ``n`` presses, then ``connections`` from 127.0.0.2 and ``n`` presses
+    and an exit-button press during them (also bench/bench_flood.py)."""
     hook_secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     token = secrets.token_urlsafe(32)
     receiver = await ReceiverProcess([hook_secret]).start()
     port = free_port()
     cfg = config_dict(webhooks={"url": receiver.url, "timeout_s": 5, "max_backoff_s": 1})
-    cfg["api"] = {"listen": f"127.0.0.1:{port}"}  # the defaults: nothing tuned for the test (it runs on main too)
-    panel = PanelProcess(write_config(tmp_path, cfg), port, {"PANEL_SECRET_WEBHOOK_SECRETS": hook_secret,
-                                                            "PANEL_SECRET_INSTALLER_TOKEN": token},
+    for button in cfg["buttons"]:
+        button["debounce_ms"] = ButtonConfig.model_fields["debounce_ms"].default  # as shipped
+    # The connection defaults, nothing tuned (the test runs on main too); the test's own client ends a
+    # call per press, faster than the default rate limit for changing requests allows.
+    cfg["api"] = {"listen": f"127.0.0.1:{port}", "mutations_per_minute": 100_000}
+    panel = PanelProcess(write_config(work, cfg), port, {"PANEL_SECRET_WEBHOOK_SECRETS": hook_secret,
+                                                        "PANEL_SECRET_INSTALLER_TOKEN": token},
                          nofile=PI_NOFILE)
     flood: asyncio.subprocess.Process | None = None
     auth = {"Authorization": f"Bearer {token}"}
@@ -91,10 +114,10 @@ async def test_a_flood_of_2000_connections_from_one_address_leaves_the_door_work
         await asyncio.to_thread(panel.start)
         await receiver.wait(lambda recs: any(r["type"] == "panel.online" for r in recs), 20)
         assert (await pins.get("/api/v1/sim/state")).status_code == 200
-        baseline = await presses(pins, receiver, panel.url, auth, [])  # this machine, now, without a flood
+        baseline = await presses(pins, receiver, panel.url, auth, BASELINE, [])
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.flood_client", "--port", str(port), "--source", "127.0.0.2",
-            "--connections", str(FLOOD), "--reconnect-s", "1", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+            "--connections", str(connections), "--reconnect-s", "1", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE)
         assert flood.stdout is not None and flood.stdin is not None
         ready = await asyncio.wait_for(flood.stdout.readline(), 60)
@@ -102,16 +125,14 @@ async def test_a_flood_of_2000_connections_from_one_address_leaves_the_door_work
         assert panel.log_path is not None
         # The flood alone for a while: what it makes the panel log (the presses below log their calls).
         log_from, t_from = panel.log_path.stat().st_size, time.monotonic()
-        await asyncio.sleep(QUIET_S)  # the stimulus lasting, not a wait for something
+        await asyncio.sleep(quiet_s)  # the stimulus lasting, not a wait for something
         window = time.monotonic() - t_from
         logged = panel.log_path.stat().st_size - log_from
 
         answered: list[float] = []
-        latencies = await presses(pins, receiver, panel.url, auth, answered)
+        latencies = await presses(pins, receiver, panel.url, auth, n, answered)
         r = await pins.post("/api/v1/sim/exit")
         assert r.status_code == 200, r.text
-        assert "door.unlocked" in [e["type"] for e in r.json()["events"]], r.text
-        assert r.json()["pins"]["relay:main"]["energised"] is True
 
         flood.stdin.close()
         counts = json.loads(await asyncio.wait_for(flood.stdout.readline(), 20))
@@ -124,19 +145,24 @@ async def test_a_flood_of_2000_connections_from_one_address_leaves_the_door_work
         await pins.aclose()
         await asyncio.to_thread(panel.stop)
         await receiver.stop()
+    return FloodRun(baseline, latencies, answered, logged, window, [e["type"] for e in r.json()["events"]],
+                    r.json()["pins"]["relay:main"]["energised"], counts, panel.log())
 
+
+async def test_a_flood_of_2000_connections_from_one_address_leaves_the_door_working(tmp_path: Path) -> None:
+    run = await run_flood(tmp_path)
     # The issue's 100 ms, on a machine that can keep it without a flood; a machine already slower than
     # half that (other work on its cores) is held to twice its own figure without the flood instead.
-    limit = max(0.100, 2 * p99(baseline))
-    figures = (f"press->call.created p99 {p99(latencies) * 1000:.1f} ms (median {median(latencies) * 1000:.1f} "
-               f"ms; without the flood p99 {p99(baseline) * 1000:.1f}, median {median(baseline) * 1000:.1f} ms), "
-               f"API max {max(answered) * 1000:.0f} ms, flood alone logged {logged} B in {window:.1f} s, "
-               f"flood client {counts}")
+    limit = max(0.100, 2 * p99(run.baseline))
+    figures = (f"press->call.created p99 {p99(run.latencies) * 1000:.1f} ms (median "
+               f"{median(run.latencies) * 1000:.1f} ms; without the flood p99 {p99(run.baseline) * 1000:.1f}, "
+               f"median {median(run.baseline) * 1000:.1f} ms), API max {max(run.answered) * 1000:.0f} ms, flood "
+               f"alone logged {run.logged} B in {run.window:.1f} s, flood client {run.counts}")
     print(figures)
-    assert counts["first_round"] == FLOOD and counts["attempts"] >= FLOOD, figures
-    assert p99(latencies) < limit, figures
-    assert max(answered) < 2.0, figures
-    assert logged / window * 60 < 1_000_000, figures
-    refusals = [json.loads(line[3:]) for line in panel.log().splitlines()
-                if "API connections refused" in line]
+    assert run.counts["first_round"] == FLOOD and run.counts["attempts"] >= FLOOD, figures
+    assert p99(run.latencies) < limit, figures
+    assert max(run.answered) < 2.0, figures
+    assert "door.unlocked" in run.exit_events and run.relay_on, "the exit button released the door"
+    assert run.logged / run.window * 60 < 1_000_000, figures
+    refusals = [json.loads(line[3:]) for line in run.log.splitlines() if "API connections refused" in line]
     assert refusals and refusals[0]["client"] == "127.0.0.2", "the per-client limit is what held the flood off"
