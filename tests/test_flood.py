@@ -89,7 +89,8 @@ class FloodRun:
     log: str = field(repr=False)
 
 
-async def run_flood(work: Path, connections: int = FLOOD, n: int = PRESSES, quiet_s: float = QUIET_S) -> FloodRun:
+async def run_flood(work: Path, connections: int = FLOOD, n: int = PRESSES, quiet_s: float = QUIET_S,
+                    baseline: int = BASELINE) -> FloodRun:
     """A panel with a Pi's descriptors, ``n`` presses, then ``connections`` from 127.0.0.2 and ``n`` presses
     and an exit-button press during them (also bench/bench_flood.py)."""
     hook_secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -114,7 +115,7 @@ async def run_flood(work: Path, connections: int = FLOOD, n: int = PRESSES, quie
         await asyncio.to_thread(panel.start)
         await receiver.wait(lambda recs: any(r["type"] == "panel.online" for r in recs), 20)
         assert (await pins.get("/api/v1/sim/state")).status_code == 200
-        baseline = await presses(pins, receiver, panel.url, auth, BASELINE, [])
+        before = await presses(pins, receiver, panel.url, auth, baseline, [])
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.flood_client", "--port", str(port), "--source", "127.0.0.2",
             "--connections", str(connections), "--reconnect-s", "1", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
@@ -145,7 +146,7 @@ async def run_flood(work: Path, connections: int = FLOOD, n: int = PRESSES, quie
         await pins.aclose()
         await asyncio.to_thread(panel.stop)
         await receiver.stop()
-    return FloodRun(baseline, latencies, answered, logged, window, [e["type"] for e in r.json()["events"]],
+    return FloodRun(before, latencies, answered, logged, window, [e["type"] for e in r.json()["events"]],
                     r.json()["pins"]["relay:main"]["energised"], counts, panel.log())
 
 
