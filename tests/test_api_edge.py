@@ -19,7 +19,7 @@ import pytest
 from panel.api.app import ApiServer, create_app
 from panel.api.connections import ConnectionGuard, ConnectionLimits, Tally, client_key
 from panel.api.hosts import host_of, served_names
-from panel.platform import ApiConfig, FakeClock
+from panel.platform import ApiConfig, FakeClock, LogRateLimit
 
 from .api_support import api_rig
 from .eventually import eventually
@@ -286,3 +286,15 @@ async def test_configured_names_are_served_and_a_star_serves_any(tmp_path: Path)
             assert (await client.get("/api/v1/health", headers={"Host": "anything.example"})).status_code == 200
     finally:
         await rig.close()
+
+
+async def test_per_input_log_lines_pass_a_burst_then_one_a_period_saying_how_many_were_dropped() -> None:
+    limit = LogRateLimit(burst=3, every_s=0.05)
+
+    def record(msg: str = "Invalid HTTP request received.") -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, msg, (), None)
+
+    assert [limit.filter(record()) for _ in range(1000)].count(True) == 3, "a flood of one message: the burst"
+    assert limit.filter(record("another message")), "each message has its own allowance"
+    passed = await eventually(lambda: r if limit.filter(r := record()) else None, 5, "the next period")
+    assert passed.__dict__["suppressed"] >= 997

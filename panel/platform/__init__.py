@@ -46,6 +46,7 @@ from ._fds import fd_limit, open_fds, raise_fd_limit
 from ._files import fsync_dir, write_atomic
 from ._gpio import Hardware, make_pin_factory
 from ._journal import Extra, Journal
+from ._logs import RateLimit as LogRateLimit
 from ._logs import setup_logging
 from ._reset import factory_reset, lock_storage, undelivered
 from ._retention import keep_history_bounded, prune
@@ -101,6 +102,7 @@ __all__ = [
     "LinksConfig",
     "load_config",
     "lock_storage",
+    "LogRateLimit",
     "LoopClock",
     "make_pin_factory",
     "MediaConfig",
