@@ -327,6 +327,7 @@ class Listener:
         self.tls = tls
         self.clock = clock
         self._connecting = Background("api listener")
+        self._accepting: list[asyncio.Task[None]] = []
 
     @property
     def port(self) -> int:
@@ -334,8 +335,7 @@ class Listener:
 
     async def serve(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for sock in self.sockets:
-                group.create_task(self._accept(sock))
+            self._accepting = [group.create_task(self._accept(sock)) for sock in self.sockets]
 
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -404,6 +404,10 @@ class Listener:
             raise
 
     async def close(self) -> None:
+        # Accepting stops first: a socket closed under a pending accept would stay in the selector.
+        for task in self._accepting:
+            task.cancel()
+        await asyncio.gather(*self._accepting, return_exceptions=True)
         for sock in self.sockets:
             sock.close()
         self._connecting.cancel()
