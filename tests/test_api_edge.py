@@ -9,6 +9,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from panel.api.app import ApiServer, create_app
 from panel.api.connections import ConnectionGuard, ConnectionLimits, Tally, client_key
 from panel.api.hosts import host_of, served_names
+from panel.api.tls import generate
 from panel.platform import ApiConfig, FakeClock, LogRateLimit
 
 from .api_support import api_rig
@@ -298,3 +300,30 @@ async def test_per_input_log_lines_pass_a_burst_then_one_a_period_saying_how_man
     assert limit.filter(record("another message")), "each message has its own allowance"
     passed = await eventually(lambda: r if limit.filter(r := record()) else None, 5, "the next period")
     assert passed.__dict__["suppressed"] >= 997
+
+
+async def test_a_tls_handshake_that_never_comes_is_cut_at_header_timeout(tmp_path: Path) -> None:
+    rig = api_rig(tmp_path, api={"header_timeout_s": 0.5})
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    generate(cert, key, "test-panel", hostname="door-7", names=["127.0.0.1"])
+    server = ApiServer(create_app(rig.panel, simulated=True), "127.0.0.1", 0, ssl_certfile=str(cert),
+                       ssl_keyfile=str(key), api=rig.cfg.api)
+    await server.start()
+    task = asyncio.create_task(server.serve())
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        reader, writer = await dial(server.bound_port, "127.0.0.2")  # TCP, and then no ClientHello
+        assert await asyncio.wait_for(closed_by_panel(reader), 5)
+        assert 0.4 < loop.time() - t0 < 3
+        await eventually(lambda: server.guard.open == 0, 5, "slot released")
+        writer.close()
+        async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{server.bound_port}",
+                                     verify=ssl.create_default_context(cafile=str(cert))) as client:
+            assert (await client.get("/api/v1/health")).status_code == 200
+    finally:
+        await server.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await rig.close()
