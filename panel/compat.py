@@ -17,6 +17,9 @@ when an upgrade removes one, instead of the panel silently losing the feature. E
 - ``sounddevice._terminate`` / ``_initialize``: PortAudio lists devices once, when it starts; restarting
   it is the only way to see a sound server or card that appeared later (the audio-device tests start
   their own PulseAudio; it closes every open stream, so the panel itself never calls it while running).
+- ``uvicorn.Server.server_state`` and the HTTP protocol's constructor (``config``, ``server_state``,
+  ``app_state``), called as ``uvicorn.Server.startup`` calls it: the API accepts its own connections
+  (panel/api/connections.py) and hands each to uvicorn's protocol.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ INTERNALS: tuple[tuple[str, str, str, bool], ...] = (
     ("aiortc", "RTCIceGatherer", "_connection", True),
     ("aiomqtt", "Client", "_client", True),
     ("aiomqtt", "Client", "_connected", True),
+    ("uvicorn", "Server", "server_state", True),
 )
 # (module, function): module-level internals
 MODULE_INTERNALS: tuple[tuple[str, str], ...] = (
     ("sounddevice", "_terminate"),
     ("sounddevice", "_initialize"),
 )
+UVICORN_PROTOCOL_ARGS = ("config", "server_state", "app_state")
 
 
 def keyframe_hook(sender: Any) -> Callable[[], None] | None:
@@ -96,3 +101,15 @@ def rescan_sound_devices() -> bool:
     terminate()
     initialize()
     return True
+
+
+def uvicorn_protocol(server: Any) -> Callable[[], Any]:
+    """A factory of uvicorn's HTTP protocol for ``server`` (loaded config, lifespan started), as its own
+    ``startup`` makes them for the connections asyncio accepts."""
+    config = server.config
+
+    def make() -> Any:
+        return config.http_protocol_class(config=config, server_state=server.server_state,
+                                          app_state=server.lifespan.state)
+
+    return make

@@ -44,6 +44,7 @@ from .platform import (
     keep_history_bounded,
     lock_storage,
     make_pin_factory,
+    raise_fd_limit,
     redact_values,
 )
 
@@ -430,9 +431,13 @@ class Panel:
 
         announce_initial_password(await asyncio.to_thread(cred.ensure), cred)
         cert = await asyncio.to_thread(api_certificate, self.cfg) if self.cfg.api.https else None
+        from .api.hosts import served_names
+
+        names = await asyncio.to_thread(served_names, self.cfg)
         self.api = ApiServer(create_app(self, simulated=self.simulated, server_cert=cert), self.cfg.api.host,
                              self.cfg.api.port, ssl_certfile=str(cert.cert_file) if cert else None,
-                             ssl_keyfile=str(cert.key_file) if cert else None)
+                             ssl_keyfile=str(cert.key_file) if cert else None, api=self.cfg.api, clock=self.clock,
+                             names=names)
         await self.api.start()
         if cert is not None:
             log.info("local API served over HTTPS", extra={"fingerprint_sha256": cert.fingerprint_sha256,
@@ -709,6 +714,9 @@ def api_certificate(cfg: Config) -> ServerCert:
 async def serve(cfg: Config, secrets: Secrets, simulate: bool, config_path: Path | None = None,
                 welcome: Callable[[Panel], Awaitable[None]] | None = None) -> int:
     # One daemon per storage.dir; `panel factory-reset` takes the same lock before it erases anything.
+    # A shell's 1024 descriptors are not the hard limit: take what is allowed (the API stays within
+    # that less api.fd_reserve, so the rest of the panel always gets descriptors).
+    raise_fd_limit()
     panel = Panel(cfg, secrets, simulate=simulate)
     panel.storage_lock = lock_storage(cfg.storage.dir)
     panel.config_path = config_path

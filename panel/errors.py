@@ -49,6 +49,7 @@ def _c(status: int, meaning: str, mqtt: bool = False) -> Code:
 CODES: dict[str, Code] = {
     # 400: the request itself is unusable
     "bad_request": _c(400, "the HTTP request is malformed"),
+    "host_not_allowed": _c(400, "the Host header names a host this panel does not serve (api.allowed_hosts)"),
     "invalid_ice_servers": _c(400, "ice_servers names a server the panel cannot use"),
     "invalid_message": _c(400, "a data-channel or session message is not one the panel understands"),
     "invalid_sdp": _c(400, "the SDP offer is not usable (empty, too large, no media, or refused by the WebRTC stack)"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -75,6 +76,11 @@ class PanelProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     args: list[str] = field(default_factory=list)  # more `panel run` options, e.g. --demo
+    nofile: int | None = None  # RLIMIT_NOFILE of the panel (soft and hard): a Pi's 1024, say
+
+    def _limits(self) -> None:
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def url(self) -> str:
@@ -85,7 +91,8 @@ class PanelProcess:
         env = {**os.environ, **self.env}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "panel", "run", "--config", str(self.config_path),
-                                      "--simulate", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                                      "--simulate", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=self._limits if self.nofile is not None else None)
         if wait:
             self.wait_ready()
         return self

@@ -12,9 +12,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
+import uvicorn
 from aiortc import RTCIceGatherer
 
 from panel import compat
+
+
+async def _asgi(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("never called")
 
 
 def _instance(module: str, cls: str) -> Any:
@@ -22,6 +27,8 @@ def _instance(module: str, cls: str) -> Any:
         return RTCIceGatherer()
     if (module, cls) == ("aiomqtt", "Client"):
         return aiomqtt.Client("127.0.0.1")  # connects only when entered
+    if (module, cls) == ("uvicorn", "Server"):
+        return uvicorn.Server(uvicorn.Config(_asgi))
     raise AssertionError(f"no instance recipe for {module}.{cls}")
 
 
@@ -57,3 +64,15 @@ async def test_the_helpers_read_what_they_promise() -> None:
     assert compat.fail_connect(client, aiomqtt.MqttError("twice")) is False and compat.fail_connect(object(), e) is False
     with pytest.raises(aiomqtt.MqttError, match="refused"):
         await client._connected
+
+
+@pytest.mark.parametrize("http", ["h11", "auto"])
+async def test_uvicorn_protocols_are_built_the_way_the_api_builds_them(http: str) -> None:
+    """panel/api/connections.py accepts connections itself and makes uvicorn's protocol for each."""
+    server = uvicorn.Server(uvicorn.Config(_asgi, http=http, lifespan="off"))
+    server.config.load()
+    server.lifespan = server.config.lifespan_class(server.config)
+    params = inspect.signature(server.config.http_protocol_class).parameters
+    assert set(compat.UVICORN_PROTOCOL_ARGS) <= params.keys(), f"uvicorn's protocol takes {list(params)} now"
+    protocol = compat.uvicorn_protocol(server)()
+    assert callable(getattr(protocol, "connection_made", None)) and callable(getattr(protocol, "data_received", None))

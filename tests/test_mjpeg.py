@@ -211,7 +211,7 @@ async def test_a_vanished_client_is_cleaned_up(panel: Panel) -> None:
     sock.setblocking(False)
     await loop.sock_connect(sock, ("127.0.0.1", panel.api.bound_port))  # type: ignore[union-attr]
     auth = base64.b64encode(f"me:{INSTALLER}".encode()).decode()
-    await loop.sock_sendall(sock, f"GET /api/v1/video.mjpeg HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n"
+    await loop.sock_sendall(sock, f"GET /api/v1/video.mjpeg HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\r\n"
                             .encode())
     assert b"200 OK" in await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
     await eventually(lambda: len(s.viewers) == 1 and s.viewers[0].sent >= 2, what="pictures flowing")

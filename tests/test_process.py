@@ -436,6 +436,11 @@ def test_unit_file_has_the_essential_settings() -> None:
     allowed = [v.split()[0] for k, v in svc if k == "DeviceAllow"]
     assert "char-gpiochip" in allowed and "char-video4linux" in allowed and "char-alsa" in allowed
     assert "PrivateDevices" not in one, "PrivateDevices would hide /dev/gpiochip*"
+    # Issue 9: room for the API's connections and the fd reserve, and a bound on what the log can take.
+    from panel.platform import ApiConfig
+    api = ApiConfig()
+    assert int(one["LimitNOFILE"]) >= api.max_connections + api.fd_reserve + 1024
+    assert int(one["LogRateLimitBurst"]) * 300 * 60 / int(one["LogRateLimitIntervalSec"].rstrip("s")) < 1_000_000
     # The config's default storage directory is the unit's state directory.
     from panel.platform import StorageConfig
     assert StorageConfig().dir == Path("/var/lib/panel")
@@ -472,7 +477,7 @@ def test_systemd_security_exposure_is_low() -> None:
         pytest.skip("this systemd-analyze has no --offline")
     m = re.search(r"Overall exposure level for panel\.service: ([\d.]+)", r.stdout)
     assert m, r.stdout + r.stderr
-    assert float(m.group(1)) <= 3.0, r.stdout
+    assert float(m.group(1)) <= 1.9, r.stdout  # issue 9: what it gains for the findings costs no exposure
 
 
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None or os.geteuid() != 0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse
 
-from .. import __version__
+from .. import __version__, compat
+from ..platform import ApiConfig, Clock, LoopClock
 from . import (
     access,
     audiotest,
@@ -34,7 +36,9 @@ from . import (
     update,
     whep,
 )
+from .connections import ConnectionGuard, ConnectionLimits, Listener, RequestTracker, bind, fd_room
 from .errors import ErrorBody, install_error_handlers
+from .hosts import HostCheck, behind_proxies
 from .limits import BodyLimit
 from .principals import ApiAuth
 from .roles import MUTATING, SIM_PREFIX, authorize, openapi_security, rule_for
@@ -219,10 +223,22 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
+    """uvicorn's HTTP protocol behind the panel's own accept loop (panel/api/connections.py: connection
+    limits, header and idle timeouts), the Host check and the trusted-proxy rule (panel/api/hosts.py)."""
+
     def __init__(self, app: FastAPI, host: str, port: int, *, ssl_certfile: str | None = None,
-                 ssl_keyfile: str | None = None) -> None:
+                 ssl_keyfile: str | None = None, api: ApiConfig | None = None, clock: Clock | None = None,
+                 names: frozenset[str] | None = frozenset({"localhost"})) -> None:
+        api = api or ApiConfig()
+        self.guard = ConnectionGuard(ConnectionLimits.from_config(api), clock or LoopClock())
+        # Outermost first: the tracker sees uvicorn's own client address (the connection's), the proxy
+        # rule may then replace it, and the Host check runs before any route.
+        edge = RequestTracker(behind_proxies(HostCheck(app, names), api.trusted_proxies), self.guard)
         # access_log stays off: request lines are not needed, and no URL of ours carries a secret anyway.
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback (behind_proxies decides).
+        # ws none: no route is a WebSocket, and an upgrade would swap the connection's guarded protocol.
+        config = uvicorn.Config(edge, host=host, port=port, log_config=None, access_log=False, proxy_headers=False,
+                                ws="none", timeout_keep_alive=max(1, math.ceil(api.idle_timeout_s)),
                                 # typed int, but uvicorn waits with asyncio.wait_for, which takes a float
                                 lifespan="off", timeout_graceful_shutdown=0.5,  # type: ignore[arg-type]
                                 ssl_certfile=ssl_certfile,
@@ -231,32 +247,42 @@ class ApiServer:
         self.server = _Server(config)
         self.host = host
         self.port = port
+        self.fd_reserve = api.fd_reserve
+        self.listener: Listener | None = None
 
     async def start(self) -> None:
         config = self.server.config
         if not config.loaded:
             config.load()
         self.server.lifespan = config.lifespan_class(config)
+        await self.server.lifespan.startup()
         try:
-            await self.server.startup()
-        except SystemExit:
-            raise OSError(f"cannot listen on {self.host}:{self.port}; is another panel running, or is the "
-                          "port in use? Change api.listen in the config") from None
-        if self.server.should_exit:
-            raise OSError(f"cannot listen on {self.host}:{self.port}; change api.listen in the config")
+            sockets = await bind(self.host, self.port, config.backlog)
+        except OSError as e:
+            raise OSError(f"cannot listen on {self.host}:{self.port} ({e.strerror or e}); is another panel running, "
+                          "or is the port in use? Change api.listen in the config") from None
+        # Measured now, with the store, GPIO and the backend link open: what is left is the API's.
+        self.guard.budget(fd_room(self.fd_reserve))
+        self.listener = Listener(sockets, self.guard, compat.uvicorn_protocol(self.server), config.ssl,
+                                 self.guard.clock)
+        self.server.servers = []  # uvicorn's shutdown closes these; the listener is ours
+        self.server.started = True
 
     @property
     def bound_port(self) -> int:
-        for server in self.server.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return self.port
+        return self.listener.port if self.listener is not None else self.port
 
     async def serve(self) -> None:
-        await self.server.main_loop()
+        assert self.listener is not None, "start() first"
+        async with asyncio.TaskGroup() as group:
+            accepting = group.create_task(self.listener.serve())
+            await self.server.main_loop()  # the Date header, once a second, until should_exit
+            accepting.cancel()
 
     async def stop(self, timeout_s: float = 1.0) -> None:
         self.server.should_exit = True
+        if self.listener is not None:
+            await self.listener.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.shutdown(), timeout_s)
 

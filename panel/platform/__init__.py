@@ -12,6 +12,7 @@ from ._config import (
     FIXED_PULLUP_PINS,
     RESERVED_PINS,
     AccessConfig,
+    ApiConfig,
     Apply,
     ButtonConfig,
     Config,
@@ -45,9 +46,11 @@ from ._config import (
     resolve_paths,
 )
 from ._config_service import ConfigChange, ConfigService, Reconfigure
+from ._fds import fd_limit, open_fds, raise_fd_limit
 from ._files import fsync_dir, private_dir, private_file, write_atomic
 from ._gpio import Hardware, make_pin_factory
 from ._journal import Extra, Journal
+from ._logs import RateLimit as LogRateLimit
 from ._logs import redact, redact_values, setup_logging
 from ._reset import factory_reset, lock_storage, undelivered
 from ._retention import keep_history_bounded, prune
@@ -65,6 +68,7 @@ from ._tasks import Background
 __all__ = [
     "AccessConfig",
     "AccessRow",
+    "ApiConfig",
     "addresses",
     "Apply",
     "Background",
@@ -84,6 +88,7 @@ __all__ = [
     "Extra",
     "factory_reset",
     "FakeClock",
+    "fd_limit",
     "feed_watchdog",
     "FIXED_PULLUP_PINS",
     "format_table",
@@ -105,6 +110,7 @@ __all__ = [
     "LiveViewConfig",
     "load_config",
     "lock_storage",
+    "LogRateLimit",
     "LoopClock",
     "make_pin_factory",
     "MediaConfig",
@@ -113,11 +119,13 @@ __all__ = [
     "MIGRATIONS",
     "MjpegConfig",
     "Notifier",
+    "open_fds",
     "OsdpConfig",
     "PanelInfo",
     "parse_config",
     "parse_pin",
     "prune",
+    "raise_fd_limit",
     "Reconfigure",
     "RelayConfig",
     "RESERVED_PINS",

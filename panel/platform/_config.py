@@ -8,6 +8,7 @@ dotted path of the bad key, the bad value and what would be right, e.g.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import tomllib
 import types
@@ -48,6 +49,8 @@ FIXED_PULLUP_PINS = frozenset({2, 3})
 
 _PIN_RE = re.compile(r"^(?:(?P<bcm>GPIO|BCM)(?P<n>\d+)|(?:BOARD|J8:)(?P<board>\d+))$", re.IGNORECASE)
 _SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
 
 def _seconds(lo: float, hi: float, default: float, doc: str) -> Any:
@@ -280,13 +283,32 @@ class StreamsConfig(Model):
                                     "may take; viewers, guests and backends share the rest")
 
 
+def _network(v: str) -> str:
+    try:
+        ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        raise PydanticCustomError("network", "expected an address or a network, e.g. \"127.0.0.1\" or "
+                                  "\"10.0.0.0/24\"") from None
+    return v
+
+
+def _host_name(v: str) -> str:
+    if v != "*" and not _HOST_NAME.fullmatch(v):
+        raise PydanticCustomError("host_name", "expected a host name, e.g. \"panel.example.com\" (no scheme, port "
+                                  "or path), or \"*\"")
+    return v.lower().rstrip(".")
+
+
 class ApiConfig(Model):
     """The panel's local HTTP API."""
 
     APPLY: ClassVar[dict[str, Apply]] = {
         "listen": "local-only", "tls": "local-only", "allow_plain_http": "local-only", "cert_file": "local-only",
         "key_file": "local-only", "session_ttl_s": "live", "login_backoff_s": "live", "login_lockout_after": "live",
-        "mutations_per_minute": "live", "max_body_bytes": "restart", "tokens_per_issuer": "live",
+        "mutations_per_minute": "live", "max_body_bytes": "restart", "max_connections": "restart",
+        "max_connections_per_client": "restart", "header_timeout_s": "restart", "idle_timeout_s": "restart",
+        "fd_reserve": "restart", "trusted_proxies": "local-only", "allowed_hosts": "local-only",
+        "tokens_per_issuer": "live",
     }
 
     listen: str = Field("127.0.0.1:8080", description="host:port of the local HTTP API")
@@ -308,6 +330,31 @@ class ApiConfig(Model):
                                       "(POST, PUT, PATCH, DELETE) per client address; bursts of a quarter of it "
                                       "pass at once; more gets 429")
     max_body_bytes: int = Field(65_536, ge=1024, le=10_485_760, description="larger request bodies get 413")
+    # The door must never depend on the API's resources (docs/api.md, Connections): every one of these
+    # bounds what one client, or all of them together, can hold.
+    max_connections: int = Field(256, ge=8, le=65_536, description="open API connections, all clients "
+                                 "together; fewer when the process's file-descriptor limit (LimitNOFILE) minus "
+                                 "fd_reserve leaves less room. At the limit new connections wait in the kernel's "
+                                 "queue")
+    max_connections_per_client: int = Field(32, ge=2, le=4096, description="open API connections from one client "
+                                            "address (an IPv6 client: its /64); more are closed at once. A trusted "
+                                            "proxy's connections count only toward max_connections")
+    header_timeout_s: float = _seconds(0.5, 120, 10.0, "a connection that has not sent a whole request head "
+                                       "(after its TLS handshake, which has as long) this long after it opened, "
+                                       "or after the first byte of its next request, is closed")
+    idle_timeout_s: float = _seconds(0.5, 600, 5.0, "a kept-alive connection with no request in progress is "
+                                     "closed after this long without a byte")
+    fd_reserve: int = Field(256, ge=32, le=16_384, description="file descriptors the API never takes, whatever "
+                            "arrives: kept for the store, webhooks, MQTT, snapshots and media")
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(
+        [], max_length=32, description="addresses or networks (CIDR) of reverse proxies in front of the API: only "
+        "their X-Forwarded-For and X-Forwarded-Proto are believed (the login throttle and rate limits then count "
+        "the forwarded client). Empty: these headers are ignored")
+    allowed_hosts: list[Annotated[str, AfterValidator(_host_name)]] = Field(
+        [], max_length=32, description="names clients may reach the API by (the Host header), besides localhost, "
+        "this machine's hostname and <hostname>.local, the names in links.base_url, media.snapshots.base_url and "
+        "api.cert_file, and any IP address; any other name is refused (host_not_allowed), which stops "
+        "DNS-rebinding pages. \"*\" accepts every name")
     tokens_per_issuer: int = Field(2_000, ge=10, le=10_000, description="live credentials one issuer (the installer, "
                                    "one backend credential) may hold of the panel's 10,000; installer login "
                                    "sessions count apart and never against it")

@@ -114,6 +114,42 @@ class JsonFormatter(logging.Formatter):
         return f"<{priority(record.levelno)}>" + json.dumps(out, default=str)
 
 
+class RateLimit(logging.Filter):
+    """At most ``burst`` records of one message (logger, level, template) at once, then one every
+    ``every_s``; the next record that passes says how many were dropped before it (``suppressed``).
+
+    For loggers that write a line per remote event (uvicorn's "Invalid HTTP request received." for each
+    bad request, asyncio's per-accept errors): a flood of input must not become a flood of log."""
+
+    def __init__(self, burst: int = 10, every_s: float = 1.0, max_keys: int = 256) -> None:
+        super().__init__()
+        self.burst = burst
+        self.every_s = every_s
+        self.max_keys = max_keys
+        self._buckets: dict[tuple[str, int, str], list[float]] = {}  # key -> [tokens, at, dropped]
+        self._lock = threading.Lock()  # records come from helper threads too
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= self.max_keys:
+                    self._buckets.pop(next(iter(self._buckets)))
+                bucket = self._buckets[key] = [float(self.burst), now, 0.0]
+            bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) / self.every_s)
+            bucket[1] = now
+            if bucket[0] < 1:
+                bucket[2] += 1
+                return False
+            bucket[0] -= 1
+            if bucket[2]:
+                record.suppressed = int(bucket[2])
+                bucket[2] = 0
+        return True
+
+
 def priority(levelno: int) -> int:
     """The syslog priority of a logging level (custom levels round down to the next standard one)."""
     for level in sorted(_PRIORITY, reverse=True):
@@ -142,6 +178,10 @@ def setup_logging(level: str = "info", fmt: str = "json", stream: IO[str] | None
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "aioice", "aiortc", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for per_input in ("uvicorn.error", "asyncio"):
+        logger = logging.getLogger(per_input)
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, RateLimit)]
+        logger.addFilter(RateLimit())
     # Python warnings and crashes in helper threads go through the same structured stream...
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_exception

@@ -37,6 +37,11 @@ class Background:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def cancel(self) -> None:
+        """Cancel every task running now (the owner stops)."""
+        for task in list(self._tasks):
+            task.cancel()
+
     async def wait(self) -> None:
         """Wait for every task running now (their failures are logged, not raised)."""
         if self._tasks:
