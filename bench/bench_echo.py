@@ -51,6 +51,7 @@ from panel.platform import EchoConfig  # noqa: E402
 from tests.eventually import eventually  # noqa: E402
 from tests.media_resident import Resident  # noqa: E402
 from tests.media_rig import media_config, media_of, ring, start_panel_inprocess  # noqa: E402
+from tests.netns import contained  # noqa: E402
 from tests.room import (  # noqa: E402
     ClipSource,
     EchoPath,
@@ -253,7 +254,9 @@ def main() -> None:
     if not args.e2e_only:
         offline([int(d) for d in args.delays.split(",")])
     if not args.no_e2e:
-        asyncio.run(end_to_end())
+        # In a network namespace of its own (tests/netns.py): the WebRTC peers gather its address, not the LAN's.
+        with contained("bench-echo"):
+            asyncio.run(end_to_end())
 
 
 if __name__ == "__main__":

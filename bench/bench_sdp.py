@@ -3,9 +3,9 @@
 Run from the repository root:  .venv/bin/python bench/bench_sdp.py [--n 30]
 
 Each offer goes the way a WHEP or MQTT offer goes (``MediaService.open_session`` on a whole simulated
-panel with media, then the session is ended), timed on the loop; the script re-runs itself in a
-private network namespace (``unshare --net``, loopback only), so aioice has nothing to gather from
-and the figures are the SDP work, not the network's. Cases:
+panel with media, then the session is ended), timed on the loop; it runs in a network namespace of its
+own (tests/netns.py), so aioice gathers nothing of the machine's and the figures are the SDP work, not
+the network's. Cases:
 
 1. baseline: a browser-like offer (audio, video, data channel);
 2. the largest offer the bounds let through: 8 media sections (panel/sdp.py);
@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +35,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  #
 from panel.media.errors import SessionRefused  # noqa: E402
 from panel.media.tokens import Grant  # noqa: E402
 from tests.media_rig import media_of, start_panel_inprocess  # noqa: E402
+from tests.netns import contained  # noqa: E402
 from tests.sdp_fuzz_driver import AIORTC_OFFER  # noqa: E402
-
-MARK = "PANEL_BENCH_NETNS"
 
 
 def sections(n: int) -> str:
@@ -113,14 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=30)
     args = parser.parse_args()
-    if os.environ.get(MARK) != "1":
-        if shutil.which("unshare") is None:
-            sys.exit("bench_sdp needs unshare (util-linux) for a private network namespace")
-        user = [] if os.geteuid() == 0 else ["--map-root-user"]
-        cmd = ["unshare", "--net", *user, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable,
-               __file__, "--n", str(args.n)]
-        sys.exit(subprocess.run(cmd, env={**os.environ, MARK: "1"}).returncode)
-    asyncio.run(run(args.n))
+    with contained("bench-sdp"):
+        asyncio.run(run(args.n))
 
 
 if __name__ == "__main__":

@@ -385,10 +385,11 @@ class Panel:
         from .media.service import (
             start_media,  # lazily: aiortc, av and numpy cost memory and start time
         )
-        from .media.visitor import start_visitor_media
-
         self.media = start_media(self)
         if self.media is not None:
+            # only now: it needs av, which a panel installed without the media extra does not have
+            from .media.visitor import start_visitor_media
+
             self.visitor = await start_visitor_media(self)
 
     def _publishing_component(self, media: MediaService) -> Hooks:

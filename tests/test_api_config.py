@@ -73,6 +73,7 @@ LIVE_CHANGES: dict[str, Any] = {
     "api.login_backoff_s": 1.5,
     "api.login_lockout_after": 9,
     "api.mutations_per_minute": 6000,
+    "api.tokens_per_issuer": 50,
     "log.level": "warning",
     "links.ttl_s": 120,
     "links.max_participants": 5,
@@ -89,6 +90,9 @@ MEDIA_LIVE_CHANGES: dict[str, Any] = {
     "media.snapshots.min_free_mb": 10,
     "media.snapshots.wait_s": 5,
     "media.mjpeg.max_viewers": 1,
+    "media.mjpeg.max_viewers_per_credential": 1,
+    "media.mjpeg.max_viewers_per_address": 1,
+    "media.mjpeg.viewers_reserved": 0,
 }
 
 
@@ -120,6 +124,7 @@ async def test_every_live_key_reaches_every_component_that_uses_it(rig: Rig) -> 
         assert auth.session_ttl_s == 600
         assert (auth.login.base_s, auth.login.lockout_after) == (1.5, 9)
         assert auth.mutations.rate == 100.0 and auth.mutations.burst == 1500
+        assert auth.tokens.per_issuer == 50
         # log.level
         assert root.level == logging.WARNING
         # links.*
@@ -360,6 +365,8 @@ async def test_live_media_keys_reach_snapshots_and_mjpeg(tmp_path: Path) -> None
         files = visitor.snapshots.files
         assert (files.max_calls, files.max_bytes, files.min_free) == (1, 50 * MIB, 10 * MIB)
         assert visitor.jpegs.wait_s == 5 and visitor.mjpeg.cfg.max_viewers == 1
+        limits = visitor.mjpeg.slots.limits
+        assert (limits.total, limits.per_credential, limits.per_address, limits.reserved_residents) == (1, 1, 1, 0)
         # at_press was off at start: now every press stores a picture, and only the last call's are kept
         guids = []
         for _ in range(2):

@@ -44,7 +44,7 @@ LITERALS = [
     re.compile(r"\bBearer ([A-Za-z0-9._~+/-]{12,})"),
     re.compile(r"\bkey `([^`\s]{16,})`"),
 ]
-PLACEHOLDER = re.compile(r"^(\$|<|\.\.\.|whsec_\.\.\.)")
+PLACEHOLDER = re.compile(r"^(\$|<|\.\.\.|whsec_\.\.\.)|^[a-z_]+=<[^>]+>$")  # name=<what goes here>: a list entry
 
 
 def published_examples() -> dict[str, str]:
