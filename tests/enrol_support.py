@@ -26,8 +26,15 @@ def enrol_config(tmp: Path, est: EstServer, panel_id: str, **enrol: Any) -> dict
     return data
 
 
+class SyncedClock:
+    """The ClockSync interface, synchronised: commands are judged by their exp (test_mqtt.py covers the rest)."""
+
+    def synchronized(self) -> bool:
+        return True
+
+
 async def start_panel(tmp: Path, data: dict[str, Any]) -> Panel:
-    p = Panel(parse_config(data), Secrets(installer_token=INSTALLER), simulate=True)
+    p = Panel(parse_config(data), Secrets(installer_token=INSTALLER), simulate=True, clock_sync=SyncedClock())
     p.config_path = write_config(tmp, data)
     await p.start()
     return p

@@ -69,6 +69,7 @@ class EstServer:
     issued: dict[int, x509.Certificate] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     webhook_secret: str = field(default_factory=lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+    command_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # signs this backend's commands
 
     def __post_init__(self) -> None:
         self.server_pair = self.broker.ca.issue("est-server", server=True)
@@ -144,6 +145,7 @@ class EstServer:
                      "ca_pem": self.broker.ca_file.read_text(), "topic_prefix": TOPIC_PREFIX}}
         if self.webhook_url is not None:
             body["webhooks"] = {"url": self.webhook_url, "secret": self.webhook_secret}
+        body["command_key"] = self.command_key
         return 200, body
 
     def _check_csr(self, csr: x509.CertificateSigningRequest, fingerprint: str | None) -> str | None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import secrets
 import stat
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -26,6 +29,7 @@ from panel import cli
 from panel.daemon import Panel
 from panel.enrol import ALPHABET, ENROLMENT_DIR, EnrolCode, EnrolError, load_identity, normalise
 from panel.errors import CODES, ConfigError, http_status
+from panel.link import signed
 from panel.platform import parse_config
 
 from .enrol_support import api, enrol_config, enrolment_files, start_panel, status
@@ -136,6 +140,14 @@ async def test_a_fresh_panel_enrols_by_its_code_and_connects_with_the_issued_cer
     panel.calls.on_button("b303")
     rec = await eventually(lambda: [r for r in receiver.records if r.type == "call.created"], 10, "call.created")
     assert rec[0].verified
+
+    # Commands signed with the key the backend handed over open the door; the image held no key at all.
+    async with Client(broker, subscribe=("panels/panel-a/replies",)) as backend:
+        await backend.publish("panels/panel-a/commands", json.dumps(signed(est.command_key, "panel-a", {
+            "id": str(uuid.uuid4()), "cmd": "open", "exp": time.time() + 10})))
+        reply = await backend.wait_for(lambda m: json.loads(m.payload)["cmd"] == "open", 10)
+    assert json.loads(reply.payload)["code"] == "ok" and panel.door.relays[panel.door.main_relay].energised
+    assert panel.secrets.command_key is None  # it lives with the identity, not in the secrets file
 
     # The console now shows the identity; the API says there is nothing to enrol.
     out = io.StringIO()

@@ -91,6 +91,11 @@ class PanelConfigMsg(BaseModel):
     panel_id: str
     mqtt: BrokerMsg
     webhooks: WebhooksMsg | None = None
+    # Signed commands are the default (mqtt.require_signed_commands): the key must come with the rest, or
+    # an enrolled panel would need a shared secret in its image after all.
+    command_key: str | None = Field(None, min_length=16, max_length=512, repr=False,
+                                    description="the key the backend signs this panel's commands with; absent: "
+                                    "the secrets file's command_key")
 
 
 def build_csr(key: ec.EllipticCurvePrivateKey, panel_id: str) -> bytes:

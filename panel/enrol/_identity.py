@@ -47,6 +47,7 @@ class Identity:
     has_ca: bool
     webhook_url: str | None
     webhook_secret: str | None = field(default=None, repr=False)
+    command_key: str | None = field(default=None, repr=False)
 
     @property
     def cert_file(self) -> Path:
@@ -141,7 +142,7 @@ def commit(staged: Path, cert: x509.Certificate, msg: PanelConfigMsg, now: float
             "enrolled_at": now, "mqtt_host": msg.mqtt.host, "mqtt_port": msg.mqtt.port,
             "topic_prefix": msg.mqtt.topic_prefix, "has_ca": msg.mqtt.ca_pem is not None,
             "webhook_url": msg.webhooks.url if msg.webhooks else None,
-            "webhook_secret": msg.webhooks.secret if msg.webhooks else None}
+            "webhook_secret": msg.webhooks.secret if msg.webhooks else None, "command_key": msg.command_key}
     _write(staged / "identity.json", json.dumps(info).encode(), 0o600)
     fsync_dir(staged)
     root = staged.parent
@@ -169,15 +170,16 @@ def _identity(directory: Path, info: dict[str, Any]) -> Identity:
                     enrolled_at=float(info["enrolled_at"]), mqtt_host=str(info["mqtt_host"]),
                     mqtt_port=int(info["mqtt_port"]), topic_prefix=info.get("topic_prefix"),
                     has_ca=bool(info["has_ca"]), webhook_url=info.get("webhook_url"),
-                    webhook_secret=info.get("webhook_secret"))
+                    webhook_secret=info.get("webhook_secret"), command_key=info.get("command_key"))
 
 
-def load_identity(root: Path) -> Identity | None:
-    """The identity in force, or None (never enrolled, or reset). Removes what a crash left half-written.
-    Blocking."""
+def load_identity(root: Path, *, tidy: bool = True) -> Identity | None:
+    """The identity in force, or None (never enrolled, or reset). With ``tidy`` (the daemon, at its start)
+    removes what a crash left half-written; a reader beside a running daemon (``panel enrol show``) must not,
+    as those are the daemon's writes in flight. Blocking."""
     if not root.exists():
         return None
-    for p in root.iterdir():
+    for p in root.iterdir() if tidy else ():
         if p.name.endswith(".staging") or p.name.endswith(".tmp"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     current = root / CURRENT
@@ -205,4 +207,6 @@ def backend_settings(cfg: Config, secrets: Secrets, ident: Identity | None) -> t
     cfg = cfg.model_copy(update={"mqtt": mqtt, "webhooks": webhooks})
     if ident.webhook_secret is not None:
         secrets = secrets.model_copy(update={"webhook_secrets": [ident.webhook_secret]})
+    if ident.command_key is not None:
+        secrets = secrets.model_copy(update={"command_key": ident.command_key})
     return cfg, secrets

@@ -312,4 +312,4 @@ def offline_status(cfg: Config) -> tuple[Identity | None, dict[str, Any] | None]
         answer = json.loads((root / LAST_ANSWER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         answer = None
-    return load_identity(root), answer if isinstance(answer, dict) else None
+    return load_identity(root, tidy=False), answer if isinstance(answer, dict) else None
