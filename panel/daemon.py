@@ -22,6 +22,7 @@ from .auth import InstallerCredential, Secrets, refuse_published_secrets
 from .calls import CallLinks, CallManager, CallService, Participants
 from .directory import Directory
 from .door import DebouncedInput, Door, Lights, Relay
+from .errors import ConfigError
 from .events import InputRecovered, InputStuck, PanelStarted, PanelStopped
 from .platform import (
     Background,
@@ -488,6 +489,13 @@ class Panel:
             return None
         from .link import Control, MqttLink, Nonces, SeenCommands
 
+        if cfg.mqtt.require_signed_commands and secrets.command_key is None:
+            problem = ("mqtt.require_signed_commands: is true (the default) but there is no command_key, so every "
+                       "backend command would be refused; add the key the backend signs with to the secrets file "
+                       "(an enrolled panel gets it from the backend), or set require_signed_commands = false")
+            if self.enrol is None:
+                raise ConfigError([problem])
+            log.error(problem)  # enrolled: the backend sent no key; the identity still connects and reports
         assert self.clock_sync is not None
         nonces = Nonces(self.clock, cfg.mqtt.command_max_age_s)
         seen = SeenCommands(self.store, self.clock, self.journal.boot_id, nonces, cfg.mqtt.command_max_age_s)

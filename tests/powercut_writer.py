@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     # What the panel imports when its backend link starts, imported once here rather than in every writer.
     asyncio.run(httpx.AsyncClient().aclose())
+    live: set[int] = set()
     for line in sys.stdin:
         cmd, arg = line.split()
         if cmd == "run":
@@ -107,10 +109,16 @@ def main() -> None:
                     asyncio.run(writer(state_dir, url, secret, int(arg)))
                 finally:
                     os._exit(1)
+            live.add(pid)
             emit(f"pid {pid}")
         elif cmd == "reap":
             os.waitpid(int(arg), 0)
+            live.discard(int(arg))
             emit(f"reaped {arg}")
+    # stdin closed: the test is over (or failed half-way); no writer outlives it
+    for pid in live:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

@@ -543,17 +543,20 @@ def test_unsafe_mqtt_settings_are_refused_by_the_config_check(mqtt: dict[str, An
     assert [p for p in exc.value.problems if p.startswith(where + ":")], exc.value.problems
 
 
-@pytest.mark.parametrize("problem", ["no_password", "missing_ca"])
+@pytest.mark.parametrize("problem", ["no_password", "missing_ca", "no_command_key"])
 async def test_missing_credentials_or_tls_files_stop_the_start(broker: Broker, tmp_path: Path, problem: str) -> None:
     from panel.errors import ConfigError
 
     data = panel_config(broker, tmp_path / "state")
     if problem == "missing_ca":
         data["mqtt"]["ca_file"] = str(tmp_path / "nowhere.pem")
+    if problem == "no_command_key":  # signed commands required (the default) and nothing to check them with
+        data["mqtt"]["require_signed_commands"] = True
     secrets = Secrets(mqtt_password=None if problem == "no_password" else broker.passwords[A])
     panel = Panel(parse_config(data), secrets, simulate=True, clock_sync=FakeClockSync())
+    match = {"no_password": "mqtt_password", "missing_ca": "ca_file", "no_command_key": "command_key"}[problem]
     try:
-        with pytest.raises(ConfigError, match="mqtt_password" if problem == "no_password" else "ca_file"):
+        with pytest.raises(ConfigError, match=match):
             await panel.start()
     finally:
         await panel.stop("start failed")
