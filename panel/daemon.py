@@ -539,7 +539,12 @@ class Panel:
         if self.outbox is not None and not self.outbox.healthy():
             problems.append("webhooks: the outbox is not draining")
         if self.cfg.media is not None and self.media is None:
-            problems.append("media: configured but not running")
+            from .media.service import missing_media_packages
+
+            # Packages the installation lacks are not the release's doing (the previous one ran without
+            # them too); anything else that stops media is, and keeps the release from committing.
+            if not missing_media_packages():
+                problems.append("media: configured but not running")
         for name, comp in self.supervisor.status().items():
             if comp["state"] not in ("running", "finished"):
                 problems.append(f"{name}: {comp['state']}")

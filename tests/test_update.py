@@ -353,6 +353,23 @@ async def test_the_panel_health_check_names_what_is_wrong(tmp_path: Path) -> Non
         await rig.close()
 
 
+async def test_media_that_fails_blocks_a_commit_but_media_packages_the_installation_lacks_do_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots hold the application only; the packages are the installation's, the same for every release."""
+    from panel.media import service
+
+    data = config_dict(media={"video": {"source": "synthetic"}, "audio": {"input": "none", "output": "none"}})
+    rig = Rig(make_config(tmp_path, data))
+    try:
+        assert rig.panel.media is None  # configured, not started: what a failed start leaves
+        assert "media: configured but not running" in await rig.panel.update_health()
+        monkeypatch.setattr(service, "MEDIA_PACKAGES", ("av", "no_such_media_package"))
+        assert service.missing_media_packages() == ["no_such_media_package"]
+        assert not [p for p in await rig.panel.update_health() if p.startswith("media:")]
+    finally:
+        await rig.close()
+
+
 async def test_the_api_starts_an_update_and_reports_the_agent_in_system(tmp_path: Path, world: dict[str, Any],
                                                                        server: ReleaseServer) -> None:
     root = tmp_path / "opt"

@@ -7,6 +7,7 @@ the reason is logged. Device failures at run time are health events, retried by 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -182,6 +183,15 @@ def simulated(cfg: MediaConfig) -> MediaConfig:
         "input": cfg.audio.input if cfg.audio.input in ("synthetic", "none") else "synthetic",
         "output": cfg.audio.output if cfg.audio.output in ("record", "none") else "record"})
     return cfg.model_copy(update={"video": video, "audio": audio})
+
+
+MEDIA_PACKAGES = ("aiortc", "av", "numpy", "sounddevice")  # the media extra: what media cannot run without
+
+
+def missing_media_packages() -> list[str]:
+    """The media extra's packages this installation lacks (looked up, not imported). They come with the
+    installation, not with a release: a new release cannot be blamed for them (update trials)."""
+    return [name for name in MEDIA_PACKAGES if importlib.util.find_spec(name) is None]
 
 
 def start_media(panel: Panel) -> MediaService | None:
