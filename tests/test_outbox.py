@@ -320,7 +320,7 @@ async def test_bound_sheds_oldest_heartbeats_and_records_what_went(rig: Rig, rec
     assert hb_ids[-1] in left
     overflow = json.loads(next(r for r in rows if r["type"] == "outbox.overflow")["data"])
     assert overflow["shed"] == {"panel.heartbeat": 15} and overflow["limit"] == 30 and overflow["refusing"] == []
-    assert overflow["shed_from"] < overflow["shed_to"]
+    assert overflow["shed_from"] <= overflow["shed_to"]  # 15 heartbeats may share a millisecond
     assert outbox.backlog == 35 - 15 + 1 == len([r for r in rows if r["delivered"] is None])
     assert not outbox.full and outbox.accepting("panel.heartbeat")
 
