@@ -134,12 +134,13 @@ def _run(args: argparse.Namespace) -> int:
     from .daemon import serve
     from .platform import load_config, setup_logging
 
-    # Whatever the shell or unit set: what the panel writes (the database, pictures of visitors, keys) and
-    # what its libraries write is the service user's alone. Its own files are owner-only regardless.
-    os.umask(0o077)
     if args.demo and not args.simulate:
         print("panel: --demo prints sign-ins to the terminal: only with --simulate", file=sys.stderr)
         return EXIT_USAGE
+    # Whatever the shell or unit set: what the panel writes (the database, pictures of visitors, keys) and
+    # what its libraries write is the service user's alone. Its own files are owner-only regardless.
+    # (Only once it really runs: a refused command line leaves its caller's process as it was.)
+    os.umask(0o077)
     cfg = load_config(args.config)
     setup_logging(cfg.log.level, cfg.log.format)
     secrets = load_secrets(cfg.secrets)

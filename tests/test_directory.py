@@ -5,6 +5,7 @@ a specific code and changes nothing."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -193,5 +194,9 @@ async def test_the_backend_manages_the_directory_over_mqtt(broker: Broker, tmp_p
 
 
 def test_only_a_simulated_panel_prints_sign_ins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = os.umask(0o022)
+    os.umask(before)
     assert main(["run", "--config", str(tmp_path / "none.toml"), "--demo"]) == EXIT_USAGE
     assert "only with --simulate" in capsys.readouterr().err
+    now = os.umask(before)
+    assert now == before, "a refused command line changed the test process's umask"
