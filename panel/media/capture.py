@@ -14,7 +14,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ..events import EventData, MediaDevice, MediaDeviceLost, MediaDeviceRecovered
@@ -119,6 +119,42 @@ class Subscription(Generic[T]):
         self._wake()
         if self._on_close is not None:
             self._on_close(self)
+
+
+class Fanout(Generic[T]):
+    """The feeds of one shared stream and the task that fills them, which runs only while somebody is
+    subscribed (the camera's encoded stream, the encoded microphone)."""
+
+    def __init__(self, pump: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        self.feeds: list[Subscription[T]] = []
+        self._pump = pump
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, feed: Subscription[T]) -> Subscription[T]:
+        self.feeds.append(feed)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._pump(), name=self._name)
+        return feed
+
+    def remove(self, feed: Subscription[T]) -> None:
+        if feed in self.feeds:
+            self.feeds.remove(feed)
+        if not self.feeds and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def put(self, item: T) -> None:
+        for feed in list(self.feeds):
+            feed.put(item)
+
+    async def close(self) -> None:
+        for feed in list(self.feeds):
+            feed.close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 class DeviceCapture(Generic[T]):

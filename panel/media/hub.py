@@ -35,7 +35,7 @@ from .audio import (
     SpeakerSink,
     ToneSource,
 )
-from .capture import DeviceCapture, HealthReport, Subscription, SubscriptionClosed
+from .capture import DeviceCapture, Fanout, HealthReport, Subscription, SubscriptionClosed
 from .echo import EchoCanceller
 from .encoder import Codec, EncoderSettings, VideoEncoder
 from .sources import (
@@ -66,8 +66,7 @@ class VideoStream:
         self.passthrough = passthrough
         self.settings = settings
         self.codec: Codec = "h264" if passthrough or settings is None else settings.codec
-        self._feeds: list[Subscription[EncodedFrame]] = []
-        self._pump: asyncio.Task[None] | None = None
+        self._fanout: Fanout[EncodedFrame] = Fanout(self._run, "video-stream")
         self._gop: list[EncodedFrame] = []
         self._keyframe_wanted = False
         self._last_keyframe_request = 0.0
@@ -80,11 +79,9 @@ class VideoStream:
     # -- viewers --------------------------------------------------------------------------------------
     def subscribe(self) -> Subscription[EncodedFrame]:
         """A feed of encoded pictures that starts at a keyframe."""
-        feed: Subscription[EncodedFrame] = Subscription(FEED_DEPTH, "resync", self._unsubscribe, is_key)
+        feed: Subscription[EncodedFrame] = Subscription(FEED_DEPTH, "resync", self._fanout.remove, is_key)
         feed.on_resync = self.request_keyframe
-        self._feeds.append(feed)
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.get_running_loop().create_task(self._run(), name="video-stream")
+        self._fanout.add(feed)
         if self.passthrough:
             if not self._ask_camera_for_keyframe():
                 feed.put_front(self._catch_up())
@@ -92,16 +89,9 @@ class VideoStream:
             self.request_keyframe()
         return feed
 
-    def _unsubscribe(self, feed: Subscription[EncodedFrame]) -> None:
-        if feed in self._feeds:
-            self._feeds.remove(feed)
-        if not self._feeds and self._pump is not None:
-            self._pump.cancel()
-            self._pump = None
-
     @property
     def viewers(self) -> int:
-        return len(self._feeds)
+        return len(self._fanout.feeds)
 
     def request_keyframe(self) -> None:
         """Make the next picture a keyframe (for every viewer), as soon as the encoder or camera can."""
@@ -173,8 +163,7 @@ class VideoStream:
         elif self._gop and len(self._gop) < GOP_CACHE_MAX:
             self._gop.append(item)
         self.published += 1
-        for feed in list(self._feeds):
-            feed.put(item)
+        self._fanout.put(item)
 
     async def _run(self) -> None:
         if self.passthrough:
@@ -213,12 +202,7 @@ class VideoStream:
             executor.shutdown(wait=False)
 
     async def close(self) -> None:
-        for feed in list(self._feeds):
-            feed.close()
-        task, self._pump = self._pump, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._fanout.close()
 
     def status(self) -> dict[str, Any]:
         return {"codec": self.codec, "passthrough": self.passthrough, "viewers": self.viewers,

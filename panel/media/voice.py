@@ -21,7 +21,7 @@ import av
 import numpy as np
 
 from .audio import BLOCK, RATE, TIME_BASE, AudioChunk, make_frame
-from .capture import DeviceCapture, Subscription, SubscriptionClosed
+from .capture import DeviceCapture, Fanout, Subscription, SubscriptionClosed
 from .echo import EchoCanceller
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,7 @@ class VoiceStream:
         self.microphone = microphone
         self.echo = echo
         self.bitrate_kbps = bitrate_kbps
-        self._feeds: list[Subscription[VoicePacket]] = []
-        self._pump: asyncio.Task[None] | None = None
+        self._fanout: Fanout[VoicePacket] = Fanout(self._run, "voice-stream")
         self.blocks = 0
         self.packets = 0
         self.process_cpu_s = 0.0
@@ -76,22 +75,11 @@ class VoiceStream:
         self.taps: list[Callable[[np.ndarray], None]] = []
 
     def subscribe(self) -> Subscription[VoicePacket]:
-        feed: Subscription[VoicePacket] = Subscription(FEED_DEPTH, "drop_oldest", self._unsubscribe)
-        self._feeds.append(feed)
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.get_running_loop().create_task(self._run(), name="voice-stream")
-        return feed
-
-    def _unsubscribe(self, feed: Subscription[VoicePacket]) -> None:
-        if feed in self._feeds:
-            self._feeds.remove(feed)
-        if not self._feeds and self._pump is not None:
-            self._pump.cancel()
-            self._pump = None
+        return self._fanout.add(Subscription(FEED_DEPTH, "drop_oldest", self._fanout.remove))
 
     @property
     def listeners(self) -> int:
-        return len(self._feeds)
+        return len(self._fanout.feeds)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -118,9 +106,7 @@ class VoiceStream:
                     tap(processed)
                 for data in packets:
                     self.packets += 1
-                    item = VoicePacket(data, BLOCK, chunk.mono)
-                    for feed in list(self._feeds):
-                        feed.put(item)
+                    self._fanout.put(VoicePacket(data, BLOCK, chunk.mono))
         except SubscriptionClosed:
             return
         finally:
@@ -134,12 +120,7 @@ class VoiceStream:
         return processed, packets, time.thread_time() - t0
 
     async def close(self) -> None:
-        for feed in list(self._feeds):
-            feed.close()
-        task, self._pump = self._pump, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._fanout.close()
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"listeners": self.listeners, "blocks": self.blocks, "packets": self.packets,
