@@ -94,8 +94,10 @@ def _target_args(p: argparse.ArgumentParser, nested: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command != "run":
+    if argv is None and args.command != "run":
         # `panel sim state | head` should end quietly, as any Unix tool does; the daemon keeps Python's default.
+        # Only as the process's own command line (argv None): a caller in the same process (a test, a tool)
+        # would otherwise be killed by the next write to a closed socket.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         if args.command == "run":

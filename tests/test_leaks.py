@@ -231,7 +231,9 @@ def test_the_redaction_covers_every_secret_form() -> None:
         "https://user:hunter2hunter2@broker.example/": "user:[redacted]@",
         "media pmt_AbCdEf123456, preview cls_xyzxyzxyz": "pmt_[redacted], preview cls_[redacted]",
         "cl1.abc123.7e342936-f47c-4814-ac4a-c56a0ef749a6.1741944413.Zm9vYmFy": "cl1.[redacted]",
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw": "whsec_[redacted]",
+        # not a documented example: those are registered as secrets by tests that run panels with them,
+        # and a registered value is redacted whole
+        "whsec_dGhpcyB0ZXN0IGFsb25lIHVzZXMgaXQ=": "whsec_[redacted]",
     }
     for raw, want in cases.items():
         assert want in redact(raw), (raw, redact(raw))

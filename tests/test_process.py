@@ -497,3 +497,13 @@ def test_sysusers_creates_the_service_user_in_the_gpio_group(tmp_path: Path) -> 
     assert int(passwd["panel"][2]) < 1000, "a system user"
     for g in ("gpio", "audio", "video"):
         assert "panel" in groups[g][3].split(","), g
+
+
+def test_the_cli_called_in_process_leaves_the_callers_sigpipe_alone(tmp_path: Path) -> None:
+    """Once, a test's `panel enrol show` set SIGPIPE to its default in a pytest worker, and the worker died at
+    its next write to a closed socket (exit 141)."""
+    from panel.cli import main
+
+    before = signal.getsignal(signal.SIGPIPE)
+    main(["config", "check", str(tmp_path / "none.toml")])
+    assert signal.getsignal(signal.SIGPIPE) == before
