@@ -156,13 +156,8 @@ class WhipPublisher:
                 await self._end(http, "shutdown")
 
     async def _publish_and_hold(self, http: httpx.AsyncClient) -> None:
-        self._changed.clear()  # this attempt answers every start asked for so far
-        self.state = "connecting"
-        self.attempts += 1
-        started = self.clock.monotonic()
         try:
-            await self._publish(http)
-            connected = await self._connected(self.cfg.connect_timeout_s)
+            await self._session_until_stopped(http)
         except PublishFailure as failure:
             await self._failed(http, failure)
             return
@@ -172,9 +167,17 @@ class WhipPublisher:
             log.exception("publishing to %s failed", self.target.id)
             await self._failed(http, PublishFailure("panel_error", f"{type(e).__name__}: {e}"))
             return
-        if not connected:  # stopped while connecting
-            await self._end(http, self._stop_reason)
-            return
+        await self._end(http, self._stop_reason)
+
+    async def _session_until_stopped(self, http: httpx.AsyncClient) -> None:
+        """One session: POST, connect, publish until stopped; a failure raises."""
+        self._changed.clear()  # this attempt answers every start asked for so far
+        self.state = "connecting"
+        self.attempts += 1
+        started = self.clock.monotonic()
+        await self._publish(http)
+        if not await self._connected(self.cfg.connect_timeout_s):
+            return  # stopped while connecting
         self.state = "publishing"
         self.published_mono = self.clock.monotonic()
         self.failures, self.retry_at = 0, None
@@ -185,16 +188,7 @@ class WhipPublisher:
                                                                                  1),
                                          video=session.video, audio=session.audio))
         log.info("publishing to %s", self.target.id, extra={"target": self.target.id, "server": _where(self.url)})
-        try:
-            await self._hold()
-        except PublishFailure as failure:
-            await self._failed(http, failure)
-            return
-        except Exception as e:
-            log.exception("publishing to %s failed", self.target.id)
-            await self._failed(http, PublishFailure("panel_error", f"{type(e).__name__}: {e}"))
-            return
-        await self._end(http, self._stop_reason)
+        await self._hold()
 
     async def _publish(self, http: httpx.AsyncClient) -> None:
         session = self._session = self._offerer()
