@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..auth import Secrets
-from ..platform import Config, fsync_dir, iso8601
+from ..platform import Config, fsync_dir, iso8601, write_atomic
 from ._est import EnrolError, PanelConfigMsg
 
 CURRENT = "current"
@@ -101,16 +101,6 @@ def pick_certificate(certs: list[x509.Certificate], key: ec.EllipticCurvePrivate
     return cert, [c for c in certs if c is not cert]
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _generations(root: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in root.iterdir() if (m := _GEN_RE.match(p.name))) if root.exists() else []
 
@@ -122,16 +112,16 @@ def stage(root: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, c
     staged = root / f"gen-{n}.staging"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(mode=0o700)
-    _write(staged / "key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    write_atomic(staged / "key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption()), 0o600)
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *chain])
-    _write(staged / "cert.pem", pem, 0o644)
+    write_atomic(staged / "cert.pem", pem, 0o644)
     return staged
 
 
 def add_ca(staged: Path, pem: str) -> Path:
     """The broker's CA bundle the backend sent, beside the staged certificate. Blocking."""
-    _write(staged / "ca.pem", pem.encode(), 0o644)
+    write_atomic(staged / "ca.pem", pem.encode(), 0o644)
     return staged / "ca.pem"
 
 
@@ -143,7 +133,7 @@ def commit(staged: Path, cert: x509.Certificate, msg: PanelConfigMsg, now: float
             "topic_prefix": msg.mqtt.topic_prefix, "has_ca": msg.mqtt.ca_pem is not None,
             "webhook_url": msg.webhooks.url if msg.webhooks else None,
             "webhook_secret": msg.webhooks.secret if msg.webhooks else None, "command_key": msg.command_key}
-    _write(staged / "identity.json", json.dumps(info).encode(), 0o600)
+    write_atomic(staged / "identity.json", json.dumps(info).encode(), 0o600)
     fsync_dir(staged)
     root = staged.parent
     final = root / staged.name.removesuffix(".staging")
