@@ -92,12 +92,17 @@ def _target_args(p: argparse.ArgumentParser, nested: bool = False) -> None:
                    help="the panel's API, e.g. http://127.0.0.1:8080")
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> int:
+    """The `panel` command as its own process (the console script, python -m panel)."""
+    return main(own_process=True)
+
+
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     args = _parser().parse_args(argv)
-    if argv is None and args.command != "run":
+    if own_process and args.command != "run":
         # `panel sim state | head` should end quietly, as any Unix tool does; the daemon keeps Python's default.
-        # Only as the process's own command line (argv None): a caller in the same process (a test, a tool)
-        # would otherwise be killed by the next write to a closed socket.
+        # Only in a process of its own: a caller in the same process (a test, a tool) would otherwise be
+        # killed by its next write to a closed socket.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         if args.command == "run":
