@@ -385,7 +385,7 @@ def test_fuzzed_mqtt_payloads_each_get_one_reply_and_never_move_the_relay_withou
 
         @settings(max_examples=-(-PAYLOADS // PER_EXAMPLE), derandomize=True, database=None, deadline=None,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-        @given(items=ITEMS, synced=st.booleans(), rnd=st.randoms(use_true_random=True))
+        @given(items=ITEMS, synced=st.booleans(), rnd=st.randoms())
         def run(items: tuple[list[Raw], list[Valid | Mutated]], synced: bool, rnd: random.Random) -> None:
             channel.examples += 1
             channel.sync.synced = synced
